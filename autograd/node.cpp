@@ -1,0 +1,86 @@
+// Recording the graph: edges from an op's result back to whatever produced its inputs.
+#include "node.hpp"
+
+#include "../core/strided.hpp"
+#include "grad_mode.hpp"
+#include "ops.hpp"
+
+namespace latent::autograd {
+namespace {
+std::atomic<uint64_t> next_sequence_nr{0};
+}
+
+Node::Node() : sequence_nr(next_sequence_nr.fetch_add(1, std::memory_order_relaxed)) {}
+
+std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
+  Tensor g = std::move(grad_outputs.at(0));
+  if (!g.defined()) return {};
+  if (g.shape() != variable_->shape)
+    throw Error("AccumulateGrad: gradient of shape " + shape_str(g.shape()) + " for a leaf of shape " +
+                shape_str(variable_->shape));
+  Tensor variable(variable_);
+  Tensor existing = variable.grad();
+  if (!existing.defined()) {
+    // The leaf must own its gradient: a gradient shared with another tensor or a view could be
+    // changed behind its back by in-place updates (zero_grad, clipping).
+    const bool exclusive = g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && g.is_contiguous();
+    variable.set_grad(exclusive ? g : cast_copy(g, g.dtype()));
+  } else {
+    existing.copy_(add(existing, g));
+  }
+  return {};
+}
+
+std::vector<Tensor> LambdaNode::apply(std::vector<Tensor>&& grad_outputs) {
+  if (!fn_) throw Error(name_ + ": backward through a graph whose saved tensors were freed; pass retain_graph=true to the first backward");
+  return fn_(grad_outputs);
+}
+
+Edge gradient_edge(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return {};
+  TensorImpl& impl = t.impl();
+  if (impl.grad_fn) return {impl.grad_fn, impl.output_nr};
+  auto accumulator = impl.grad_accumulator.lock();
+  if (!accumulator) {
+    accumulator = std::make_shared<AccumulateGrad>(t.impl_ptr());
+    impl.grad_accumulator = accumulator;
+  }
+  return {accumulator, 0};
+}
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!GradMode::is_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void set_history(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node) {
+  for (size_t i = 0; i < outs.size(); ++i) {
+    if (!outs[i].defined()) continue;
+    TensorImpl& impl = outs[i].impl();
+    impl.grad_fn = node;
+    impl.output_nr = static_cast<int>(i);
+    impl.requires_grad = true;
+  }
+}
+
+std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
+                                 BackwardFn fn) {
+  if (!any_requires_grad(inputs)) return outs;
+  auto node = std::make_shared<LambdaNode>(name, std::move(fn));
+  node->num_outputs = static_cast<int>(outs.size());
+  node->next_edges.reserve(inputs.size());
+  for (const Tensor& t : inputs) node->next_edges.push_back(gradient_edge(t));
+  set_history(outs, node);
+  return outs;
+}
+
+Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs,
+              std::function<std::vector<Tensor>(const Tensor& grad)> fn) {
+  if (!any_requires_grad(inputs)) return out;
+  return record_multi(name, {std::move(out)}, inputs,
+                      [fn = std::move(fn)](const std::vector<Tensor>& grads) { return fn(grads[0]); })[0];
+}
+
+}  // namespace latent::autograd

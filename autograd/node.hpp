@@ -1,0 +1,82 @@
+// Graph nodes: each differentiable result points at the Node that made it; a Node's edges point at
+// the nodes that made its inputs (or at a leaf's AccumulateGrad). The engine walks these edges.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/tensor.hpp"
+
+namespace latent::autograd {
+
+class Node;
+
+// Where the gradient of one input goes: output slot `input_nr` of `node` (null: no gradient needed).
+struct Edge {
+  std::shared_ptr<Node> node;
+  int input_nr = 0;
+};
+
+class Node {
+ public:
+  Node();
+  virtual ~Node() = default;
+  // One gradient per output in, one per next_edges entry out (undefined = zero / not needed).
+  virtual std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) = 0;
+  // Drops tensors saved for backward; called after apply unless the graph is retained.
+  virtual void release_saved() {}
+  virtual std::string name() const = 0;
+
+  std::vector<Edge> next_edges;
+  uint64_t sequence_nr;  // creation order: later nodes run first among the ready ones
+  int num_outputs = 1;
+};
+
+// The sink for a leaf tensor: adds incoming gradients into its .grad().
+class AccumulateGrad final : public Node {
+ public:
+  explicit AccumulateGrad(std::shared_ptr<TensorImpl> variable) : variable_(std::move(variable)) {}
+  std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) override;
+  std::string name() const override { return "AccumulateGrad"; }
+
+ private:
+  std::shared_ptr<TensorImpl> variable_;
+};
+
+// A node whose backward is a closure; the closure owns what it saved and is destroyed on release.
+using BackwardFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& grad_outputs)>;
+class LambdaNode final : public Node {
+ public:
+  LambdaNode(std::string name, BackwardFn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
+  std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) override;
+  void release_saved() override { fn_ = nullptr; }
+  std::string name() const override { return name_; }
+
+ private:
+  std::string name_;
+  BackwardFn fn_;
+};
+
+// The edge a gradient for `t` must flow into (null node when t needs no gradient).
+Edge gradient_edge(const Tensor& t);
+// True when grad mode is on and any of `inputs` requires grad.
+bool any_requires_grad(const std::vector<Tensor>& inputs);
+
+// Attaches a backward closure to the results of an op: fn receives one gradient per output and
+// returns one per input (undefined where an input needs none). Does nothing when no input requires
+// grad or grad mode is off. Used by the library's own ops; users write a Function (function.hpp).
+Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs,
+              std::function<std::vector<Tensor>(const Tensor& grad)> fn);
+std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
+                                 BackwardFn fn);
+
+// Marks outs as produced by `node` (which already has its edges). Used by record and Function.
+void set_history(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node);
+
+// Runs the backward pass from `roots` seeded with `grad_roots` (see engine.cpp).
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_roots, bool retain_graph);
+
+}  // namespace latent::autograd

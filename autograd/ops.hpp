@@ -1,0 +1,9 @@
+// Every differentiable op of latent, in one include.
+#pragma once
+#include "elementwise.hpp"
+#include "index_ops.hpp"
+#include "linalg.hpp"
+#include "nn_ops.hpp"
+#include "reduce.hpp"
+#include "shape_ops.hpp"
+#include "sort_ops.hpp"

@@ -1,0 +1,127 @@
+// GEMM dispatch. Blocks depend only on the problem size, never on the thread count, so results are
+// the same for any number of threads.
+#include "gemm.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+
+#include "parallel.hpp"
+#include "strided.hpp"
+
+namespace latent {
+namespace {
+
+constexpr int64_t kMinFlopsToSplit = 1 << 21;  // below this, one BLAS call beats the task overhead
+constexpr int64_t kMaxBlocks = 8, kMinBlock = 32;
+
+template <class T>
+void blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const auto opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, opa, opb, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, opa, opb, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+}  // namespace
+
+template <class T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
+  if (K == 0) {  // BLAS leaves C untouched for K = 0; the product is zero
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+    return;
+  }
+  if (M * N * K < kMinFlopsToSplit || get_num_threads() == 1) {
+    blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  if (M >= N) {
+    const int64_t block = std::max(kMinBlock, (M + kMaxBlocks - 1) / kMaxBlocks);
+    parallel_for(M, block, [&](int64_t b, int64_t e) {
+      const T* Ab = ta ? A + b : A + b * lda;
+      blas(ta, tb, e - b, N, K, alpha, Ab, lda, B, ldb, beta, C + b * ldc, ldc);
+    });
+  } else {
+    const int64_t block = std::max(kMinBlock, (N + kMaxBlocks - 1) / kMaxBlocks);
+    parallel_for(N, block, [&](int64_t b, int64_t e) {
+      const T* Bb = tb ? B + b * ldb : B + b;
+      blas(ta, tb, M, e - b, K, alpha, A, lda, Bb, ldb, beta, C + b, ldc);
+    });
+  }
+}
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                          float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
+                           int64_t, double, double*, int64_t);
+
+namespace {
+
+// A matrix operand as BLAS sees it: base pointer offsets per batch entry, transposed or not, ld.
+struct MatrixView {
+  Tensor storage;   // keeps a contiguous copy alive when one was needed
+  bool transposed = false;
+  int64_t ld = 0;
+  Shape batch_strides;
+};
+
+MatrixView as_matrix(const Tensor& t) {
+  const int64_t nd = t.dim();
+  const int64_t rows = t.shape()[nd - 2], cols = t.shape()[nd - 1];
+  const int64_t rs = t.strides()[nd - 2], cs = t.strides()[nd - 1];
+  MatrixView m;
+  if ((cs == 1 || cols == 1) && rs >= std::max<int64_t>(1, cols)) {
+    m = {t, false, rs, {}};
+  } else if ((rs == 1 || rows == 1) && cs >= std::max<int64_t>(1, rows)) {
+    m = {t, true, cs, {}};
+  } else {
+    const Tensor c = cast_copy(t, t.dtype());
+    m = {c, false, std::max<int64_t>(1, cols), {}};
+  }
+  m.batch_strides.assign(m.storage.strides().begin(), m.storage.strides().end() - 2);
+  return m;
+}
+
+}  // namespace
+
+Tensor matmul_kernel(const Tensor& a, const Tensor& b) {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  Shape batch_a(a.shape().begin(), a.shape().end() - 2), batch_b(b.shape().begin(), b.shape().end() - 2);
+  const Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
+  Shape ea = batch, eb = batch;
+  ea.insert(ea.end(), {M, K});
+  eb.insert(eb.end(), {K, N});
+  auto expanded = [](const Tensor& t, const Shape& shape) {
+    Shape strides(shape.size(), 0);
+    const size_t lead = shape.size() - t.shape().size();
+    for (size_t d = 0; d < t.shape().size(); ++d) strides[lead + d] = t.shape()[d] == 1 && shape[lead + d] != 1 ? 0 : t.strides()[d];
+    return t.as_strided(shape, strides, t.offset());
+  };
+  const MatrixView ma = as_matrix(expanded(a, ea)), mb = as_matrix(expanded(b, eb));
+  Shape out_shape = batch;
+  out_shape.insert(out_shape.end(), {M, N});
+  Tensor out = Tensor::empty(out_shape, a.dtype());
+  const int64_t count = shape_numel(batch);
+  const Shape batch_index_strides = contiguous_strides(batch);
+  dispatch_floating(a.dtype(), "matmul", [&]<class T>() {
+    const T *pa = ma.storage.data<T>(), *pb = mb.storage.data<T>();
+    T* pc = out.data<T>();
+    parallel_tasks(count, [&](int64_t i) {
+      int64_t oa = 0, ob = 0, rest = i;
+      for (size_t d = 0; d < batch.size(); ++d) {
+        const int64_t idx = rest / batch_index_strides[d];
+        rest %= batch_index_strides[d];
+        oa += idx * ma.batch_strides[d];
+        ob += idx * mb.batch_strides[d];
+      }
+      gemm<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N, N);
+    });
+  });
+  return out;
+}
+
+}  // namespace latent

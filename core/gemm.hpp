@@ -1,0 +1,18 @@
+// Matrix multiply on OpenBLAS (called single-threaded), cut into row or column blocks across the pool.
+#pragma once
+#include <cstdint>
+
+#include "tensor.hpp"
+
+namespace latent {
+
+// Row-major C[M,N] = alpha * op(A) @ op(B) + beta * C, op = transpose when trans_* is set.
+template <class T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc);
+
+// a [..., M, K] @ b [..., K, N] with broadcast batch dims, no autograd. Operands whose last two dims
+// are a (possibly transposed) strided matrix go to BLAS as they are.
+Tensor matmul_kernel(const Tensor& a, const Tensor& b);
+
+}  // namespace latent

@@ -1,0 +1,18 @@
+// The thread policy: one oneTBB pool sized by set_num_threads / LATENT_NUM_THREADS, BLAS single-threaded.
+// Work is cut into chunks whose boundaries depend only on the problem size, never on the thread count,
+// so results (reductions included) are bitwise identical whatever the number of threads.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace latent {
+
+void set_num_threads(int n);  // n >= 1
+int get_num_threads();        // LATENT_NUM_THREADS, else the hardware concurrency
+
+// Runs fn(begin, end) over [0, n) cut into chunks of `grain` (the last may be shorter), in parallel.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+// Runs fn(i) for i in [0, n) as independent tasks (experts, heads, batch entries).
+void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn);
+
+}  // namespace latent

@@ -1,0 +1,39 @@
+// Shared test helpers: comparing tensors with expected values, locating test data.
+#pragma once
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <latent/latent.hpp>
+
+namespace latent::testing {
+
+// Every element of t (converted to double) within tol of expected.
+inline void require_close(const Tensor& t, const std::vector<double>& expected, double tol = 1e-6) {
+  const std::vector<double> got = t.to(kFloat64).to_vector<double>();
+  REQUIRE(got.size() == expected.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO("element " << i << ": got " << got[i] << ", expected " << expected[i]);
+    REQUIRE(std::abs(got[i] - expected[i]) <= tol * (1 + std::abs(expected[i])));
+  }
+}
+
+inline void require_close(const Tensor& a, const Tensor& b, double tol = 1e-6) {
+  REQUIRE(a.shape() == b.shape());
+  require_close(a, b.to(kFloat64).to_vector<double>(), tol);
+}
+
+inline Tensor randn64(const Shape& shape, uint64_t seed) {
+  Generator gen(seed);
+  return randn(shape, kFloat64, &gen).requires_grad_();
+}
+
+inline std::string test_data(const std::string& name) {
+  const char* dir = std::getenv("LATENT_TEST_DATA");
+  return std::string(dir ? dir : "tests/data") + "/" + name;
+}
+
+}  // namespace latent::testing
