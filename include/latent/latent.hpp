@@ -13,3 +13,10 @@
 #include "autograd/grad_mode.hpp"
 #include "autograd/gradcheck.hpp"
 #include "autograd/ops.hpp"
+
+#include "nn/embedding.hpp"
+#include "nn/init.hpp"
+#include "nn/linear.hpp"
+#include "nn/mlp.hpp"
+#include "nn/module.hpp"
+#include "nn/norm.hpp"

@@ -1,0 +1,17 @@
+// nn::Embedding: a lookup table of num_embeddings rows of embedding_dim, initialised N(0, 1).
+#pragma once
+#include "module.hpp"
+
+namespace latent::nn {
+
+class Embedding : public Module {
+ public:
+  Embedding(int64_t num_embeddings, int64_t embedding_dim);
+  Tensor forward(const Tensor& ids) const;  // Int64 [...] -> [..., embedding_dim]
+  Tensor operator()(const Tensor& ids) const { return forward(ids); }
+
+  int64_t num_embeddings, embedding_dim;
+  Tensor weight;
+};
+
+}  // namespace latent::nn
