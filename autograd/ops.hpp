@@ -7,3 +7,4 @@
 #include "reduce.hpp"
 #include "shape_ops.hpp"
 #include "sort_ops.hpp"
+#include "attention.hpp"

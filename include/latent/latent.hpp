@@ -14,9 +14,12 @@
 #include "autograd/gradcheck.hpp"
 #include "autograd/ops.hpp"
 
+#include "nn/attention.hpp"
+#include "nn/dropout.hpp"
 #include "nn/embedding.hpp"
 #include "nn/init.hpp"
 #include "nn/linear.hpp"
 #include "nn/mlp.hpp"
 #include "nn/module.hpp"
 #include "nn/norm.hpp"
+#include "nn/rotary.hpp"
