@@ -1,67 +1,440 @@
-// Softmax family, normalisation, losses and dropout, composed from the primitive ops.
+// Softmax family, normalisation, losses and dropout as fused kernels: each op's shape checks, forward
+// loop and backward loop sit together. Rows run in parallel in chunks fixed by the shape and each row is
+// reduced sequentially, so results are bitwise identical for any thread count. Statistics accumulate
+// in double whatever the tensor dtype.
 #include "nn_ops.hpp"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
 #include "../core/factory.hpp"
+#include "../core/parallel.hpp"
+#include "../core/strided.hpp"
 #include "elementwise.hpp"
-#include "index_ops.hpp"
+#include "node.hpp"
 #include "reduce.hpp"
-#include "shape_ops.hpp"
 
 namespace latent {
+namespace {
 
-Tensor softmax(const Tensor& x, int64_t dim) {
-  dim = normalize_dim(dim, x.dim(), "softmax");
-  const Tensor e = exp(x - amax(x, {dim}, true).detach());  // shifted for range; the shift cancels
-  return e / sum(e, {dim}, true);
+using autograd::record;
+
+// Elements per parallel chunk of rows (rounded to whole rows); depends on the shape only.
+constexpr int64_t kRowGrainElements = 1 << 14;
+// Upper bound on the per-chunk partial sums a norm backward keeps for dweight/dbias.
+constexpr int64_t kMaxNormChunks = 64;
+
+// A contiguous tensor seen as independent rows along one dim: row r holds `size` elements `inner`
+// apart (r = outer index * inner + column). A 0-dim tensor is one row of one element.
+struct Rows {
+  int64_t outer = 1, size = 1, inner = 1, count = 1;
+};
+
+Rows rows_along(const Shape& shape, int64_t dim) {
+  Rows rows;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
+    const int64_t n = shape[static_cast<size_t>(d)];
+    if (d < dim) rows.outer *= n;
+    else if (d == dim) rows.size = n;
+    else rows.inner *= n;
+  }
+  rows.count = rows.outer * rows.inner;
+  return rows;
 }
 
+int64_t row_grain(int64_t elements_per_row) {
+  return std::max<int64_t>(1, kRowGrainElements / std::max<int64_t>(elements_per_row, 1));
+}
+
+// Calls fn(r, offset) for every row along the last dim (contiguous, inner == 1), in fixed chunks.
+template <class Fn> void for_each_row(const Rows& rows, Fn&& fn) {
+  parallel_for(rows.count, row_grain(rows.size), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) fn(r, r * rows.size);
+  });
+}
+
+// log(sum(exp(x))) of a contiguous row, shifted by its max so exp stays in range.
+template <class T> double row_logsumexp(const T* x, int64_t n) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+  double total = 0;
+  for (int64_t j = 0; j < n; ++j) total += std::exp(x[j] - m);
+  return static_cast<double>(m) + std::log(total);
+}
+
+// ---- softmax family ---------------------------------------------------------------------------
+
+// The softmax family reduces `lanes` adjacent rows at once: element j of lane l sits at
+// offset + j * stride + l. Along the last dim a panel is one contiguous row (stride and lanes are
+// compile-time 1, the fast path); along another dim it is up to kLanes neighbouring columns, so each
+// load is a contiguous run instead of a walk down one column (whose power-of-two stride would also
+// thrash the cache sets). Each lane is still reduced sequentially over j: results do not depend on
+// the panel cut or the thread count.
+constexpr int64_t kLanes = 32;
+using One = std::integral_constant<int64_t, 1>;
+
+template <class Fn> void for_each_panel(const Rows& rows, Fn&& fn) {
+  if (rows.inner == 1) {
+    for_each_row(rows, [&](int64_t, int64_t at) { fn(at, One{}, One{}); });
+    return;
+  }
+  const int64_t panels_per_outer = (rows.inner + kLanes - 1) / kLanes;
+  const int64_t panels = rows.outer * panels_per_outer;
+  parallel_for(panels, row_grain(rows.size * kLanes), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t outer = p / panels_per_outer, first = (p % panels_per_outer) * kLanes;
+      fn(outer * rows.size * rows.inner + first, rows.inner, std::min(kLanes, rows.inner - first));
+    }
+  });
+}
+
+// Shared by softmax and log_softmax: the checked dim and the input's rows along it.
+Rows softmax_rows(const Tensor& x, int64_t& dim, const char* op) {
+  dim = normalize_dim(dim, x.dim(), op);
+  return rows_along(x.shape(), dim);
+}
+
+// Per-lane max over a panel: the shift that keeps exp in range.
+template <class T, class Stride, class Lanes> void panel_max(const T* x, int64_t n, Stride stride, Lanes lanes, T* m) {
+  for (int64_t l = 0; l < lanes; ++l) m[l] = -std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t l = 0; l < lanes; ++l) m[l] = std::max(m[l], x[j * stride + l]);
+}
+
+// ---- normalisation over the last dim ---------------------------------------------------------
+
+void check_norm_param(const char* op, const char* what, const Tensor& x, const Tensor& p) {
+  if (!p.defined()) return;
+  if (p.shape() != Shape{x.size(-1)})
+    throw Error(std::string(op) + ": " + what + " " + shape_str(p.shape()) + " does not match the last dim of input " +
+                shape_str(x.shape()));
+  if (p.dtype() != x.dtype())
+    throw Error(std::string(op) + ": " + what + " dtype " + dtype_name(p.dtype()) + " differs from input dtype " +
+                dtype_name(x.dtype()));
+}
+
+// Sum over chunks of per-chunk partials [chunks, D] (f64), added in chunk order: a deterministic
+// reduction over rows whatever thread ran which chunk.
+template <class T> Tensor sum_partials(const Tensor& partials) {
+  const int64_t chunks = partials.size(0), width = partials.size(1);
+  Tensor out = Tensor::empty({width}, dtype_of<T>());
+  const double* p = partials.data<double>();
+  T* q = out.data<T>();
+  parallel_for(width, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      double acc = 0;
+      for (int64_t c = 0; c < chunks; ++c) acc += p[c * width + j];
+      q[j] = static_cast<T>(acc);
+    }
+  });
+  return out;
+}
+
+// layer_norm and rms_norm, which differ only in centring (and rms_norm has no bias):
+//   xhat = (x - mean) * rstd,  rstd = 1 / sqrt(mean((x - mean)^2) + eps),  y = xhat * w + b,
+// with mean := 0 for rms_norm. Mean and rstd are saved per row. Backward, with dxhat = dy * w:
+//   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   (no mean(dxhat) term uncentred)
+//   dw = sum over rows of dy * xhat,  db = sum over rows of dy.
+template <class T>
+Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                          bool centered) {
+  const Rows rows = rows_along(x.shape(), x.dim() - 1);
+  const int64_t width = rows.size;
+  const Tensor xc = contiguous_copy(x.detach());
+  const Tensor wc = weight.defined() ? contiguous_copy(weight.detach()) : Tensor();
+  const Tensor bc = bias.defined() ? contiguous_copy(bias.detach()) : Tensor();
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor mean = Tensor::empty({rows.count}, kFloat64), rstd = Tensor::empty({rows.count}, kFloat64);
+  {
+    const T* px = xc.data<T>();
+    const T* pw = wc.defined() ? wc.data<T>() : nullptr;
+    const T* pb = bc.defined() ? bc.data<T>() : nullptr;
+    T* py = y.data<T>();
+    double *pmean = mean.data<double>(), *prstd = rstd.data<double>();
+    for_each_row(rows, [&](int64_t r, int64_t at) {
+      const T* in = px + at;
+      T* out = py + at;
+      double mu = 0;
+      if (centered) {
+        for (int64_t j = 0; j < width; ++j) mu += in[j];
+        mu /= static_cast<double>(width);
+      }
+      double var = 0;  // second pass over the centred values: no cancellation from E[x^2] - E[x]^2
+      for (int64_t j = 0; j < width; ++j) var += (in[j] - mu) * (in[j] - mu);
+      const double rs = 1.0 / std::sqrt(var / static_cast<double>(width) + eps);
+      pmean[r] = mu;
+      prstd[r] = rs;
+      for (int64_t j = 0; j < width; ++j) {
+        double v = (in[j] - mu) * rs;
+        if (pw) v *= pw[j];
+        if (pb) v += pb[j];
+        out[j] = static_cast<T>(v);
+      }
+    });
+  }
+  const bool need_dx = x.requires_grad(), need_dw = weight.defined() && weight.requires_grad(),
+             need_db = bias.defined() && bias.requires_grad();
+  return record(op, y, {x, weight, bias},
+                [xc, wc, mean, rstd, rows, centered, need_dx, need_dw, need_db](const Tensor& grad) -> std::vector<Tensor> {
+    const int64_t width = rows.size;
+    const Tensor dy = contiguous_copy(grad);
+    // Chunks of rows, each with its own dw/db partial; the cut depends on the shape only.
+    const int64_t chunk = std::max(row_grain(width), (rows.count + kMaxNormChunks - 1) / kMaxNormChunks);
+    const int64_t chunks = (rows.count + chunk - 1) / chunk;
+    Tensor dx = need_dx ? Tensor::empty(xc.shape(), xc.dtype()) : Tensor();
+    Tensor dw_partials = need_dw ? Tensor::empty({chunks, width}, kFloat64) : Tensor();
+    Tensor db_partials = need_db ? Tensor::empty({chunks, width}, kFloat64) : Tensor();
+    const T* px = xc.data<T>();
+    const T* pw = wc.defined() ? wc.data<T>() : nullptr;
+    const T* pdy = dy.data<T>();
+    const double *pmean = mean.data<double>(), *prstd = rstd.data<double>();
+    T* pdx = need_dx ? dx.data<T>() : nullptr;
+    parallel_for(rows.count, chunk, [&](int64_t begin, int64_t end) {
+      const int64_t c = begin / chunk;
+      double* dw = need_dw ? dw_partials.data<double>() + c * width : nullptr;
+      double* db = need_db ? db_partials.data<double>() + c * width : nullptr;
+      if (dw) std::fill_n(dw, width, 0.0);
+      if (db) std::fill_n(db, width, 0.0);
+      for (int64_t r = begin; r < end; ++r) {
+        const T* in = px + r * width;
+        const T* g = pdy + r * width;
+        const double mu = pmean[r], rs = prstd[r];
+        if (dw)
+          for (int64_t j = 0; j < width; ++j) dw[j] += g[j] * ((in[j] - mu) * rs);
+        if (db)
+          for (int64_t j = 0; j < width; ++j) db[j] += g[j];
+        if (!pdx) continue;
+        double sum_dxhat = 0, sum_dxhat_xhat = 0;
+        for (int64_t j = 0; j < width; ++j) {
+          const double dxhat = pw ? static_cast<double>(g[j]) * pw[j] : static_cast<double>(g[j]);
+          sum_dxhat += dxhat;
+          sum_dxhat_xhat += dxhat * ((in[j] - mu) * rs);
+        }
+        const double mean_dxhat = centered ? sum_dxhat / static_cast<double>(width) : 0.0;
+        const double mean_dxhat_xhat = sum_dxhat_xhat / static_cast<double>(width);
+        T* out = pdx + r * width;
+        for (int64_t j = 0; j < width; ++j) {
+          const double dxhat = pw ? static_cast<double>(g[j]) * pw[j] : static_cast<double>(g[j]);
+          out[j] = static_cast<T>(rs * (dxhat - mean_dxhat - (in[j] - mu) * rs * mean_dxhat_xhat));
+        }
+      }
+    });
+    return {dx, need_dw ? sum_partials<T>(dw_partials) : Tensor(), need_db ? sum_partials<T>(db_partials) : Tensor()};
+  });
+}
+
+// ---- losses ------------------------------------------------------------------------------------
+
+// Checks an [N, C] loss input and its Int64 [N] targets (each in [0, C) or ignore_index); returns
+// the targets contiguous and sets `kept` to the number of rows not ignored.
+Tensor checked_targets(const char* op, const char* input_name, const Tensor& input, const Tensor& targets,
+                       int64_t ignore_index, int64_t& kept) {
+  if (input.dim() != 2)
+    throw Error(std::string(op) + ": " + input_name + " must be [N, C], got " + shape_str(input.shape()));
+  dispatch_floating(input.dtype(), op, []<class T>() {});
+  const int64_t n = input.size(0), classes = input.size(1);
+  if (targets.dtype() != kInt64 || targets.shape() != Shape{n})
+    throw Error(std::string(op) + ": targets must be int64 [" + std::to_string(n) + "], got " +
+                dtype_name(targets.dtype()) + " " + shape_str(targets.shape()));
+  const Tensor tc = contiguous_copy(targets.detach());
+  const int64_t* t = tc.data<int64_t>();
+  kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (t[i] == ignore_index) continue;
+    if (t[i] < 0 || t[i] >= classes)
+      throw Error(std::string(op) + ": target " + std::to_string(t[i]) + " (row " + std::to_string(i) +
+                  ") out of range [0, " + std::to_string(classes) + ")");
+    ++kept;
+  }
+  return tc;
+}
+
+}  // namespace
+
+// y = exp(x - max) / sum(exp(x - max)); the shift keeps exp finite and cancels in the ratio.
+// Backward: dx = y * (dy - sum(dy * y)).
+Tensor softmax(const Tensor& x, int64_t dim) {
+  const Rows rows = softmax_rows(x, dim, "softmax");
+  return dispatch_floating(x.dtype(), "softmax", [&]<class T>() {
+    const Tensor xc = contiguous_copy(x.detach());
+    Tensor y = Tensor::empty(x.shape(), x.dtype());
+    const T* px = xc.data<T>();
+    T* py = y.data<T>();
+    const int64_t n = rows.size;
+    for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) {
+      const T* in = px + at;
+      T* out = py + at;
+      T m[kLanes];
+      double total[kLanes] = {};
+      panel_max(in, n, stride, lanes, m);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t l = 0; l < lanes; ++l) {
+          const T e = std::exp(in[j * stride + l] - m[l]);
+          out[j * stride + l] = e;
+          total[l] += e;
+        }
+      for (int64_t l = 0; l < lanes; ++l) total[l] = 1.0 / total[l];
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t l = 0; l < lanes; ++l) out[j * stride + l] = static_cast<T>(out[j * stride + l] * total[l]);
+    });
+    return record("softmax", y, {x}, [y = y.detach(), rows](const Tensor& grad) -> std::vector<Tensor> {
+      const Tensor dy = contiguous_copy(grad);
+      Tensor dx = Tensor::empty(y.shape(), y.dtype());
+      const T *pdy = dy.data<T>(), *py = y.data<T>();
+      T* pdx = dx.data<T>();
+      const int64_t n = rows.size;
+      for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) {
+        double dot[kLanes] = {};
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t l = 0; l < lanes; ++l) {
+            const int64_t i = at + j * stride + l;
+            dot[l] += static_cast<double>(pdy[i]) * py[i];
+          }
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t l = 0; l < lanes; ++l) {
+            const int64_t i = at + j * stride + l;
+            pdx[i] = static_cast<T>(py[i] * (pdy[i] - dot[l]));
+          }
+      });
+      return {dx};
+    });
+  });
+}
+
+// y = x - logsumexp(x). Backward: dx = dy - exp(y) * sum(dy).
 Tensor log_softmax(const Tensor& x, int64_t dim) {
-  dim = normalize_dim(dim, x.dim(), "log_softmax");
-  const Tensor shifted = x - amax(x, {dim}, true).detach();
-  return shifted - log(sum(exp(shifted), {dim}, true));
+  const Rows rows = softmax_rows(x, dim, "log_softmax");
+  return dispatch_floating(x.dtype(), "log_softmax", [&]<class T>() {
+    const Tensor xc = contiguous_copy(x.detach());
+    Tensor y = Tensor::empty(x.shape(), x.dtype());
+    const T* px = xc.data<T>();
+    T* py = y.data<T>();
+    const int64_t n = rows.size;
+    for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) {
+      const T* in = px + at;
+      T m[kLanes];
+      double lse[kLanes] = {};
+      panel_max(in, n, stride, lanes, m);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t l = 0; l < lanes; ++l) lse[l] += std::exp(in[j * stride + l] - m[l]);
+      for (int64_t l = 0; l < lanes; ++l) lse[l] = static_cast<double>(m[l]) + std::log(lse[l]);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t l = 0; l < lanes; ++l) py[at + j * stride + l] = static_cast<T>(in[j * stride + l] - lse[l]);
+    });
+    return record("log_softmax", y, {x}, [y = y.detach(), rows](const Tensor& grad) -> std::vector<Tensor> {
+      const Tensor dy = contiguous_copy(grad);
+      Tensor dx = Tensor::empty(y.shape(), y.dtype());
+      const T *pdy = dy.data<T>(), *py = y.data<T>();
+      T* pdx = dx.data<T>();
+      const int64_t n = rows.size;
+      for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) {
+        double total[kLanes] = {};
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t l = 0; l < lanes; ++l) total[l] += pdy[at + j * stride + l];
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t l = 0; l < lanes; ++l) {
+            const int64_t i = at + j * stride + l;
+            pdx[i] = static_cast<T>(pdy[i] - std::exp(static_cast<double>(py[i])) * total[l]);
+          }
+      });
+      return {dx};
+    });
+  });
 }
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
-  if (x.dim() == 0 || weight.shape() != Shape{x.size(-1)})
-    throw Error("rms_norm: weight " + shape_str(weight.shape()) + " does not match the last dim of " + shape_str(x.shape()));
-  return x * rsqrt(mean(square(x), {-1}, true) + eps) * weight;
+  if (x.dim() == 0) throw Error("rms_norm: input must have at least one dim, got a 0-dim tensor");
+  if (!weight.defined()) throw Error("rms_norm: weight is undefined");
+  check_norm_param("rms_norm", "weight", x, weight);
+  return dispatch_floating(x.dtype(), "rms_norm", [&]<class T>() {
+    return normalize_last_dim<T>("rms_norm", x, weight, Tensor(), eps, false);
+  });
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  if (x.dim() == 0) throw Error("layer_norm: input must have at least one dim");
-  for (const Tensor* p : {&weight, &bias})
-    if (p->defined() && p->shape() != Shape{x.size(-1)})
-      throw Error("layer_norm: weight/bias " + shape_str(p->shape()) + " does not match the last dim of " + shape_str(x.shape()));
-  const Tensor centered = x - mean(x, {-1}, true);
-  Tensor y = centered * rsqrt(mean(square(centered), {-1}, true) + eps);
-  if (weight.defined()) y = y * weight;
-  if (bias.defined()) y = y + bias;
-  return y;
+  if (x.dim() == 0) throw Error("layer_norm: input must have at least one dim, got a 0-dim tensor");
+  check_norm_param("layer_norm", "weight", x, weight);
+  check_norm_param("layer_norm", "bias", x, bias);
+  return dispatch_floating(x.dtype(), "layer_norm", [&]<class T>() {
+    return normalize_last_dim<T>("layer_norm", x, weight, bias, eps, true);
+  });
 }
 
-Tensor nll_loss(const Tensor& log_probs, const Tensor& targets, int64_t ignore_index) {
-  if (log_probs.dim() != 2) throw Error("nll_loss: input must be [N, C], got " + shape_str(log_probs.shape()));
-  if (targets.dtype() != kInt64 || targets.shape() != Shape{log_probs.size(0)})
-    throw Error("nll_loss: targets must be int64 [" + std::to_string(log_probs.size(0)) + "], got " +
-                dtype_name(targets.dtype()) + " " + shape_str(targets.shape()));
-  const int64_t classes = log_probs.size(1);
-  std::vector<int64_t> ids = targets.to_vector<int64_t>();
-  std::vector<double> keep(ids.size(), 1.0);
-  int64_t kept = 0;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] == ignore_index) { keep[i] = 0.0; ids[i] = 0; continue; }
-    if (ids[i] < 0 || ids[i] >= classes)
-      throw Error("nll_loss: target " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(classes) + ")");
-    ++kept;
-  }
-  const Tensor picked = gather(log_probs, 1, from_vector(ids, {static_cast<int64_t>(ids.size()), 1}));
-  const Tensor weights = from_vector(keep, {static_cast<int64_t>(keep.size()), 1}).to(log_probs.dtype());
-  return neg(sum(picked * weights)) / static_cast<double>(std::max<int64_t>(kept, 1));
-}
-
+// loss = mean over kept rows i of (logsumexp(x_i) - x_i[t_i]); only the per-row logsumexp is saved.
+// Backward: dlogits_i = (softmax(x_i) - onehot(t_i)) * g / kept, zero on ignored rows.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
-  if (logits.dim() != 2) throw Error("cross_entropy: logits must be [N, C], got " + shape_str(logits.shape()));
-  return nll_loss(log_softmax(logits, 1), targets, ignore_index);
+  int64_t kept = 0;
+  const Tensor tc = checked_targets("cross_entropy", "logits", logits, targets, ignore_index, kept);
+  const Rows rows = rows_along(logits.shape(), 1);
+  return dispatch_floating(logits.dtype(), "cross_entropy", [&]<class T>() {
+    const Tensor xc = contiguous_copy(logits.detach());
+    Tensor lse = Tensor::empty({rows.count}, kFloat64), row_loss = Tensor::empty({rows.count}, kFloat64);
+    {
+      const T* px = xc.data<T>();
+      const int64_t* pt = tc.data<int64_t>();
+      double *plse = lse.data<double>(), *ploss = row_loss.data<double>();
+      for_each_row(rows, [&](int64_t r, int64_t at) {
+        if (pt[r] == ignore_index) {
+          plse[r] = ploss[r] = 0;
+          return;
+        }
+        plse[r] = row_logsumexp(px + at, rows.size);
+        ploss[r] = plse[r] - px[at + pt[r]];
+      });
+    }
+    double total = 0;  // rows added in order: deterministic
+    for (int64_t r = 0; r < rows.count; ++r) total += row_loss.data<double>()[r];
+    Tensor loss = scalar_tensor(kept == 0 ? 0.0 : total / static_cast<double>(kept), logits.dtype());
+    auto backward = [xc, tc, lse, rows, kept, ignore_index](const Tensor& grad) -> std::vector<Tensor> {
+      const double scale = kept == 0 ? 0.0 : grad.item() / static_cast<double>(kept);
+      Tensor dx = Tensor::empty(xc.shape(), xc.dtype());
+      const T* px = xc.data<T>();
+      const int64_t* pt = tc.data<int64_t>();
+      const double* plse = lse.data<double>();
+      T* pdx = dx.data<T>();
+      for_each_row(rows, [&](int64_t r, int64_t at) {
+        if (pt[r] == ignore_index) {
+          std::fill_n(pdx + at, rows.size, T(0));
+          return;
+        }
+        for (int64_t j = 0; j < rows.size; ++j) {
+          const double onehot = j == pt[r] ? 1.0 : 0.0;
+          pdx[at + j] = static_cast<T>((std::exp(px[at + j] - plse[r]) - onehot) * scale);
+        }
+      });
+      return {dx};
+    };
+    return record("cross_entropy", loss, {logits}, std::move(backward));
+  });
+}
+
+// loss = -mean over kept rows i of x_i[t_i]. Backward: dx_i[t_i] = -g / kept, zero elsewhere.
+// Reads the picked entries through the input's strides: no copy of the [N, C] input.
+Tensor nll_loss(const Tensor& log_probs, const Tensor& targets, int64_t ignore_index) {
+  int64_t kept = 0;
+  const Tensor tc = checked_targets("nll_loss", "input", log_probs, targets, ignore_index, kept);
+  return dispatch_floating(log_probs.dtype(), "nll_loss", [&]<class T>() {
+    const T* px = log_probs.data<T>();
+    const int64_t* pt = tc.data<int64_t>();
+    const int64_t n = log_probs.size(0), row_stride = log_probs.stride(0), class_stride = log_probs.stride(1);
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i)
+      if (pt[i] != ignore_index) total -= px[i * row_stride + pt[i] * class_stride];
+    Tensor loss = scalar_tensor(kept == 0 ? 0.0 : total / static_cast<double>(kept), log_probs.dtype());
+    auto backward = [shape = log_probs.shape(), tc, kept, ignore_index](const Tensor& grad) -> std::vector<Tensor> {
+      Tensor dx = zeros(shape, dtype_of<T>());
+      if (kept == 0) return {dx};
+      const T picked = static_cast<T>(-grad.item() / static_cast<double>(kept));
+      const int64_t* pt = tc.data<int64_t>();
+      T* pdx = dx.data<T>();
+      for (int64_t i = 0; i < shape[0]; ++i)
+        if (pt[i] != ignore_index) pdx[i * shape[1] + pt[i]] = picked;
+      return {dx};
+    };
+    return record("nll_loss", loss, {log_probs}, std::move(backward));
+  });
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target) {
@@ -70,12 +443,31 @@ Tensor mse_loss(const Tensor& input, const Tensor& target) {
   return mean(square(input - target));
 }
 
+// y_i = x_i / (1 - p) where the i-th uniform draw is >= p, else 0. Forward and backward are the same
+// masked scaling; the backward redraws the mask from the same Philox counters instead of storing it.
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
-  if (p < 0 || p > 1) throw Error("dropout: p must be in [0, 1], got " + std::to_string(p));
+  if (!(p >= 0 && p <= 1)) throw Error("dropout: p must be in [0, 1], got " + std::to_string(p));
   if (!training || p == 0) return x;
-  if (p == 1) return x * 0.0;
-  const Tensor keep = to(ge(rand(x.shape(), x.dtype(), gen), full({}, p, x.dtype())), x.dtype());
-  return x * keep * (1.0 / (1.0 - p));
+  return dispatch_floating(x.dtype(), "dropout", [&]<class T>() {
+    Generator& source = gen ? *gen : default_generator();
+    const int64_t n = x.numel();
+    const uint64_t seed = source.seed(), first = source.advance(static_cast<uint64_t>(n));
+    const double scale = p == 1 ? 0.0 : 1.0 / (1.0 - p);
+    auto masked = [p, scale, seed, first](const Tensor& in) {
+      const Tensor c = contiguous_copy(in);
+      Tensor out = Tensor::empty(c.shape(), c.dtype());
+      const Generator draws(seed);  // a draw depends only on (seed, counter), not on the offset
+      const T* pin = c.data<T>();
+      T* pout = out.data<T>();
+      parallel_for(c.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i)
+          pout[i] = draws.uniform(first + static_cast<uint64_t>(i)) >= p ? static_cast<T>(pin[i] * scale) : T(0);
+      });
+      return out;
+    };
+    return record("dropout", masked(x.detach()), {x},
+                  [masked](const Tensor& grad) -> std::vector<Tensor> { return {masked(grad)}; });
+  });
 }
 
 }  // namespace latent

@@ -5,19 +5,25 @@
 
 namespace latent {
 
+// Any dim (negative counts from the end); f32 or f64.
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
-Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps);   // over the last dim
-// weight and bias may be undefined (no affine part).
+
+// Over the last dim: y = weight * x / sqrt(mean(x^2) + eps).
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps);
+// Over the last dim: y = (x - mean) / sqrt(var + eps) * weight + bias; weight and bias may be
+// undefined (no affine part).
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
 
 // Fused log-softmax + NLL over [N, C] logits and Int64 [N] targets; mean over the rows whose target
-// is not ignore_index (0-dim result).
+// is not ignore_index (0-dim result; 0 with zero gradients when every row is ignored).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+// NLL over [N, C] log-probabilities, with the same targets and reduction as cross_entropy.
 Tensor nll_loss(const Tensor& log_probs, const Tensor& targets, int64_t ignore_index = -100);
 Tensor mse_loss(const Tensor& input, const Tensor& target);           // mean squared error
 
 // Zeroes each element with probability p and scales the rest by 1/(1-p); identity when !training.
+// The mask comes from `gen` (the global generator when null), so a seeded generator reproduces it.
 Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
 
 }  // namespace latent
