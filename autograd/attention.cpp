@@ -1,1 +1,327 @@
-// (being written)
+// Tiled scaled dot-product attention: a FlashAttention-style forward (online softmax over key blocks)
+// and a backward that recomputes each tile of attention weights from the saved row logsumexp, both
+// built from BLAS tile products. Every task owns its output rows and runs its tiles in a fixed order,
+// so results are bitwise identical for any thread count.
+#include "attention.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../core/gemm.hpp"
+#include "../core/parallel.hpp"
+#include "../core/strided.hpp"
+#include "node.hpp"
+
+namespace latent {
+namespace {
+
+// Tile sizes: a 64 x 64 score tile (16 KiB in f32) stays in L1 next to its q, k and v rows.
+constexpr int64_t kQueryBlock = 64, kKeyBlock = 64;
+constexpr int kLanes = 16;  // independent partial sums per row: vectorisable and in a fixed order
+
+struct Geometry {
+  int64_t B, H, Hkv, T, S, Dqk, Dv;
+  bool causal;
+  double scale;
+
+  int64_t group() const { return H / Hkv; }  // query heads per kv head
+  // How many keys of the block [j0, j0 + nk) query row i sees: causal rows see keys j <= i + S - T.
+  int64_t visible(int64_t i, int64_t j0, int64_t nk) const {
+    return causal ? std::clamp<int64_t>(i + (S - T) - j0 + 1, 0, nk) : nk;
+  }
+  // The first query row that sees key j.
+  int64_t first_row_seeing(int64_t j) const { return causal ? std::max<int64_t>(0, j - (S - T)) : 0; }
+};
+
+// A [B, heads, rows, D] tensor as one BLAS matrix per head: head (b, h) starts at at(b, h), its rows
+// are ld elements apart and its last dim is contiguous.
+template <class T>
+struct Heads {
+  T* data;
+  int64_t batch_stride, head_stride, ld;
+  T* at(int64_t b, int64_t h) const { return data + b * batch_stride + h * head_stride; }
+};
+
+template <class T>
+Heads<T> heads_of(const Tensor& t) {
+  return {t.data<std::remove_const_t<T>>(), t.stride(0), t.stride(1),
+          t.size(2) > 1 ? t.stride(2) : std::max<int64_t>(1, t.size(3))};
+}
+
+// t itself when BLAS can read every head as a row-major matrix in place, else a contiguous copy.
+Tensor blas_ready(const Tensor& t) {
+  const bool columns = t.stride(3) == 1 || t.size(3) == 1;
+  const bool rows = t.size(2) <= 1 || t.stride(2) >= t.size(3);
+  return columns && rows && t.stride(0) >= 0 && t.stride(1) >= 0 ? t : contiguous_copy(t);
+}
+
+// Heads interleaved within each position, as in permute(x[B, L, N, D], {0, 2, 1, 3}).
+bool is_sequence_major(const Tensor& t) { return t.stride(1) < t.stride(2); }
+
+// A new [B, N, L, D] tensor, stored as [B, L, N, D] when sequence_major (then permuting it back to
+// [B, L, N, D] and merging the last two dims are free).
+Tensor empty_heads(int64_t B, int64_t N, int64_t L, int64_t D, bool sequence_major, DType dtype) {
+  if (!sequence_major) return Tensor::empty({B, N, L, D}, dtype);
+  return Tensor::empty({B, L, N, D}, dtype).as_strided({B, N, L, D}, {L * N * D, D, N * D, 1}, 0);
+}
+
+// exp(x) for the x <= 0 the kernels produce (a score minus its row max or logsumexp), in a form the
+// compiler vectorises (std::exp and std::floor are not, without -ffast-math): x = n ln2 + r with
+// |r| <= ln2/2, exp(x) = 2^n p(r), p the polynomial of Cephes' expf (relative error < 1e-7). x is
+// clamped at -87 so that 2^n stays a normal float; the clamped values (< 2e-38) are negligible
+// against the row maximum's exp(0) = 1. n is rounded by adding and removing 1.5 * 2^23.
+inline float exp_nonpositive(float x) {
+  constexpr float kRound = 12582912.0f;
+  x = std::max(x, -87.0f);
+  const float n = (x * 1.44269504088896341f + kRound) - kRound;
+  float r = x - n * 0.693359375f;  // ln2 split in two for an exact first product
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+}
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// x[c] = exp(x[c] - shift) for c < n.
+template <class T>
+void exp_shifted(T* x, int64_t n, T shift) {
+  for (int64_t c = 0; c < n; ++c) x[c] = exp_nonpositive(x[c] - shift);
+}
+
+// Reductions of a row over kLanes interleaved partial results, combined in a fixed order.
+template <class T, class Op>
+T reduce_row(const T* x, int64_t n, T init, Op op) {
+  T lanes[kLanes];
+  std::fill_n(lanes, kLanes, init);
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] = op(lanes[l], x[c + l]);
+  T total = init;
+  for (int l = 0; l < kLanes; ++l) total = op(total, lanes[l]);
+  for (; c < n; ++c) total = op(total, x[c]);
+  return total;
+}
+template <class T>
+T sum_of(const T* x, int64_t n) {
+  return reduce_row(x, n, T(0), [](T a, T b) { return a + b; });
+}
+template <class T>
+T max_of(const T* x, int64_t n) {
+  return reduce_row(x, n, -std::numeric_limits<T>::infinity(), [](T a, T b) { return std::max(a, b); });
+}
+
+// ---- forward ---------------------------------------------------------------------------------
+// One task per (batch, head, block of query rows). For each key block, with s = q k^T * scale:
+//   m' = max(m, rowmax(s)),  p = exp(s - m'),  l' = l exp(m - m') + rowsum(p),  o' = o exp(m - m') + p v
+// and at the end o /= l and lse = m + log(l), the logsumexp the backward recomputes p from.
+template <class T>
+void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                       const Tensor& lse) {
+  const Heads<const T> Q = heads_of<const T>(q), K = heads_of<const T>(k), V = heads_of<const T>(v);
+  const Heads<T> O = heads_of<T>(out);
+  T* lse_data = lse.data<T>();
+  const int64_t query_blocks = (g.T + kQueryBlock - 1) / kQueryBlock;
+  parallel_tasks(g.B * g.H * query_blocks, [&](int64_t task) {
+    const int64_t block = task % query_blocks, h = (task / query_blocks) % g.H, b = task / (query_blocks * g.H);
+    const int64_t i0 = block * kQueryBlock, nq = std::min(kQueryBlock, g.T - i0), kv_head = h / g.group();
+    const T* q_rows = Q.at(b, h) + i0 * Q.ld;
+    const T *keys = K.at(b, kv_head), *values = V.at(b, kv_head);
+    T* o_rows = O.at(b, h) + i0 * O.ld;
+    const int64_t key_end = g.causal ? std::min(g.S, i0 + nq + (g.S - g.T)) : g.S;
+
+    std::vector<T> scores(static_cast<size_t>(nq * kKeyBlock));
+    std::vector<T> row_max(static_cast<size_t>(nq), -std::numeric_limits<T>::infinity()),
+        row_sum(static_cast<size_t>(nq), T(0));
+    for (int64_t r = 0; r < nq; ++r) std::fill_n(o_rows + r * O.ld, g.Dv, T(0));
+    for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock) {
+      const int64_t nk = std::min(kKeyBlock, key_end - j0);
+      gemm<T>(false, true, nq, nk, g.Dqk, T(g.scale), q_rows, Q.ld, keys + j0 * K.ld, K.ld, T(0), scores.data(), nk);
+      for (int64_t r = 0; r < nq; ++r) {
+        T* s = scores.data() + r * nk;
+        const int64_t n = g.visible(i0 + r, j0, nk);
+        std::fill(s + n, s + nk, T(0));  // masked keys get weight 0
+        if (n == 0) continue;
+        const T m = std::max(row_max[r], max_of(s, n));
+        const T correction = std::exp(row_max[r] - m);  // 0 on the first block, where row_max is -inf
+        exp_shifted(s, n, m);
+        row_sum[r] = row_sum[r] * correction + sum_of(s, n);
+        row_max[r] = m;
+        if (correction != T(1))
+          for (T *o = o_rows + r * O.ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
+      }
+      gemm<T>(false, false, nq, g.Dv, nk, T(1), scores.data(), nk, values + j0 * V.ld, V.ld, T(1), o_rows, O.ld);
+    }
+    // Every row sees key 0 (S >= T when causal), so row_sum >= 1.
+    for (int64_t r = 0; r < nq; ++r) {
+      const T inverse = T(1) / row_sum[r];
+      for (T *o = o_rows + r * O.ld, *end = o + g.Dv; o != end; ++o) *o *= inverse;
+      lse_data[(b * g.H + h) * g.T + i0 + r] = row_max[r] + std::log(row_sum[r]);
+    }
+  });
+}
+
+// ---- backward --------------------------------------------------------------------------------
+// One task per (batch, head); key blocks outside, query blocks inside, each tile recomputed:
+//   p = exp(q k^T * scale - lse),  dv += p^T do,  dp = do v^T,  ds = p * (dp - delta),
+//   dq += scale * ds k,  dk += scale * ds^T q,   with delta_i = sum_d do[i, d] * o[i, d]
+// (the softmax backward's row term: sum_j p_ij dp_ij = do_i . o_i).
+// dk and dv go to `dk_heads`, `dv_heads`: per query head, summed over a kv group afterwards.
+template <class T>
+void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk_heads,
+                        const Tensor& dv_heads) {
+  const Heads<const T> Q = heads_of<const T>(q), K = heads_of<const T>(k), V = heads_of<const T>(v);
+  const Heads<const T> O = heads_of<const T>(out), dO = heads_of<const T>(dout);
+  const T* lse_data = lse.data<T>();
+  const bool need_dq = dq.defined(), need_dk = dk_heads.defined(), need_dv = dv_heads.defined();
+  const Heads<T> dQ = need_dq ? heads_of<T>(dq) : Heads<T>{}, dK = need_dk ? heads_of<T>(dk_heads) : Heads<T>{},
+                 dV = need_dv ? heads_of<T>(dv_heads) : Heads<T>{};
+  const T scale = T(g.scale);
+  parallel_tasks(g.B * g.H, [&](int64_t task) {
+    const int64_t h = task % g.H, b = task / g.H, kv_head = h / g.group();
+    const T *q_h = Q.at(b, h), *k_h = K.at(b, kv_head), *v_h = V.at(b, kv_head);
+    const T* do_h = dO.at(b, h);
+    const T* lse_h = lse_data + (b * g.H + h) * g.T;
+    T* dq_h = need_dq ? dQ.at(b, h) : nullptr;
+    T* dk_h = need_dk ? dK.at(b, h) : nullptr;
+    T* dv_h = need_dv ? dV.at(b, h) : nullptr;
+    for (int64_t i = 0; need_dq && i < g.T; ++i) std::fill_n(dq_h + i * dQ.ld, g.Dqk, T(0));
+    for (int64_t j = 0; need_dk && j < g.S; ++j) std::fill_n(dk_h + j * dK.ld, g.Dqk, T(0));
+    for (int64_t j = 0; need_dv && j < g.S; ++j) std::fill_n(dv_h + j * dV.ld, g.Dv, T(0));
+
+    std::vector<T> delta(static_cast<size_t>(g.T));
+    const T* o_h = O.at(b, h);
+    for (int64_t i = 0; i < g.T; ++i) {
+      double d = 0;
+      for (int64_t c = 0; c < g.Dv; ++c) d += static_cast<double>(do_h[i * dO.ld + c]) * o_h[i * O.ld + c];
+      delta[static_cast<size_t>(i)] = static_cast<T>(d);
+    }
+
+    std::vector<T> p(static_cast<size_t>(kQueryBlock * kKeyBlock)), ds(p.size());
+    for (int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
+      const int64_t nk = std::min(kKeyBlock, g.S - j0);
+      for (int64_t i0 = g.first_row_seeing(j0) / kQueryBlock * kQueryBlock; i0 < g.T; i0 += kQueryBlock) {
+        const int64_t nq = std::min(kQueryBlock, g.T - i0);
+        gemm<T>(false, true, nq, nk, g.Dqk, scale, q_h + i0 * Q.ld, Q.ld, k_h + j0 * K.ld, K.ld, T(0), p.data(), nk);
+        for (int64_t r = 0; r < nq; ++r) {
+          T* s = p.data() + r * nk;
+          const int64_t n = g.visible(i0 + r, j0, nk);
+          exp_shifted(s, n, lse_h[i0 + r]);
+          std::fill(s + n, s + nk, T(0));
+        }
+        if (need_dv)
+          gemm<T>(true, false, nk, g.Dv, nq, T(1), p.data(), nk, do_h + i0 * dO.ld, dO.ld, T(1), dv_h + j0 * dV.ld,
+                  dV.ld);
+        if (!need_dq && !need_dk) continue;
+        gemm<T>(false, true, nq, nk, g.Dv, T(1), do_h + i0 * dO.ld, dO.ld, v_h + j0 * V.ld, V.ld, T(0), ds.data(), nk);
+        for (int64_t r = 0; r < nq; ++r) {
+          const T d = delta[static_cast<size_t>(i0 + r)];
+          T *dsr = ds.data() + r * nk, *pr = p.data() + r * nk;
+          for (int64_t c = 0; c < nk; ++c) dsr[c] = pr[c] * (dsr[c] - d);
+        }
+        if (need_dq)
+          gemm<T>(false, false, nq, g.Dqk, nk, scale, ds.data(), nk, k_h + j0 * K.ld, K.ld, T(1), dq_h + i0 * dQ.ld,
+                  dQ.ld);
+        if (need_dk)
+          gemm<T>(true, false, nk, g.Dqk, nq, scale, ds.data(), nk, q_h + i0 * Q.ld, Q.ld, T(1), dk_h + j0 * dK.ld,
+                  dK.ld);
+      }
+    }
+  });
+}
+
+// dst[b, g] = sum over the group's query heads r of per_head[b, g * group + r] (in head order).
+template <class T>
+void sum_groups(const Tensor& per_head, const Tensor& dst, int64_t group) {
+  const Heads<const T> src = heads_of<const T>(per_head);
+  const Heads<T> out = heads_of<T>(dst);
+  const int64_t B = dst.size(0), Hkv = dst.size(1), L = dst.size(2), D = dst.size(3);
+  parallel_tasks(B * Hkv, [&](int64_t task) {
+    const int64_t kv_head = task % Hkv, b = task / Hkv;
+    T* o = out.at(b, kv_head);
+    for (int64_t j = 0; j < L; ++j) {
+      T* row = o + j * out.ld;
+      std::copy_n(src.at(b, kv_head * group) + j * src.ld, D, row);
+      for (int64_t r = 1; r < group; ++r) {
+        const T* add = src.at(b, kv_head * group + r) + j * src.ld;
+        for (int64_t c = 0; c < D; ++c) row[c] += add[c];
+      }
+    }
+  });
+}
+
+std::string shapes_of(const Tensor& q, const Tensor& k, const Tensor& v) {
+  return "q " + shape_str(q.shape()) + ", k " + shape_str(k.shape()) + ", v " + shape_str(v.shape());
+}
+
+Geometry check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+  const std::string op = "scaled_dot_product_attention: ";
+  if (!q.defined() || !k.defined() || !v.defined()) throw Error(op + "q, k and v must be defined");
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
+    throw Error(op + "expected q [B, H, T, Dqk], k [B, Hkv, S, Dqk], v [B, Hkv, S, Dv], got " + shapes_of(q, k, v));
+  if (q.dtype() != k.dtype() || q.dtype() != v.dtype())
+    throw Error(op + "dtypes differ: q " + dtype_name(q.dtype()) + ", k " + dtype_name(k.dtype()) + ", v " +
+                dtype_name(v.dtype()));
+  if (!is_floating(q.dtype())) throw Error(op + "expected floating-point q, k, v, got int64");
+  const Geometry g{q.size(0), q.size(1), k.size(1),
+                   q.size(2), k.size(2), q.size(3),
+                   v.size(3), causal,    scale == 0.0 ? 1.0 / std::sqrt(static_cast<double>(q.size(3))) : scale};
+  const auto fail_with = [&](const std::string& what) { throw Error(op + what + " (" + shapes_of(q, k, v) + ")"); };
+  if (k.size(0) != g.B || v.size(0) != g.B) fail_with("batch sizes differ");
+  if (v.size(1) != g.Hkv || v.size(2) != g.S) fail_with("k and v differ in heads or length");
+  if (k.size(3) != g.Dqk) fail_with("q and k head dims differ");
+  if (g.Dqk == 0 || g.Dv == 0) fail_with("head dims must be positive");
+  if (g.Hkv == 0 || g.H % g.Hkv != 0)
+    fail_with(std::to_string(g.H) + " query heads are not a multiple of " + std::to_string(g.Hkv) + " kv heads");
+  if (g.S == 0 && g.T > 0) fail_with("no keys to attend to");
+  if (causal && g.S < g.T)
+    fail_with("causal attention needs at least as many keys as queries, got S = " + std::to_string(g.S) +
+              " < T = " + std::to_string(g.T));
+  if (!std::isfinite(g.scale)) fail_with("scale must be finite, got " + std::to_string(scale));
+  return g;
+}
+
+}  // namespace
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+  const Geometry g = check_inputs(q, k, v, causal, scale);
+  const Tensor qc = blas_ready(q.detach()), kc = blas_ready(k.detach()), vc = blas_ready(v.detach());
+  const Tensor out = empty_heads(g.B, g.H, g.T, g.Dv, is_sequence_major(qc), q.dtype());
+  const Tensor lse = Tensor::empty({g.B, g.H, g.T}, q.dtype());
+  dispatch_floating(q.dtype(), "scaled_dot_product_attention",
+                    [&]<class T>() { attention_forward<T>(g, qc, kc, vc, out, lse); });
+
+  const bool need_dq = q.requires_grad(), need_dk = k.requires_grad(), need_dv = v.requires_grad();
+  return autograd::record(
+      "scaled_dot_product_attention", out, {q, k, v},
+      [g, qc, kc, vc, out = out.detach(), lse, need_dq, need_dk, need_dv](const Tensor& grad) -> std::vector<Tensor> {
+        const Tensor dout = blas_ready(grad);
+        const DType dtype = out.dtype();
+        // Gradients are laid out like their inputs; per-head dk/dv only exist when a kv head is shared.
+        const Tensor dq = need_dq ? empty_heads(g.B, g.H, g.T, g.Dqk, is_sequence_major(qc), dtype) : Tensor();
+        const Tensor dk = need_dk ? empty_heads(g.B, g.Hkv, g.S, g.Dqk, is_sequence_major(kc), dtype) : Tensor();
+        const Tensor dv = need_dv ? empty_heads(g.B, g.Hkv, g.S, g.Dv, is_sequence_major(vc), dtype) : Tensor();
+        const bool grouped = g.group() > 1;
+        const Tensor dk_heads = need_dk && grouped ? Tensor::empty({g.B, g.H, g.S, g.Dqk}, dtype) : dk;
+        const Tensor dv_heads = need_dv && grouped ? Tensor::empty({g.B, g.H, g.S, g.Dv}, dtype) : dv;
+        dispatch_floating(dtype, "scaled_dot_product_attention", [&]<class T>() {
+          attention_backward<T>(g, qc, kc, vc, out, lse, dout, dq, dk_heads, dv_heads);
+          if (need_dk && grouped) sum_groups<T>(dk_heads, dk, g.group());
+          if (need_dv && grouped) sum_groups<T>(dv_heads, dv, g.group());
+        });
+        return {dq, dk, dv};
+      });
+}
+
+}  // namespace latent

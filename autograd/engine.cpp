@@ -71,6 +71,9 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     buffers.erase(node);
     grads.resize(static_cast<size_t>(node->num_outputs));
     std::vector<Tensor> input_grads = node->apply(std::move(grads));
+    if (input_grads.size() != node->next_edges.size())
+      throw Error(node->name() + ": backward returned " + std::to_string(input_grads.size()) + " gradients for " +
+                  std::to_string(node->next_edges.size()) + " inputs");
     if (!retain_graph) node->release_saved();
     for (size_t i = 0; i < node->next_edges.size(); ++i) {
       const Edge& e = node->next_edges[i];
@@ -78,7 +81,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       Node* next = e.node.get();
       auto& buffer = buffers[next];
       buffer.resize(static_cast<size_t>(next->num_outputs));
-      if (i < input_grads.size() && input_grads[i].defined()) accumulate(buffer[static_cast<size_t>(e.input_nr)], input_grads[i]);
+      if (input_grads[i].defined()) accumulate(buffer[static_cast<size_t>(e.input_nr)], input_grads[i]);
       if (--dependencies[next] == 0 && !queued[next]) {
         queued[next] = true;
         ready.push(next);

@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <vector>
 
 #include "../core/factory.hpp"
@@ -45,7 +46,12 @@ class AutogradContext {
   std::map<std::string, std::any> saved_data;
 
   // Engine side.
-  void release() { saved_.clear(); saved_data.clear(); released_ = true; }
+  void release() {
+    release_iteratively(std::move(saved_));  // saved inputs may head long chains of nodes
+    saved_.clear();
+    saved_data.clear();
+    released_ = true;
+  }
   std::vector<bool> needs_input_grad_;
 
  private:
@@ -55,6 +61,7 @@ class AutogradContext {
 
 template <class Op> class FunctionNode final : public Node {
  public:
+  ~FunctionNode() override { ctx.release(); }
   std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) override {
     for (size_t i = 0; i < grad_outputs.size(); ++i)
       if (!grad_outputs[i].defined()) grad_outputs[i] = zeros(output_shapes[i], output_dtypes[i]);
@@ -72,15 +79,18 @@ template <class Op> class FunctionNode final : public Node {
       if (grads[i].shape() != input_shapes[i])
         throw Error(name() + ": backward returned a gradient of shape " + shape_str(grads[i].shape()) +
                     " for input " + std::to_string(i) + " of shape " + shape_str(input_shapes[i]));
+      if (grads[i].dtype() != input_dtypes[i])
+        throw Error(name() + ": backward returned a " + dtype_name(grads[i].dtype()) + " gradient for input " +
+                    std::to_string(i) + " of dtype " + dtype_name(input_dtypes[i]));
     }
     return grads;
   }
   void release_saved() override { ctx.release(); }
-  std::string name() const override { return typeid(Op).name(); }
+  std::string name() const override { return type_name(typeid(Op)); }
 
   AutogradContext ctx;
   std::vector<Shape> output_shapes, input_shapes;
-  std::vector<DType> output_dtypes;
+  std::vector<DType> output_dtypes, input_dtypes;
   std::vector<size_t> tensor_arg_positions;
   size_t non_tensor_args = 0;
 };
@@ -102,7 +112,7 @@ template <class Op> struct Function {
     (collect(args), ...);
 
     auto node = std::make_shared<FunctionNode<Op>>();
-    for (const Tensor& t : inputs) node->ctx.needs_input_grad_.push_back(t.defined() && t.requires_grad());
+    for (const Tensor& t : inputs) node->ctx.needs_input_grad_.push_back(any_requires_grad({t}));
     using Result = decltype(Op::forward(&node->ctx, std::forward<Args>(args)...));
     std::vector<Tensor> outputs;
     {
@@ -121,6 +131,7 @@ template <class Op> struct Function {
       for (const Tensor& t : inputs) {
         node->next_edges.push_back(gradient_edge(t));
         node->input_shapes.push_back(t.defined() ? t.shape() : Shape{});
+        node->input_dtypes.push_back(t.defined() ? t.dtype() : kFloat32);
       }
       node->num_outputs = static_cast<int>(outputs.size());
       node->tensor_arg_positions = tensor_positions;

@@ -1,16 +1,89 @@
 // Recording the graph: edges from an op's result back to whatever produced its inputs.
 #include "node.hpp"
 
+#include <cxxabi.h>
+
+#include <cstdlib>
+
+#include "../core/elementwise.hpp"
 #include "../core/strided.hpp"
 #include "grad_mode.hpp"
 #include "ops.hpp"
 
 namespace latent::autograd {
 namespace {
+
 std::atomic<uint64_t> next_sequence_nr{0};
+
+// The pending releases of one teardown. It lives on the stack of the outermost releasing call;
+// a raw thread_local pointer (trivially destructible) lets nested destructors find it.
+struct Teardown {
+  std::vector<std::shared_ptr<Node>> nodes;
+  std::vector<BackwardFn> closures;
+  std::vector<Tensor> tensors;
+
+  void add(std::vector<Edge>&& edges) {
+    for (Edge& e : edges)
+      if (e.node) nodes.push_back(std::move(e.node));
+  }
+  void add(BackwardFn&& fn) { closures.push_back(std::move(fn)); }
+  void add(std::vector<Tensor>&& ts) {
+    for (Tensor& t : ts) tensors.push_back(std::move(t));
+  }
+
+  // Each item is moved out before it dies: its destructor may append to these lists.
+  void drain() {
+    while (!nodes.empty() || !closures.empty() || !tensors.empty()) {
+      if (!nodes.empty()) {
+        std::shared_ptr<Node> last = std::move(nodes.back());
+        nodes.pop_back();
+      } else if (!closures.empty()) {
+        BackwardFn last = std::move(closures.back());
+        closures.pop_back();
+      } else {
+        Tensor last = std::move(tensors.back());
+        tensors.pop_back();
+      }
+    }
+  }
+};
+
+thread_local Teardown* active_teardown = nullptr;
+
+template <class Payload> void release(Payload&& payload) {
+  if (active_teardown) {
+    active_teardown->add(std::move(payload));
+    return;
+  }
+  Teardown teardown;
+  active_teardown = &teardown;
+  teardown.add(std::move(payload));
+  teardown.drain();
+  active_teardown = nullptr;
 }
 
+}  // namespace
+
+std::string type_name(const std::type_info& type) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> demangled(abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
+  return status == 0 && demangled ? std::string(demangled.get()) : std::string(type.name());
+}
+
+void release_iteratively(std::vector<Edge>&& edges) { release(std::move(edges)); }
+void release_iteratively(BackwardFn&& fn) { release(std::move(fn)); }
+void release_iteratively(std::vector<Tensor>&& tensors) { release(std::move(tensors)); }
+
 Node::Node() : sequence_nr(next_sequence_nr.fetch_add(1, std::memory_order_relaxed)) {}
+
+Node::~Node() { release_iteratively(std::move(next_edges)); }
+
+void LambdaNode::release_saved() {
+  if (!fn_) return;
+  BackwardFn fn = std::move(fn_);
+  fn_ = nullptr;
+  release_iteratively(std::move(fn));
+}
 
 std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
   Tensor g = std::move(grad_outputs.at(0));
@@ -25,6 +98,16 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
     // changed behind its back by in-place updates (zero_grad, clipping).
     const bool exclusive = g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && g.is_contiguous();
     variable.set_grad(exclusive ? g : cast_copy(g, g.dtype()));
+  } else if (existing.is_contiguous() && existing.dtype() == g.dtype()) {
+    // In place: accumulating over micro-batches allocates nothing beyond a contiguous copy of g.
+    const Tensor gc = contiguous_copy(g);
+    dispatch_floating(g.dtype(), "AccumulateGrad", [&]<class T>() {
+      T* dst = existing.data<T>();
+      const T* src = gc.data<T>();
+      parallel_for(existing.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) dst[i] += src[i];
+      });
+    });
   } else {
     existing.copy_(add(existing, g));
   }

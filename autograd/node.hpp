@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 #include "../core/tensor.hpp"
@@ -23,7 +24,9 @@ struct Edge {
 class Node {
  public:
   Node();
-  virtual ~Node() = default;
+  virtual ~Node();  // releases next_edges iteratively (see release_iteratively)
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
   // One gradient per output in, one per next_edges entry out (undefined = zero / not needed).
   virtual std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) = 0;
   // Drops tensors saved for backward; called after apply unless the graph is retained.
@@ -51,14 +54,26 @@ using BackwardFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& 
 class LambdaNode final : public Node {
  public:
   LambdaNode(std::string name, BackwardFn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
+  ~LambdaNode() override { release_saved(); }
   std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) override;
-  void release_saved() override { fn_ = nullptr; }
+  void release_saved() override;
   std::string name() const override { return name_; }
 
  private:
   std::string name_;
   BackwardFn fn_;
 };
+
+// Destroying a graph naively recurses once per node (tensor -> node -> edge -> node ..., or through
+// the tensors a closure saved) and overflows the stack on long chains. Whatever a dying node owns
+// that can keep other nodes alive is handed to these instead: the outermost call on a thread drains
+// a work list in a loop, and nested destructions only append to it, so the stack depth stays constant.
+void release_iteratively(std::vector<Edge>&& edges);
+void release_iteratively(BackwardFn&& fn);
+void release_iteratively(std::vector<Tensor>&& tensors);
+
+// A readable C++ type name ("ScaledTanh", not "10ScaledTanh"), for node names in error messages.
+std::string type_name(const std::type_info& type);
 
 // The edge a gradient for `t` must flow into (null node when t needs no gradient).
 Edge gradient_edge(const Tensor& t);

@@ -56,6 +56,8 @@ Reduction plan(const Tensor& x, std::vector<int64_t> dims, bool keepdim, const c
   return r;
 }
 
+constexpr int64_t kSumBlock = 1 << 14;  // rows longer than this are summed in blocks, in parallel
+
 template <class T> using Accumulator = std::conditional_t<std::is_same_v<T, float>, double, T>;
 
 Tensor sum_kernel(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
@@ -90,13 +92,33 @@ Tensor sum_kernel(const Tensor& x, const std::vector<int64_t>& dims, bool keepdi
     Tensor out = Tensor::empty(r.result_shape, x.dtype());
     const T* p = r.rows.data<T>();
     T* q = out.data<T>();
-    parallel_for(r.outer, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(r.inner, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t o = b; o < e; ++o) {
+    if (r.inner <= kSumBlock) {
+      parallel_for(r.outer, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(r.inner, 1)), [&](int64_t b, int64_t e) {
+        for (int64_t o = b; o < e; ++o) {
+          Accumulator<T> acc = 0;
+          for (int64_t i = 0; i < r.inner; ++i) acc += p[o * r.inner + i];
+          q[o] = static_cast<T>(acc);
+        }
+      });
+      return out;
+    }
+    // Long rows (a full sum, a loss): partial sums of fixed blocks in parallel, then each row's
+    // partials added in block order. The blocks depend on the row length only, not on the threads.
+    const int64_t blocks = (r.inner + kSumBlock - 1) / kSumBlock;
+    std::vector<Accumulator<T>> partial(static_cast<size_t>(r.outer * blocks));
+    parallel_for(r.outer * blocks, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t o = t / blocks, first = (t % blocks) * kSumBlock, last = std::min(r.inner, first + kSumBlock);
         Accumulator<T> acc = 0;
-        for (int64_t i = 0; i < r.inner; ++i) acc += p[o * r.inner + i];
-        q[o] = static_cast<T>(acc);
+        for (int64_t i = first; i < last; ++i) acc += p[o * r.inner + i];
+        partial[static_cast<size_t>(t)] = acc;
       }
     });
+    for (int64_t o = 0; o < r.outer; ++o) {
+      Accumulator<T> acc = 0;
+      for (int64_t k = 0; k < blocks; ++k) acc += partial[static_cast<size_t>(o * blocks + k)];
+      q[o] = static_cast<T>(acc);
+    }
     return out;
   });
 }
@@ -104,7 +126,10 @@ Tensor sum_kernel(const Tensor& x, const std::vector<int64_t>& dims, bool keepdi
 Shape kept_shape(const Tensor& x, std::vector<int64_t> dims) {
   Shape kept = x.shape();
   if (dims.empty()) std::fill(kept.begin(), kept.end(), 1);
-  for (int64_t d : dims) kept[static_cast<size_t>(normalize_dim(d, x.dim(), "reduce"))] = 1;
+  for (int64_t d : dims) {
+    const int64_t nd = normalize_dim(d, x.dim(), "reduce");
+    if (x.dim() > 0) kept[static_cast<size_t>(nd)] = 1;  // a 0-dim tensor "reduces" over dim 0 or -1
+  }
   return kept;
 }
 
@@ -135,7 +160,9 @@ Tensor amax(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
     Tensor o = Tensor::empty(r.result_shape, x.dtype());
     const T* p = r.rows.data<T>();
     T* q = o.data<T>();
-    for (int64_t i = 0; i < r.outer; ++i) q[i] = *std::max_element(p + i * r.inner, p + (i + 1) * r.inner);
+    parallel_for(r.outer, std::max<int64_t>(1, kElementwiseGrain / r.inner), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) q[i] = *std::max_element(p + i * r.inner, p + (i + 1) * r.inner);
+    });
     return o;
   });
   return record("amax", out, {x}, [x = x.detach(), out = out.detach(), kept = r.kept_shape, dims](const Tensor& g) -> std::vector<Tensor> {
@@ -148,6 +175,7 @@ Tensor amax(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
 
 std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
   dim = normalize_dim(dim, x.dim(), "max");
+  if (x.dim() == 0) return max(reshape(x, {1}), 0, false);  // a 0-dim tensor is its own maximum, index 0
   if (x.dim() > 0 && x.shape()[static_cast<size_t>(dim)] == 0) throw Error("max: empty dim in " + shape_str(x.shape()));
   const Reduction r = plan(x, {dim}, keepdim, "max");
   Tensor values = Tensor::empty(r.result_shape, x.dtype()), indices = Tensor::empty(r.result_shape, kInt64);
@@ -155,12 +183,14 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
     const T* p = r.rows.data<T>();
     T* v = values.data<T>();
     int64_t* idx = indices.data<int64_t>();
-    for (int64_t i = 0; i < r.outer; ++i) {
-      const T* row = p + i * r.inner;
-      const int64_t best = std::max_element(row, row + r.inner) - row;  // first of ties
-      v[i] = row[best];
-      idx[i] = best;
-    }
+    parallel_for(r.outer, std::max<int64_t>(1, kElementwiseGrain / r.inner), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const T* row = p + i * r.inner;
+        const int64_t best = std::max_element(row, row + r.inner) - row;  // first of ties
+        v[i] = row[best];
+        idx[i] = best;
+      }
+    });
   });
   values = record("max", values, {x}, [shape = x.shape(), kept = r.kept_shape, dim, indices](const Tensor& g) -> std::vector<Tensor> {
     return {scatter_add(zeros(shape, g.dtype()), dim, reshape(indices, kept), reshape(g, kept))};

@@ -149,7 +149,7 @@ Tensor expand(const Tensor& x, const Shape& requested) {
     }
     const int64_t have = x.shape()[d - lead];
     const int64_t want = requested[d] == -1 ? have : requested[d];
-    if (have != want && have != 1)
+    if (want < 0 || (have != want && have != 1))
       throw Error("expand: cannot expand " + shape_str(x.shape()) + " to " + shape_str(requested));
     shape[d] = want;
     strides[d] = have == want ? x.strides()[d - lead] : 0;
@@ -208,6 +208,7 @@ Tensor to(const Tensor& x, DType dtype) {
 Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   if (xs.empty()) throw Error("cat: no tensors");
   const Tensor& first = xs[0];
+  if (first.dim() == 0) throw Error("cat: 0-dim tensors cannot be concatenated; use stack");
   dim = normalize_dim(dim, first.dim(), "cat");
   Shape shape = first.shape();
   shape[static_cast<size_t>(dim)] = 0;

@@ -36,7 +36,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
     return;
   }
-  if (M * N * K < kMinFlopsToSplit || get_num_threads() == 1) {
+  // The blocks depend only on the shape: with one thread they run one after another, so a BLAS
+  // kernel never sees a different partition (and rounds differently) when the thread count changes.
+  if (M * N * K < kMinFlopsToSplit) {
     blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }

@@ -1,6 +1,7 @@
 // Tensor handle basics: geometry queries, typed access, copies between layouts and dtypes.
 #include "tensor.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "strided.hpp"
@@ -136,7 +137,9 @@ Tensor& Tensor::copy_(const Tensor& src) {
 Tensor& Tensor::fill_(double value) {
   dispatch(dtype(), [&]<class T>() {
     const T v = static_cast<T>(value);
-    for_each_offset(*this, [&](int64_t off) { data<T>()[off] = v; });
+    T* p = data<T>();
+    if (is_contiguous()) std::fill_n(p, numel(), v);
+    else for_each_offset(*this, [&](int64_t off) { p[off] = v; });
   });
   return *this;
 }

@@ -53,4 +53,19 @@ class Module {
   bool training_ = true;
 };
 
+// An indexed list of submodules, registered as "0", "1", ... (HF's `layers.N.` names).
+class ModuleList : public Module {
+ public:
+  template <class M> std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
+    items_.push_back(m);
+    return register_module(std::to_string(items_.size() - 1), std::move(m));
+  }
+  size_t size() const { return items_.size(); }
+  const std::shared_ptr<Module>& operator[](size_t i) const { return items_.at(i); }
+  template <class M> std::shared_ptr<M> at(size_t i) const { return std::dynamic_pointer_cast<M>(items_.at(i)); }
+
+ private:
+  std::vector<std::shared_ptr<Module>> items_;
+};
+
 }  // namespace latent::nn

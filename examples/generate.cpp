@@ -1,0 +1,61 @@
+// latent-generate: loads a checkpoint (or any DeepSeek-V3 model directory) and streams generated
+// bytes after a prompt, decoding through the absorbed MLA latent cache.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <latent/latent.hpp>
+
+using namespace latent;
+
+int main(int argc, char** argv) {
+  CLI::App app{"latent-generate: continue a prompt with a trained DeepSeek-V3 (byte-level)"};
+  std::string dir, prompt;
+  bool read_stdin = false;
+  models::DeepSeekV3::GenerateOptions options;
+  options.max_new_tokens = 200;
+  options.temperature = 0.8;
+  options.top_k = 40;
+  int threads = 0;
+  app.add_option("model", dir, "checkpoint / model directory (config.json + model.safetensors)")->required();
+  app.add_option("--prompt,-p", prompt, "prompt text (default: read standard input)");
+  app.add_flag("--stdin", read_stdin, "read the prompt from standard input");
+  app.add_option("--max-tokens,-n", options.max_new_tokens, "bytes to generate")->capture_default_str();
+  app.add_option("--temperature,-t", options.temperature, "sampling temperature (0: greedy)")->capture_default_str();
+  app.add_option("--top-k,-k", options.top_k, "sample among the k most likely bytes (0: all)")->capture_default_str();
+  app.add_option("--seed", options.seed, "sampling seed")->capture_default_str();
+  app.add_option("--threads", threads, "worker threads");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (threads > 0) set_num_threads(threads);
+    if (prompt.empty() || read_stdin) {
+      if (!read_stdin && ::isatty(STDIN_FILENO)) throw Error("no prompt: pass --prompt TEXT or pipe text to standard input");
+      prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    }
+    if (prompt.empty()) throw Error("the prompt is empty");
+    const auto model = models::DeepSeekV3::from_pretrained(dir);
+    model->eval();
+    std::vector<int64_t> ids;
+    for (unsigned char c : prompt) ids.push_back(c);
+    if (int64_t(ids.size()) >= model->config().max_position_embeddings)
+      throw Error(fmt::format("prompt of {} bytes leaves no room within max_position_embeddings {}", ids.size(),
+                              model->config().max_position_embeddings));
+    options.max_new_tokens = std::min<int64_t>(options.max_new_tokens, model->config().max_position_embeddings - int64_t(ids.size()));
+    std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+    model->generate(from_vector(ids), options, [](int64_t token) {
+      std::fputc(int(token), stdout);
+      std::fflush(stdout);
+      return true;
+    });
+    std::fputc('\n', stdout);
+    return 0;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "latent-generate: error: {}\n", e.what());
+    return 1;
+  }
+}

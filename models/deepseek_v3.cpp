@@ -1,0 +1,238 @@
+// DeepSeekV3 forward, loss, balancing, generation and checkpoints.
+#include "deepseek_v3.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+
+#include "../autograd/grad_mode.hpp"
+#include "../autograd/ops.hpp"
+#include "../core/factory.hpp"
+#include "../core/random.hpp"
+#include "../nn/init.hpp"
+#include "../nn/io/safetensors.hpp"
+
+namespace latent::models {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::shared_ptr<const nn::RotaryEmbedding> make_rope(const DeepSeekV3Config& c) {
+  return std::make_shared<nn::RotaryEmbedding>(c.qk_rope_head_dim, c.max_position_embeddings, c.rope_theta, c.rope_scaling);
+}
+
+std::string layer_prefix(int64_t index) { return "model.layers." + std::to_string(index) + "."; }
+
+}  // namespace
+
+DeepSeekV3Model::DeepSeekV3Model(const DeepSeekV3Config& c, std::shared_ptr<const nn::RotaryEmbedding> rope) {
+  embed_tokens = register_module("embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size));
+  nn::init::normal_(embed_tokens->weight, 0.0, c.initializer_range);
+  layers = register_module("layers", std::make_shared<nn::ModuleList>());
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layers->push_back(std::make_shared<DecoderLayer>(c, c.is_moe_layer(l), rope));
+  for (int64_t k = 0; k < c.num_nextn_predict_layers; ++k) layers->push_back(std::make_shared<MTPLayer>(c, rope));
+  norm = register_module("norm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
+}
+
+DeepSeekV3::DeepSeekV3(const DeepSeekV3Config& config) : config_(config) {
+  config_.validate();
+  model = register_module("model", std::make_shared<DeepSeekV3Model>(config_, make_rope(config_)));
+  if (!config_.tie_word_embeddings) {
+    lm_head = register_module("lm_head", std::make_shared<nn::Linear>(config_.hidden_size, config_.vocab_size, false));
+    nn::init::normal_(lm_head->weight, 0.0, config_.initializer_range);
+  }
+}
+
+void DeepSeekV3::check_ids(const Tensor& ids, const char* op, int64_t max_length) const {
+  if (ids.dtype() != kInt64) throw Error(std::string(op) + ": token ids must be int64, got " + dtype_name(ids.dtype()));
+  if (ids.dim() != 2 || ids.size(1) == 0)
+    throw Error(std::string(op) + ": token ids must be [batch, length] with length >= 1, got " + shape_str(ids.shape()));
+  if (ids.size(1) > max_length)
+    throw Error(std::string(op) + ": sequence of " + std::to_string(ids.size(1)) + " tokens exceeds max_position_embeddings " +
+                std::to_string(config_.max_position_embeddings));
+  for (int64_t id : ids.to_vector<int64_t>())
+    if (id < 0 || id >= config_.vocab_size)
+      throw Error(std::string(op) + ": token id " + std::to_string(id) + " out of range [0, " + std::to_string(config_.vocab_size) + ")");
+}
+
+Tensor DeepSeekV3::head(const Tensor& h) const {
+  return lm_head ? lm_head->forward(h) : linear(h, model->embed_tokens->weight);
+}
+
+Tensor DeepSeekV3::hidden_states(const Tensor& input_ids) {
+  Tensor h = model->embed_tokens->forward(input_ids);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) h = model->layers->at<DecoderLayer>(static_cast<size_t>(l))->forward(h);
+  return model->norm->forward(h);
+}
+
+Tensor DeepSeekV3::forward(const Tensor& input_ids) {
+  check_ids(input_ids, "DeepSeekV3::forward", config_.max_position_embeddings);
+  return head(hidden_states(input_ids));
+}
+
+DeepSeekV3::Losses DeepSeekV3::loss(const Tensor& ids, double mtp_lambda) {
+  check_ids(ids, "DeepSeekV3::loss", config_.max_position_embeddings + 1);
+  const int64_t B = ids.size(0), T = ids.size(1) - 1, V = config_.vocab_size, D = config_.num_nextn_predict_layers;
+  if (T <= D)
+    throw Error("DeepSeekV3::loss: ids [" + std::to_string(B) + ", " + std::to_string(T + 1) + "] too short for " +
+                std::to_string(D) + " multi-token prediction modules (need more than " + std::to_string(D + 1) + " tokens)");
+  auto next_token_loss = [&](const Tensor& logits, int64_t first, int64_t length) {
+    return cross_entropy(reshape(logits, {B * length, V}), reshape(contiguous(narrow(ids, 1, first, length)), {B * length}));
+  };
+  Losses out;
+  const Tensor h_main = hidden_states(narrow(ids, 1, 0, T));
+  out.ce = next_token_loss(head(h_main), 1, T);
+
+  // MTP module k sees positions j < T - k: embedding of token j+k, h_{k-1}[j]; predicts token j+k+1.
+  Tensor previous = h_main;
+  std::vector<Tensor> mtp_losses;
+  for (int64_t k = 1; k <= D; ++k) {
+    const int64_t length = T - k;
+    auto mtp = model->layers->at<MTPLayer>(static_cast<size_t>(config_.num_hidden_layers + k - 1));
+    const Tensor h = mtp->forward(model->embed_tokens->forward(narrow(ids, 1, k, length)), narrow(previous, 1, 0, length));
+    mtp_losses.push_back(next_token_loss(head(mtp->shared_head->norm->forward(h)), k + 1, length));
+    previous = h;
+  }
+  out.mtp = mtp_losses.empty() ? zeros({}, h_main.dtype()) : mean(stack(mtp_losses, 0));
+
+  last_routing_.clear();
+  std::vector<Tensor> balances;
+  for (auto& [name, moe] : moe_layers()) {
+    balances.push_back(moe->last_stats().balance);
+    last_routing_.push_back({name, moe->last_stats().expert_ids, moe->last_stats().loads});
+  }
+  out.balance = balances.empty() ? zeros({}, h_main.dtype()) : sum(stack(balances, 0));
+  out.total = out.ce + out.balance * config_.aux_loss_alpha + out.mtp * mtp_lambda;
+  return out;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<DeepSeekMoE>>> DeepSeekV3::moe_layers() const {
+  std::vector<std::pair<std::string, std::shared_ptr<DeepSeekMoE>>> out;
+  for (size_t l = 0; l < model->layers->size(); ++l) {
+    auto layer = model->layers->at<DecoderLayer>(l);
+    if (layer->moe) out.emplace_back(layer_prefix(static_cast<int64_t>(l)) + "mlp", layer->moe);
+  }
+  return out;
+}
+
+void DeepSeekV3::update_expert_bias(double gamma) {
+  if (last_routing_.empty()) throw Error("update_expert_bias: call loss() first; its expert loads drive the update");
+  const auto layers = moe_layers();
+  for (size_t i = 0; i < layers.size(); ++i) layers[i].second->update_expert_bias(gamma, last_routing_[i].loads);
+}
+
+std::vector<LatentCache> DeepSeekV3::make_caches(int64_t batch, int64_t capacity) const {
+  if (capacity > config_.max_position_embeddings)
+    throw Error("make_caches: capacity " + std::to_string(capacity) + " exceeds max_position_embeddings " +
+                std::to_string(config_.max_position_embeddings));
+  std::vector<LatentCache> caches;
+  const DType dtype = model->embed_tokens->weight.dtype();
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) caches.emplace_back(batch, capacity, config_, dtype);
+  return caches;
+}
+
+Tensor DeepSeekV3::forward_absorbed(const Tensor& ids, std::vector<LatentCache>& caches) {
+  if (static_cast<int64_t>(caches.size()) != config_.num_hidden_layers)
+    throw Error("forward_absorbed: " + std::to_string(caches.size()) + " caches for " + std::to_string(config_.num_hidden_layers) + " layers");
+  check_ids(ids, "DeepSeekV3::forward_absorbed", caches.empty() ? 0 : caches[0].capacity() - caches[0].length);
+  NoGradGuard no_grad;
+  Tensor h = model->embed_tokens->forward(ids);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l)
+    h = model->layers->at<DecoderLayer>(static_cast<size_t>(l))->forward_absorbed(h, caches[static_cast<size_t>(l)]);
+  return head(model->norm->forward(h));
+}
+
+Tensor DeepSeekV3::generate(const Tensor& prompt_ids, const GenerateOptions& options) {
+  return generate(prompt_ids, options, [](int64_t) { return true; });
+}
+
+Tensor DeepSeekV3::generate(const Tensor& prompt_ids, const GenerateOptions& options,
+                            const std::function<bool(int64_t)>& on_token) {
+  if (prompt_ids.dim() != 1 || prompt_ids.numel() == 0)
+    throw Error("generate: prompt must be a non-empty 1-D int64 tensor, got " + shape_str(prompt_ids.shape()));
+  if (options.max_new_tokens < 0) throw Error("generate: max_new_tokens must be >= 0");
+  if (options.temperature < 0) throw Error("generate: temperature must be >= 0");
+  if (options.top_k < 0) throw Error("generate: top_k must be >= 0");
+  const int64_t prompt_length = prompt_ids.numel(), total = prompt_length + options.max_new_tokens;
+  if (total > config_.max_position_embeddings)
+    throw Error("generate: prompt of " + std::to_string(prompt_length) + " plus " + std::to_string(options.max_new_tokens) +
+                " new tokens exceeds max_position_embeddings " + std::to_string(config_.max_position_embeddings));
+  NoGradGuard no_grad;
+  std::vector<LatentCache> caches = make_caches(1, total);
+  std::vector<int64_t> tokens = prompt_ids.to_vector<int64_t>();
+  Generator gen(options.seed);
+  Tensor logits = forward_absorbed(reshape(prompt_ids, {1, prompt_length}), caches);
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    std::vector<double> last = narrow(logits, 1, logits.size(1) - 1, 1).to(kFloat64).to_vector<double>();
+    int64_t next = 0;
+    if (options.temperature == 0) {
+      next = std::max_element(last.begin(), last.end()) - last.begin();  // first of ties
+    } else {
+      // Sample from softmax(logits / temperature) restricted to the top_k most likely tokens.
+      std::vector<int64_t> order(last.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return last[size_t(a)] > last[size_t(b)]; });
+      const size_t keep = options.top_k > 0 ? std::min<size_t>(size_t(options.top_k), order.size()) : order.size();
+      std::vector<double> weights(keep);
+      for (size_t i = 0; i < keep; ++i) weights[i] = std::exp((last[size_t(order[i])] - last[size_t(order[0])]) / options.temperature);
+      double r = gen.uniform(gen.advance(1)) * std::accumulate(weights.begin(), weights.end(), 0.0);
+      size_t pick = 0;
+      while (pick + 1 < keep && r >= weights[pick]) r -= weights[pick++];
+      next = order[pick];
+    }
+    tokens.push_back(next);
+    if (!on_token(next)) break;
+    if (step + 1 < options.max_new_tokens) logits = forward_absorbed(from_vector<int64_t>({next}, {1, 1}), caches);
+  }
+  return from_vector(tokens);
+}
+
+std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) {
+  if (!fs::is_directory(dir)) throw Error("from_pretrained: '" + dir + "' is not a directory");
+  const DeepSeekV3Config config = DeepSeekV3Config::from_json_file((fs::path(dir) / "config.json").string());
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.path().extension() == ".safetensors" && entry.path().filename().string().rfind("model", 0) == 0)
+      files.push_back(entry.path());
+  if (files.empty()) throw Error("from_pretrained: no model*.safetensors in '" + dir + "'");
+  std::sort(files.begin(), files.end());
+  std::map<std::string, Tensor> state;
+  for (const auto& f : files)
+    for (auto& [name, t] : io::load_safetensors(f.string()))
+      if (!state.emplace(name, t).second) throw Error("from_pretrained: tensor '" + name + "' appears in two files");
+
+  auto model = std::make_shared<DeepSeekV3>(config);
+  // The MTP modules store copies of the embedding and head: they must equal the main ones.
+  const std::string embed_name = "model.embed_tokens.weight", head_name = config.tie_word_embeddings ? embed_name : "lm_head.weight";
+  for (int64_t k = 0; k < config.num_nextn_predict_layers; ++k) {
+    const std::string prefix = layer_prefix(config.num_hidden_layers + k);
+    for (const auto& [copy, main] : {std::pair{prefix + "embed_tokens.weight", embed_name}, std::pair{prefix + "shared_head.head.weight", head_name}}) {
+      auto it = state.find(copy);
+      if (it == state.end()) continue;
+      auto original = state.find(main);
+      if (original == state.end()) throw Error("from_pretrained: '" + copy + "' present but '" + main + "' missing");
+      if (it->second.shape() != original->second.shape() ||
+          it->second.to(kFloat64).to_vector<double>() != original->second.to(kFloat64).to_vector<double>())
+        throw Error("from_pretrained: '" + copy + "' differs from '" + main + "'; the MTP module must share them");
+      state.erase(it);
+    }
+  }
+  model->load_state_dict(state);
+  return model;
+}
+
+void DeepSeekV3::save_pretrained(const std::string& dir) const {
+  fs::create_directories(dir);
+  config_.to_json_file((fs::path(dir) / "config.json").string());
+  std::map<std::string, Tensor> state = state_dict();
+  const Tensor embed = model->embed_tokens->weight, head_weight = lm_head ? lm_head->weight : embed;
+  for (int64_t k = 0; k < config_.num_nextn_predict_layers; ++k) {
+    const std::string prefix = layer_prefix(config_.num_hidden_layers + k);
+    state[prefix + "embed_tokens.weight"] = embed.detach();
+    state[prefix + "shared_head.head.weight"] = head_weight.detach();
+  }
+  io::save_safetensors((fs::path(dir) / "model.safetensors").string(), state, {{"format", "pt"}});
+}
+
+}  // namespace latent::models

@@ -1,0 +1,268 @@
+// Reading, writing, validating and counting DeepSeek-V3 configs.
+#include "deepseek_v3_config.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+#include "../nn/io/json.hpp"
+
+namespace latent::models {
+namespace {
+
+using nlohmann::json;
+
+DeepSeekV3Config from_json(const json& j, const std::string& origin) {
+  if (!j.is_object()) throw Error(origin + ": expected a JSON object");
+  DeepSeekV3Config c;
+  auto req_int = [&](const char* key) { return io::required<int64_t>(j, key, origin); };
+  auto req_double = [&](const char* key) { return io::required<double>(j, key, origin); };
+  c.vocab_size = req_int("vocab_size");
+  c.hidden_size = req_int("hidden_size");
+  c.intermediate_size = req_int("intermediate_size");
+  c.moe_intermediate_size = req_int("moe_intermediate_size");
+  c.num_hidden_layers = req_int("num_hidden_layers");
+  c.first_k_dense_replace = req_int("first_k_dense_replace");
+  c.num_attention_heads = req_int("num_attention_heads");
+  // HF writes null for "no query compression"; the official code writes 0.
+  c.q_lora_rank = j.contains("q_lora_rank") && j["q_lora_rank"].is_null() ? 0 : req_int("q_lora_rank");
+  c.kv_lora_rank = req_int("kv_lora_rank");
+  c.qk_nope_head_dim = req_int("qk_nope_head_dim");
+  c.qk_rope_head_dim = req_int("qk_rope_head_dim");
+  c.v_head_dim = req_int("v_head_dim");
+  c.n_routed_experts = req_int("n_routed_experts");
+  c.n_shared_experts = req_int("n_shared_experts");
+  c.num_experts_per_tok = req_int("num_experts_per_tok");
+  c.n_group = req_int("n_group");
+  c.topk_group = req_int("topk_group");
+  c.max_position_embeddings = req_int("max_position_embeddings");
+  c.num_nextn_predict_layers = io::optional<int64_t>(j, "num_nextn_predict_layers", 0, origin);
+  c.moe_layer_freq = io::optional<int64_t>(j, "moe_layer_freq", 1, origin);
+  c.routed_scaling_factor = req_double("routed_scaling_factor");
+  c.rope_theta = req_double("rope_theta");
+  c.rms_norm_eps = req_double("rms_norm_eps");
+  c.aux_loss_alpha = io::optional<double>(j, "aux_loss_alpha", 0.0, origin);
+  c.initializer_range = io::optional<double>(j, "initializer_range", 0.02, origin);
+  c.norm_topk_prob = io::required<bool>(j, "norm_topk_prob", origin);
+  c.tie_word_embeddings = io::optional<bool>(j, "tie_word_embeddings", false, origin);
+  c.scoring_func = io::optional<std::string>(j, "scoring_func", "sigmoid", origin);
+  c.topk_method = io::optional<std::string>(j, "topk_method", c.scoring_func == "sigmoid" ? "noaux_tc" : "greedy", origin);
+  c.hidden_act = io::optional<std::string>(j, "hidden_act", "silu", origin);
+  c.model_type = io::optional<std::string>(j, "model_type", "deepseek_v3", origin);
+  if (io::optional<bool>(j, "attention_bias", false, origin))
+    throw Error(origin + ": key 'attention_bias' is true; MLA projections without biases are supported only");
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    const json& r = j["rope_scaling"];
+    const std::string where = origin + " rope_scaling";
+    if (!r.is_object()) throw Error(origin + ": key 'rope_scaling' must be an object or null");
+    const std::string type = r.contains("type") ? io::required<std::string>(r, "type", where)
+                                                : io::required<std::string>(r, "rope_type", where);
+    if (type != "yarn") throw Error(origin + ": key 'rope_scaling.type' is '" + type + "'; only 'yarn' is supported");
+    nn::YarnConfig y;
+    y.factor = io::required<double>(r, "factor", where);
+    y.original_max_position_embeddings = io::required<int64_t>(r, "original_max_position_embeddings", where);
+    y.beta_fast = io::optional<double>(r, "beta_fast", 32.0, where);
+    y.beta_slow = io::optional<double>(r, "beta_slow", 1.0, where);
+    y.mscale = io::optional<double>(r, "mscale", 1.0, where);
+    y.mscale_all_dim = io::optional<double>(r, "mscale_all_dim", 0.0, where);
+    c.rope_scaling = y;
+  }
+  c.validate();
+  return c;
+}
+
+json to_json(const DeepSeekV3Config& c) {
+  json j;
+  j["architectures"] = {c.model_type == "deepseek_v2" ? "DeepseekV2ForCausalLM" : "DeepseekV3ForCausalLM"};
+  j["model_type"] = c.model_type;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["moe_intermediate_size"] = c.moe_intermediate_size;
+  j["num_hidden_layers"] = c.num_hidden_layers;
+  j["first_k_dense_replace"] = c.first_k_dense_replace;
+  j["moe_layer_freq"] = c.moe_layer_freq;
+  j["num_attention_heads"] = c.num_attention_heads;
+  j["num_key_value_heads"] = c.num_attention_heads;
+  j["q_lora_rank"] = c.q_lora_rank == 0 ? json(nullptr) : json(c.q_lora_rank);
+  j["kv_lora_rank"] = c.kv_lora_rank;
+  j["qk_nope_head_dim"] = c.qk_nope_head_dim;
+  j["qk_rope_head_dim"] = c.qk_rope_head_dim;
+  j["v_head_dim"] = c.v_head_dim;
+  j["n_routed_experts"] = c.n_routed_experts;
+  j["n_shared_experts"] = c.n_shared_experts;
+  j["num_experts_per_tok"] = c.num_experts_per_tok;
+  j["n_group"] = c.n_group;
+  j["topk_group"] = c.topk_group;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["num_nextn_predict_layers"] = c.num_nextn_predict_layers;
+  j["routed_scaling_factor"] = c.routed_scaling_factor;
+  j["rope_theta"] = c.rope_theta;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["aux_loss_alpha"] = c.aux_loss_alpha;
+  j["initializer_range"] = c.initializer_range;
+  j["norm_topk_prob"] = c.norm_topk_prob;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["scoring_func"] = c.scoring_func;
+  j["topk_method"] = c.topk_method;
+  j["hidden_act"] = c.hidden_act;
+  j["attention_bias"] = false;
+  j["seq_aux"] = true;
+  if (c.rope_scaling) {
+    const nn::YarnConfig& y = *c.rope_scaling;
+    j["rope_scaling"] = {{"type", "yarn"},           {"factor", y.factor},
+                         {"original_max_position_embeddings", y.original_max_position_embeddings},
+                         {"beta_fast", y.beta_fast}, {"beta_slow", y.beta_slow},
+                         {"mscale", y.mscale},       {"mscale_all_dim", y.mscale_all_dim}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  return j;
+}
+
+void require(bool ok, const std::string& key, const std::string& what) {
+  if (!ok) throw Error("config: key '" + key + "' " + what);
+}
+
+}  // namespace
+
+DeepSeekV3Config DeepSeekV3Config::from_json_file(const std::string& path) { return from_json(io::read_json_file(path), path); }
+
+DeepSeekV3Config DeepSeekV3Config::from_json_string(const std::string& text, const std::string& origin) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(origin + ": invalid JSON: " + e.what());
+  }
+  return from_json(j, origin);
+}
+
+void DeepSeekV3Config::to_json_file(const std::string& path) const {
+  validate();
+  io::write_json_file_atomic(path, to_json(*this));
+}
+
+std::string DeepSeekV3Config::to_json_string() const { return to_json(*this).dump(2); }
+
+void DeepSeekV3Config::validate() const {
+  auto positive = [](int64_t v, const char* key) { require(v > 0, key, "must be positive, got " + std::to_string(v)); };
+  positive(vocab_size, "vocab_size");
+  positive(hidden_size, "hidden_size");
+  positive(num_hidden_layers, "num_hidden_layers");
+  positive(num_attention_heads, "num_attention_heads");
+  positive(kv_lora_rank, "kv_lora_rank");
+  positive(qk_nope_head_dim, "qk_nope_head_dim");
+  positive(qk_rope_head_dim, "qk_rope_head_dim");
+  positive(v_head_dim, "v_head_dim");
+  positive(max_position_embeddings, "max_position_embeddings");
+  positive(moe_layer_freq, "moe_layer_freq");
+  require(qk_rope_head_dim % 2 == 0, "qk_rope_head_dim", "must be even (RoPE rotates pairs), got " + std::to_string(qk_rope_head_dim));
+  require(q_lora_rank >= 0, "q_lora_rank", "must be >= 0 (0 or null: no compression), got " + std::to_string(q_lora_rank));
+  require(first_k_dense_replace >= 0, "first_k_dense_replace", "must be >= 0, got " + std::to_string(first_k_dense_replace));
+  require(num_nextn_predict_layers >= 0, "num_nextn_predict_layers", "must be >= 0, got " + std::to_string(num_nextn_predict_layers));
+  require(rms_norm_eps > 0, "rms_norm_eps", "must be positive");
+  require(rope_theta > 0, "rope_theta", "must be positive");
+  require(hidden_act == "silu", "hidden_act", "must be 'silu', got '" + hidden_act + "'");
+  if (first_k_dense_replace > 0) positive(intermediate_size, "intermediate_size");
+  bool any_moe = num_nextn_predict_layers > 0;
+  for (int64_t l = 0; l < num_hidden_layers; ++l) any_moe = any_moe || is_moe_layer(l);
+  if (any_moe) {
+    positive(moe_intermediate_size, "moe_intermediate_size");
+    positive(n_routed_experts, "n_routed_experts");
+    positive(num_experts_per_tok, "num_experts_per_tok");
+    positive(n_group, "n_group");
+    positive(topk_group, "topk_group");
+    require(n_shared_experts >= 0, "n_shared_experts", "must be >= 0, got " + std::to_string(n_shared_experts));
+    require(routed_scaling_factor > 0, "routed_scaling_factor", "must be positive");
+    require(scoring_func == "sigmoid" || scoring_func == "softmax", "scoring_func",
+            "must be 'sigmoid' or 'softmax', got '" + scoring_func + "'");
+    require(topk_method == "noaux_tc" || topk_method == "greedy" || topk_method == "group_limited_greedy", "topk_method",
+            "must be 'noaux_tc', 'greedy' or 'group_limited_greedy', got '" + topk_method + "'");
+    require(n_routed_experts % n_group == 0, "n_routed_experts",
+            fmt::format("({}) must be divisible by n_group ({})", n_routed_experts, n_group));
+    require(topk_group <= n_group, "topk_group",
+            fmt::format("({}) must not exceed n_group ({})", topk_group, n_group));
+    const bool grouped = topk_method != "greedy" && n_group > 1;
+    const int64_t selectable = grouped ? topk_group * (n_routed_experts / n_group) : n_routed_experts;
+    require(num_experts_per_tok <= selectable, "num_experts_per_tok",
+            fmt::format("({}) exceeds the {} experts the kept groups offer", num_experts_per_tok, selectable));
+  }
+  if (rope_scaling) {
+    require(rope_scaling->factor > 0, "rope_scaling.factor", "must be positive");
+    require(rope_scaling->original_max_position_embeddings > 0, "rope_scaling.original_max_position_embeddings",
+            "must be positive");
+    require(rope_scaling->beta_fast > 0 && rope_scaling->beta_slow > 0, "rope_scaling.beta_fast",
+            "and beta_slow must be positive");
+  }
+}
+
+namespace {
+// Per-layer counts of MODEL.md / spec section 10.
+struct Counts {
+  int64_t attention, expert, dense_layer, moe_layer, moe_layer_active;
+};
+Counts layer_counts(const DeepSeekV3Config& c) {
+  const int64_t d = c.hidden_size, H = c.num_attention_heads, qk = c.qk_head_dim();
+  const int64_t q = c.q_lora_rank > 0 ? d * c.q_lora_rank + c.q_lora_rank + c.q_lora_rank * H * qk : d * H * qk;
+  Counts n{};
+  n.attention = q + d * (c.kv_lora_rank + c.qk_rope_head_dim) + c.kv_lora_rank +
+                c.kv_lora_rank * H * (c.qk_nope_head_dim + c.v_head_dim) + H * c.v_head_dim * d;
+  n.expert = 3 * d * c.moe_intermediate_size;
+  const int64_t bias = c.topk_method == "noaux_tc" ? c.n_routed_experts : 0;
+  const int64_t gate = c.n_routed_experts * d + bias;
+  n.dense_layer = n.attention + 3 * d * c.intermediate_size + 2 * d;
+  n.moe_layer = n.attention + (c.n_routed_experts + c.n_shared_experts) * n.expert + gate + 2 * d;
+  n.moe_layer_active = n.attention + (c.num_experts_per_tok + c.n_shared_experts) * n.expert + gate + 2 * d;
+  return n;
+}
+}  // namespace
+
+int64_t DeepSeekV3Config::num_parameters() const {
+  const Counts n = layer_counts(*this);
+  int64_t total = 0;
+  for (int64_t l = 0; l < num_hidden_layers; ++l) total += is_moe_layer(l) ? n.moe_layer : n.dense_layer;
+  const int64_t embed = vocab_size * hidden_size;
+  return total + embed + hidden_size + (tie_word_embeddings ? 0 : embed);
+}
+
+int64_t DeepSeekV3Config::num_activated_parameters() const {
+  const Counts n = layer_counts(*this);
+  int64_t total = 0;
+  for (int64_t l = 0; l < num_hidden_layers; ++l) total += is_moe_layer(l) ? n.moe_layer_active : n.dense_layer;
+  return total + 2 * vocab_size * hidden_size + hidden_size;  // a token passes through the embedding and the head
+}
+
+DeepSeekV3Config DeepSeekV3Config::preset(const std::string& name) {
+  DeepSeekV3Config c;
+  if (name == "tiny") {  // the golden fixture's model (tests/data/dsv3-tiny/config.json)
+    c.vocab_size = 256, c.hidden_size = 64, c.intermediate_size = 128, c.moe_intermediate_size = 32;
+    c.num_hidden_layers = 3, c.first_k_dense_replace = 1, c.num_attention_heads = 4, c.q_lora_rank = 32;
+    c.kv_lora_rank = 16, c.qk_nope_head_dim = 16, c.qk_rope_head_dim = 8, c.v_head_dim = 16;
+    c.n_routed_experts = 8, c.n_shared_experts = 1, c.num_experts_per_tok = 2, c.n_group = 4, c.topk_group = 2;
+    c.max_position_embeddings = 128, c.num_nextn_predict_layers = 1, c.routed_scaling_factor = 2.5;
+    c.aux_loss_alpha = 0.01;
+    c.rope_scaling = nn::YarnConfig{4.0, 32, 32.0, 1.0, 1.0, 1.0};
+  } else if (name == "small") {  // the training example's and the benchmark's model
+    c.vocab_size = 256, c.hidden_size = 256, c.intermediate_size = 768, c.moe_intermediate_size = 128;
+    c.num_hidden_layers = 4, c.first_k_dense_replace = 1, c.num_attention_heads = 8, c.q_lora_rank = 128;
+    c.kv_lora_rank = 64, c.qk_nope_head_dim = 32, c.qk_rope_head_dim = 16, c.v_head_dim = 32;
+    c.n_routed_experts = 16, c.n_shared_experts = 1, c.num_experts_per_tok = 4, c.n_group = 4, c.topk_group = 2;
+    c.max_position_embeddings = 1024, c.num_nextn_predict_layers = 1, c.routed_scaling_factor = 2.5;
+    c.aux_loss_alpha = 1e-4;
+  } else if (name == "deepseek-v3-671b") {  // the released config; for counting only
+    c.vocab_size = 129280, c.hidden_size = 7168, c.intermediate_size = 18432, c.moe_intermediate_size = 2048;
+    c.num_hidden_layers = 61, c.first_k_dense_replace = 3, c.num_attention_heads = 128, c.q_lora_rank = 1536;
+    c.kv_lora_rank = 512, c.qk_nope_head_dim = 128, c.qk_rope_head_dim = 64, c.v_head_dim = 128;
+    c.n_routed_experts = 256, c.n_shared_experts = 1, c.num_experts_per_tok = 8, c.n_group = 8, c.topk_group = 4;
+    c.max_position_embeddings = 163840, c.num_nextn_predict_layers = 1, c.routed_scaling_factor = 2.5;
+    c.aux_loss_alpha = 0.001;
+    c.rope_scaling = nn::YarnConfig{40.0, 4096, 32.0, 1.0, 1.0, 1.0};
+  } else {
+    throw Error("DeepSeekV3Config: unknown preset '" + name + "' (known: tiny, small, deepseek-v3-671b)");
+  }
+  c.validate();
+  return c;
+}
+
+}  // namespace latent::models

@@ -1,0 +1,98 @@
+// MLA: training form and absorbed decoding form.
+#include "mla.hpp"
+
+#include <cmath>
+
+#include "../autograd/ops.hpp"
+#include "../core/factory.hpp"
+#include "../nn/init.hpp"
+
+namespace latent::models {
+namespace {
+
+std::shared_ptr<nn::Linear> projection(int64_t in, int64_t out, double std) {
+  auto l = std::make_shared<nn::Linear>(in, out, false);
+  nn::init::normal_(l->weight, 0.0, std);
+  return l;
+}
+
+}  // namespace
+
+LatentCache::LatentCache(int64_t batch, int64_t capacity, const DeepSeekV3Config& c, DType dtype)
+    : kv(zeros({batch, capacity, c.kv_lora_rank}, dtype)), k_pe(zeros({batch, capacity, c.qk_rope_head_dim}, dtype)) {}
+
+MultiHeadLatentAttention::MultiHeadLatentAttention(const DeepSeekV3Config& c, std::shared_ptr<const nn::RotaryEmbedding> rope)
+    : heads_(c.num_attention_heads),
+      nope_dim_(c.qk_nope_head_dim),
+      rope_dim_(c.qk_rope_head_dim),
+      v_dim_(c.v_head_dim),
+      kv_rank_(c.kv_lora_rank),
+      rope_(std::move(rope)) {
+  const double std = c.initializer_range;
+  const int64_t d = c.hidden_size;
+  if (c.q_lora_rank > 0) {
+    q_a_proj = register_module("q_a_proj", projection(d, c.q_lora_rank, std));
+    q_a_layernorm = register_module("q_a_layernorm", std::make_shared<nn::RMSNorm>(c.q_lora_rank, c.rms_norm_eps));
+    q_b_proj = register_module("q_b_proj", projection(c.q_lora_rank, heads_ * c.qk_head_dim(), std));
+  } else {
+    q_proj = register_module("q_proj", projection(d, heads_ * c.qk_head_dim(), std));
+  }
+  kv_a_proj_with_mqa = register_module("kv_a_proj_with_mqa", projection(d, kv_rank_ + rope_dim_, std));
+  kv_a_layernorm = register_module("kv_a_layernorm", std::make_shared<nn::RMSNorm>(kv_rank_, c.rms_norm_eps));
+  kv_b_proj = register_module("kv_b_proj", projection(kv_rank_, heads_ * (nope_dim_ + v_dim_), std));
+  o_proj = register_module("o_proj", projection(heads_ * v_dim_, d, std));
+  // YaRN's mscale multiplies the softmax scale twice (MODEL.md).
+  scale_ = rope_->attention_scale() / std::sqrt(static_cast<double>(c.qk_head_dim()));
+}
+
+Tensor MultiHeadLatentAttention::queries(const Tensor& x) const {
+  const Tensor q = q_proj ? q_proj->forward(x) : q_b_proj->forward(q_a_layernorm->forward(q_a_proj->forward(x)));
+  return reshape(q, {x.size(0), x.size(1), heads_, nope_dim_ + rope_dim_});
+}
+
+Tensor MultiHeadLatentAttention::forward(const Tensor& x) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  const Tensor q = queries(x);
+  const Tensor q_nope = narrow(q, 3, 0, nope_dim_), q_pe = rope_->apply(narrow(q, 3, nope_dim_, rope_dim_), 0);
+  const Tensor compressed = kv_a_proj_with_mqa->forward(x);  // [B, T, kv_rank + rope_dim]
+  const Tensor c_kv = narrow(compressed, 2, 0, kv_rank_);
+  const Tensor k_pe = rope_->apply(reshape(narrow(compressed, 2, kv_rank_, rope_dim_), {B, T, 1, rope_dim_}), 0);
+  const Tensor kv = reshape(kv_b_proj->forward(kv_a_layernorm->forward(c_kv)), {B, T, heads_, nope_dim_ + v_dim_});
+  const Tensor k_nope = narrow(kv, 3, 0, nope_dim_), v = narrow(kv, 3, nope_dim_, v_dim_);
+  const Tensor query = cat({q_nope, q_pe}, 3);
+  const Tensor key = cat({k_nope, expand(k_pe, {B, T, heads_, rope_dim_})}, 3);
+  const Tensor out = scaled_dot_product_attention(permute(query, {0, 2, 1, 3}), permute(key, {0, 2, 1, 3}),
+                                                  permute(v, {0, 2, 1, 3}), true, scale_);  // [B, H, T, v]
+  return o_proj->forward(reshape(permute(out, {0, 2, 1, 3}), {B, T, heads_ * v_dim_}));
+}
+
+// Absorbed form (spec 5.5): with W_UK, W_UV the key and value halves of kv_b_proj per head,
+//   q_lat = q_nope W_UK,  score = (q_lat . c + q_pe . k_pe) * scale,  o = (softmax(score) c) W_UV^T.
+// The latent c acts as a single key/value head shared by every query head (MQA over the cache).
+Tensor MultiHeadLatentAttention::forward_absorbed(const Tensor& x, LatentCache& cache) const {
+  const int64_t B = x.size(0), T = x.size(1), start = cache.length;
+  if (cache.kv.size(0) != B) throw Error("MLA: cache batch " + std::to_string(cache.kv.size(0)) + " differs from input batch " + std::to_string(B));
+  if (start + T > cache.capacity())
+    throw Error("MLA: cache of " + std::to_string(cache.capacity()) + " positions cannot take " + std::to_string(T) +
+                " more after " + std::to_string(start));
+  const Tensor q = queries(x);
+  const Tensor q_nope = narrow(q, 3, 0, nope_dim_), q_pe = rope_->apply(narrow(q, 3, nope_dim_, rope_dim_), start);
+  const Tensor compressed = kv_a_proj_with_mqa->forward(x);
+  const Tensor c_kv = kv_a_layernorm->forward(narrow(compressed, 2, 0, kv_rank_));
+  const Tensor k_pe = rope_->apply(reshape(narrow(compressed, 2, kv_rank_, rope_dim_), {B, T, 1, rope_dim_}), start);
+  narrow(cache.kv, 1, start, T).copy_(c_kv);
+  narrow(cache.k_pe, 1, start, T).copy_(reshape(k_pe, {B, T, rope_dim_}));
+  cache.length = start + T;
+
+  const Tensor w = reshape(kv_b_proj->weight, {heads_, nope_dim_ + v_dim_, kv_rank_});
+  const Tensor w_uk = narrow(w, 1, 0, nope_dim_), w_uv = narrow(w, 1, nope_dim_, v_dim_);
+  const Tensor q_lat = matmul(permute(q_nope, {0, 2, 1, 3}), w_uk);  // [B, H, T, kv_rank]
+  const Tensor query = cat({q_lat, permute(q_pe, {0, 2, 1, 3})}, 3);
+  const Tensor latent = narrow(cache.kv, 1, 0, cache.length).unsqueeze(1);  // [B, 1, S, kv_rank]
+  const Tensor key = cat({latent, narrow(cache.k_pe, 1, 0, cache.length).unsqueeze(1)}, 3);
+  const Tensor o_lat = scaled_dot_product_attention(query, key, latent, true, scale_);  // [B, H, T, kv_rank]
+  const Tensor out = matmul(o_lat, transpose(w_uv, 1, 2));                              // [B, H, T, v]
+  return o_proj->forward(reshape(permute(out, {0, 2, 1, 3}), {B, T, heads_ * v_dim_}));
+}
+
+}  // namespace latent::models

@@ -1,0 +1,191 @@
+// DeepSeekMoE routing, dispatch and load balancing (MODEL.md, "DeepSeekMoE gate" and "Load balancing").
+#include "moe.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <numeric>
+
+#include "../autograd/ops.hpp"
+#include "../core/factory.hpp"
+#include "../core/parallel.hpp"
+#include "../core/strided.hpp"
+#include "../nn/init.hpp"
+#include "deepseek_v3_config.hpp"
+
+namespace latent::models {
+namespace {
+
+// Indices of the k largest values of `values` (ties: lower index first).
+void top_indices(const std::vector<double>& values, int64_t k, std::vector<int64_t>& order) {
+  order.resize(values.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+    return values[static_cast<size_t>(a)] > values[static_cast<size_t>(b)] ||
+           (values[static_cast<size_t>(a)] == values[static_cast<size_t>(b)] && a < b);
+  });
+  order.resize(static_cast<size_t>(k));
+}
+
+}  // namespace
+
+MoEGate::MoEGate(const DeepSeekV3Config& c)
+    : n_routed_experts_(c.n_routed_experts),
+      top_k_(c.num_experts_per_tok),
+      n_group_(c.n_group),
+      topk_group_(c.topk_group),
+      routed_scaling_factor_(c.routed_scaling_factor),
+      norm_topk_prob_(c.norm_topk_prob),
+      sigmoid_(c.scoring_func == "sigmoid"),
+      topk_method_(c.topk_method) {
+  weight = register_parameter("weight", Tensor::empty({c.n_routed_experts, c.hidden_size}));
+  nn::init::normal_(weight, 0.0, c.initializer_range);
+  if (topk_method_ == "noaux_tc")
+    e_score_correction_bias = register_buffer("e_score_correction_bias", zeros({c.n_routed_experts}));
+}
+
+MoEGate::Routing MoEGate::route(const Tensor& x) const {
+  const Tensor logits = linear(x, weight);
+  Routing r;
+  r.scores = sigmoid_ ? sigmoid(logits) : softmax(logits, -1);
+  const int64_t N = x.size(0), E = n_routed_experts_, K = top_k_;
+  const Tensor scores = r.scores.detach().to(kFloat64);
+  const double* s = scores.data<double>();
+  std::vector<double> bias(static_cast<size_t>(E), 0.0);
+  if (e_score_correction_bias.defined()) bias = e_score_correction_bias.to(kFloat64).to_vector<double>();
+  const bool grouped = n_group_ > 1 && topk_method_ != "greedy";
+  const int64_t per_group = E / n_group_;
+
+  r.expert_ids = Tensor::empty({N, K}, kInt64);
+  int64_t* ids = r.expert_ids.data<int64_t>();
+  parallel_for(N, 256, [&](int64_t begin, int64_t end) {
+    std::vector<double> choice(static_cast<size_t>(E)), group_score(static_cast<size_t>(n_group_));
+    std::vector<int64_t> kept_groups, picked;
+    for (int64_t n = begin; n < end; ++n) {
+      for (int64_t e = 0; e < E; ++e) choice[static_cast<size_t>(e)] = s[n * E + e] + bias[static_cast<size_t>(e)];
+      if (grouped) {
+        // V3: a group's score is the sum of its two best biased scores; V2: its best score.
+        for (int64_t g = 0; g < n_group_; ++g) {
+          std::vector<double> members(choice.begin() + g * per_group, choice.begin() + (g + 1) * per_group);
+          std::sort(members.begin(), members.end(), std::greater<>());
+          group_score[static_cast<size_t>(g)] =
+              topk_method_ == "noaux_tc" ? members[0] + (members.size() > 1 ? members[1] : 0.0) : members[0];
+        }
+        top_indices(group_score, topk_group_, kept_groups);
+        std::vector<bool> kept(static_cast<size_t>(n_group_), false);
+        for (int64_t g : kept_groups) kept[static_cast<size_t>(g)] = true;
+        for (int64_t e = 0; e < E; ++e)  // experts of dropped groups can never be selected
+          if (!kept[static_cast<size_t>(e / per_group)]) choice[static_cast<size_t>(e)] = -std::numeric_limits<double>::infinity();
+      }
+      top_indices(choice, K, picked);
+      std::sort(picked.begin(), picked.end());
+      std::copy(picked.begin(), picked.end(), ids + n * K);
+    }
+  });
+
+  Tensor w = gather(r.scores, 1, r.expert_ids);
+  if (sigmoid_) {
+    if (norm_topk_prob_) w = w / sum(w, {-1}, true);
+    r.weights = w * routed_scaling_factor_;
+  } else if (norm_topk_prob_ && K > 1) {  // DeepSeek-V2: normalised weights are not scaled
+    r.weights = w / (sum(w, {-1}, true) + 1e-20);
+  } else {
+    r.weights = w * routed_scaling_factor_;
+  }
+  return r;
+}
+
+Tensor MoEGate::balance_loss(const Routing& routing, int64_t batch, int64_t seq_len) const {
+  const int64_t E = n_routed_experts_, K = top_k_;
+  // f_i = E / (K T) * #{t : expert i counted for token t}; no gradient flows through f.
+  std::vector<double> f(static_cast<size_t>(batch * E), 0.0);
+  const double unit = static_cast<double>(E) / static_cast<double>(K * seq_len);
+  if (sigmoid_) {  // V3: plain top-K of the unbiased scores, without group limits
+    const std::vector<double> s = routing.scores.detach().to(kFloat64).to_vector<double>();
+    std::vector<double> row(static_cast<size_t>(E));
+    std::vector<int64_t> picked;
+    for (int64_t n = 0; n < batch * seq_len; ++n) {
+      std::copy(s.begin() + n * E, s.begin() + (n + 1) * E, row.begin());
+      top_indices(row, K, picked);
+      for (int64_t e : picked) f[static_cast<size_t>((n / seq_len) * E + e)] += unit;
+    }
+  } else {  // V2: the experts actually selected
+    const std::vector<int64_t> ids = routing.expert_ids.to_vector<int64_t>();
+    for (int64_t n = 0; n < batch * seq_len; ++n)
+      for (int64_t k = 0; k < K; ++k) f[static_cast<size_t>((n / seq_len) * E + ids[static_cast<size_t>(n * K + k)])] += unit;
+  }
+  const Tensor fi = from_vector(f, {batch, E}).to(routing.scores.dtype());
+  Tensor s = reshape(routing.scores, {batch, seq_len, E});
+  if (sigmoid_) s = s / sum(s, {-1}, true);  // V3 normalises the sigmoid scores per token
+  const Tensor P = mean(s, {1});             // [batch, E]
+  return mean(sum(fi * P, {-1}));
+}
+
+DeepSeekMoE::DeepSeekMoE(const DeepSeekV3Config& c) {
+  gate = register_module("gate", std::make_shared<MoEGate>(c));
+  experts = register_module("experts", std::make_shared<nn::ModuleList>());
+  for (int64_t e = 0; e < c.n_routed_experts; ++e)
+    experts->push_back(std::make_shared<nn::SwiGLU>(c.hidden_size, c.moe_intermediate_size));
+  if (c.n_shared_experts > 0)
+    shared_experts = register_module(
+        "shared_experts", std::make_shared<nn::SwiGLU>(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts));
+}
+
+Tensor DeepSeekMoE::forward(const Tensor& x) {
+  if (x.dim() != 3) throw Error("DeepSeekMoE: input must be [B, T, hidden], got " + shape_str(x.shape()));
+  const int64_t B = x.size(0), T = x.size(1), D = x.size(2), N = B * T;
+  const Tensor flat = reshape(x, {N, D});
+  const MoEGate::Routing routing = gate->route(flat);
+  const int64_t K = routing.expert_ids.size(1), E = static_cast<int64_t>(experts->size());
+
+  // Stable counting sort of the N*K (token, slot) assignments by expert.
+  const int64_t* ids = routing.expert_ids.data<int64_t>();
+  std::vector<int64_t> loads(static_cast<size_t>(E), 0), offsets(static_cast<size_t>(E + 1), 0);
+  for (int64_t i = 0; i < N * K; ++i) ++loads[static_cast<size_t>(ids[i])];
+  for (int64_t e = 0; e < E; ++e) offsets[static_cast<size_t>(e + 1)] = offsets[static_cast<size_t>(e)] + loads[static_cast<size_t>(e)];
+  std::vector<int64_t> token_of(static_cast<size_t>(N * K)), slot_of(static_cast<size_t>(N * K));
+  std::vector<int64_t> cursor(offsets.begin(), offsets.end() - 1);
+  for (int64_t i = 0; i < N * K; ++i) {
+    const int64_t pos = cursor[static_cast<size_t>(ids[i])]++;
+    token_of[static_cast<size_t>(pos)] = i / K;
+    slot_of[static_cast<size_t>(pos)] = i;
+  }
+  const Tensor tokens = from_vector(token_of), slots = from_vector(slot_of);
+
+  // Gather each expert's tokens once, run its SwiGLU on that block, weight, scatter-add back.
+  const Tensor dispatched = index_select(flat, 0, tokens);
+  std::vector<Tensor> outputs;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t count = loads[static_cast<size_t>(e)];
+    if (count == 0) continue;  // an idle expert costs nothing (and gets no gradient)
+    outputs.push_back(experts->at<nn::SwiGLU>(static_cast<size_t>(e))->forward(
+        narrow(dispatched, 0, offsets[static_cast<size_t>(e)], count)));
+  }
+  const Tensor weights = index_select(reshape(routing.weights, {N * K}), 0, slots).unsqueeze(1);
+  Tensor y = index_add(zeros({N, D}, x.dtype()), 0, tokens, cat(outputs, 0) * weights);
+  if (shared_experts) y = y + shared_experts->forward(flat);
+
+  stats_.expert_ids = routing.expert_ids;
+  stats_.loads = from_vector(loads);
+  stats_.balance = gate->balance_loss(routing, B, T);
+  return reshape(y, {B, T, D});
+}
+
+void DeepSeekMoE::update_expert_bias(double gamma) {
+  if (!stats_.loads.defined()) throw Error("update_expert_bias: no forward pass has routed tokens yet");
+  update_expert_bias(gamma, stats_.loads);
+}
+
+void DeepSeekMoE::update_expert_bias(double gamma, const Tensor& loads) {
+  Tensor& bias = gate->e_score_correction_bias;
+  if (!bias.defined())
+    throw Error("update_expert_bias: this MoE layer has no e_score_correction_bias (its topk_method is not noaux_tc)");
+  if (loads.shape() != bias.shape())
+    throw Error("update_expert_bias: loads " + shape_str(loads.shape()) + " do not match " + shape_str(bias.shape()) + " experts");
+  const std::vector<double> c = loads.to(kFloat64).to_vector<double>();
+  const double mean_load = std::accumulate(c.begin(), c.end(), 0.0) / static_cast<double>(c.size());
+  std::vector<double> b = bias.to(kFloat64).to_vector<double>();
+  for (size_t i = 0; i < b.size(); ++i) b[i] += gamma * static_cast<double>((mean_load > c[i]) - (mean_load < c[i]));
+  copy_into(bias, from_vector(b, bias.shape()));
+}
+
+}  // namespace latent::models

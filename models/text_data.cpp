@@ -1,0 +1,85 @@
+// Byte corpus and batch sampler.
+#include "text_data.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+
+#include "../core/factory.hpp"
+
+namespace latent::models {
+
+ByteCorpus::ByteCorpus(const std::vector<std::string>& paths, double val_fraction) {
+  if (paths.empty()) throw Error("ByteCorpus: no data files given");
+  std::vector<int64_t> bytes;
+  for (const std::string& path : paths) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error("data: cannot open '" + path + "'");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) throw Error("data: error reading '" + path + "'");
+    if (text.empty()) throw Error("data: '" + path + "' is empty");
+    if (!bytes.empty()) bytes.push_back('\n');
+    for (unsigned char ch : text) bytes.push_back(ch);
+  }
+  split(std::move(bytes), val_fraction, paths.size() == 1 ? "'" + paths[0] + "'" : std::to_string(paths.size()) + " files");
+}
+
+ByteCorpus ByteCorpus::from_text(const std::string& text, double val_fraction) {
+  ByteCorpus corpus;
+  std::vector<int64_t> bytes;
+  for (unsigned char ch : text) bytes.push_back(ch);
+  corpus.split(std::move(bytes), val_fraction, "text");
+  return corpus;
+}
+
+void ByteCorpus::split(std::vector<int64_t> bytes, double val_fraction, const std::string& origin) {
+  if (val_fraction <= 0 || val_fraction >= 1) throw Error("ByteCorpus: val_fraction must be in (0, 1)");
+  const auto held_out = static_cast<size_t>(static_cast<double>(bytes.size()) * val_fraction);
+  if (held_out < 2 || bytes.size() - held_out < 2)
+    throw Error("data: " + origin + " holds " + std::to_string(bytes.size()) + " bytes, too few to split off validation");
+  validation_.assign(bytes.end() - static_cast<std::ptrdiff_t>(held_out), bytes.end());
+  bytes.resize(bytes.size() - held_out);
+  train_ = std::move(bytes);
+}
+
+BatchSampler::BatchSampler(const std::vector<int64_t>& tokens, int64_t batch, int64_t seq_len, uint64_t seed)
+    : tokens_(&tokens), batch_(batch), seq_len_(seq_len), generator_(seed) {
+  if (batch <= 0 || seq_len <= 0)
+    throw Error("BatchSampler: batch and seq_len must be positive, got " + std::to_string(batch) + ", " + std::to_string(seq_len));
+  if (static_cast<int64_t>(tokens.size()) < seq_len + 1)
+    throw Error("BatchSampler: " + std::to_string(tokens.size()) + " tokens cannot fill a window of " +
+                std::to_string(seq_len + 1) + "; use a shorter --seq or more data");
+}
+
+Tensor BatchSampler::next() {
+  const int64_t windows = static_cast<int64_t>(tokens_->size()) - seq_len_;
+  Tensor out = Tensor::empty({batch_, seq_len_ + 1}, kInt64);
+  int64_t* p = out.data<int64_t>();
+  const uint64_t first = generator_.advance(static_cast<uint64_t>(batch_));
+  for (int64_t b = 0; b < batch_; ++b) {
+    const auto start = std::min<int64_t>(windows - 1, static_cast<int64_t>(generator_.uniform(first + uint64_t(b)) * double(windows)));
+    std::copy_n(tokens_->begin() + start, seq_len_ + 1, p + b * (seq_len_ + 1));
+  }
+  return out;
+}
+
+std::vector<Tensor> BatchSampler::sequential(int64_t max_batches) const {
+  std::vector<Tensor> batches;
+  const int64_t windows = (static_cast<int64_t>(tokens_->size()) - 1) / seq_len_;
+  for (int64_t w = 0; w + batch_ <= windows && static_cast<int64_t>(batches.size()) < max_batches; w += batch_) {
+    Tensor out = Tensor::empty({batch_, seq_len_ + 1}, kInt64);
+    for (int64_t b = 0; b < batch_; ++b)
+      std::copy_n(tokens_->begin() + (w + b) * seq_len_, seq_len_ + 1, out.data<int64_t>() + b * (seq_len_ + 1));
+    batches.push_back(out);
+  }
+  if (batches.empty()) {  // a short validation text still gives one (smaller) batch
+    const int64_t n = std::max<int64_t>(1, windows);
+    Tensor out = Tensor::empty({std::min(n, batch_), seq_len_ + 1}, kInt64);
+    for (int64_t b = 0; b < out.size(0); ++b)
+      std::copy_n(tokens_->begin() + b * seq_len_, seq_len_ + 1, out.data<int64_t>() + b * (seq_len_ + 1));
+    batches.push_back(out);
+  }
+  return batches;
+}
+
+}  // namespace latent::models

@@ -1,0 +1,48 @@
+// Byte-level text data for language-model training: files read as bytes (vocab 256), a held-out
+// validation tail, and a seeded batch sampler whose whole state is two integers (checkpointable).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../core/random.hpp"
+#include "../core/tensor.hpp"
+
+namespace latent::models {
+
+class ByteCorpus {
+ public:
+  // Concatenates the files (separated by a newline); the last val_fraction of the bytes is held out.
+  // Missing, unreadable or empty files, or a corpus too short to split, throw latent::Error.
+  ByteCorpus(const std::vector<std::string>& paths, double val_fraction = 0.1);
+  static ByteCorpus from_text(const std::string& text, double val_fraction = 0.1);
+
+  const std::vector<int64_t>& train() const { return train_; }
+  const std::vector<int64_t>& validation() const { return validation_; }
+  int64_t size() const { return static_cast<int64_t>(train_.size() + validation_.size()); }
+
+ private:
+  ByteCorpus() = default;
+  void split(std::vector<int64_t> bytes, double val_fraction, const std::string& origin);
+  std::vector<int64_t> train_, validation_;
+};
+
+// Draws [batch, seq_len + 1] windows at uniformly random offsets from a token stream.
+class BatchSampler {
+ public:
+  BatchSampler(const std::vector<int64_t>& tokens, int64_t batch, int64_t seq_len, uint64_t seed);
+  Tensor next();  // Int64 [batch, seq_len + 1]
+  // Every window in order (for evaluation): at most max_batches batches of consecutive windows.
+  std::vector<Tensor> sequential(int64_t max_batches) const;
+
+  uint64_t seed() const { return generator_.seed(); }
+  uint64_t offset() const { return generator_.offset(); }
+  void set_state(uint64_t seed, uint64_t offset) { generator_.set_state(seed, offset); }
+
+ private:
+  const std::vector<int64_t>* tokens_;
+  int64_t batch_, seq_len_;
+  Generator generator_;
+};
+
+}  // namespace latent::models

@@ -1,0 +1,446 @@
+// safetensors reading (mmap, strict header validation, BF16/F16 widening) and atomic writing.
+#include "safetensors.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "../../core/strided.hpp"
+#include "atomic_file.hpp"
+#include "json.hpp"
+
+namespace latent::io {
+
+static_assert(std::endian::native == std::endian::little,
+              "safetensors data is little-endian; loading copies bytes as they are");
+
+namespace {
+
+// Every dtype the format defines with a whole number of bytes per element, so a header naming any
+// of them can be validated (and inspected); `loads_as` is set for the ones latent can load.
+struct FileDType {
+  std::string_view name;
+  uint64_t size;
+  std::optional<DType> loads_as;
+};
+
+constexpr FileDType kFileDTypes[] = {
+    {"F64", 8, DType::Float64},   {"F32", 4, DType::Float32},   {"I64", 8, DType::Int64},
+    {"BF16", 2, DType::Float32},  {"F16", 2, DType::Float32},   {"U64", 8, std::nullopt},
+    {"I32", 4, std::nullopt},     {"U32", 4, std::nullopt},     {"I16", 2, std::nullopt},
+    {"U16", 2, std::nullopt},     {"I8", 1, std::nullopt},      {"U8", 1, std::nullopt},
+    {"BOOL", 1, std::nullopt},    {"F8_E5M2", 1, std::nullopt}, {"F8_E4M3", 1, std::nullopt},
+    {"F8_E8M0", 1, std::nullopt},
+};
+
+const FileDType* find_file_dtype(std::string_view name) {
+  for (const FileDType& d : kFileDTypes)
+    if (d.name == name) return &d;
+  return nullptr;
+}
+
+const char* file_dtype_name(DType d) {
+  switch (d) {
+    case DType::Float32:
+      return "F32";
+    case DType::Float64:
+      return "F64";
+    case DType::Int64:
+      return "I64";
+  }
+  return "?";
+}
+
+[[noreturn]] void fail(const std::string& source, const std::string& problem) {
+  throw Error("safetensors: " + source + ": " + problem);
+}
+
+[[noreturn]] void fail_tensor(const std::string& source, const std::string& name, const std::string& problem) {
+  fail(source, "tensor '" + name + "': " + problem);
+}
+
+std::string offsets_str(uint64_t begin, uint64_t end) { return fmt::format("[{}, {}]", begin, end); }
+
+std::string u64_shape_str(const std::vector<uint64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+std::optional<uint64_t> as_non_negative_integer(const nlohmann::json& value) {
+  if (value.is_number_unsigned()) return value.get<uint64_t>();
+  if (value.is_number_integer() && value.get<int64_t>() >= 0) return static_cast<uint64_t>(value.get<int64_t>());
+  return std::nullopt;
+}
+
+// --- header ----------------------------------------------------------------------------------
+
+uint64_t read_u64_le(const unsigned char* bytes) {
+  uint64_t value = 0;
+  for (int i = 0; i < 8; ++i) value |= static_cast<uint64_t>(bytes[i]) << (8 * i);
+  return value;
+}
+
+// The header length N from the first 8 bytes, checked against the limit and the file size.
+uint64_t checked_header_length(const unsigned char* first_8_bytes, uint64_t file_size, const std::string& source) {
+  const uint64_t length = read_u64_le(first_8_bytes);
+  if (length > kSafetensorsMaxHeaderBytes)
+    fail(source, "header length " + std::to_string(length) + " exceeds the limit of " +
+                     std::to_string(kSafetensorsMaxHeaderBytes) + " bytes");
+  if (length > file_size - 8)
+    fail(source, "header length " + std::to_string(length) + " runs past the end of the file (" +
+                     std::to_string(file_size) + " bytes)");
+  return length;
+}
+
+void require_minimum_size(uint64_t file_size, const std::string& source) {
+  if (file_size < 8)
+    fail(source, "file is " + std::to_string(file_size) + " bytes, too short for the 8-byte header length");
+}
+
+std::map<std::string, std::string> parse_metadata(const nlohmann::json& value, const std::string& source) {
+  std::map<std::string, std::string> metadata;
+  if (value.is_null()) return metadata;  // the reference writer's "no metadata"
+  if (!value.is_object())
+    fail(source, "'__metadata__' must be an object of strings, got " + describe_json_value(value));
+  for (const auto& [key, item] : value.items()) {
+    if (!item.is_string())
+      fail(source, "'__metadata__' must map strings to strings; '" + key + "' is " + describe_json_value(item));
+    metadata.emplace(key, item.get<std::string>());
+  }
+  return metadata;
+}
+
+// One tensor entry: exactly dtype, shape and data_offsets, consistent with each other and with the
+// size of the data section. Overflow is checked before any product is trusted.
+SafetensorsTensorInfo parse_entry(const std::string& name, const nlohmann::json& entry, uint64_t data_size,
+                                  const std::string& source) {
+  if (!entry.is_object())
+    fail_tensor(source, name,
+                "entry must be an object with dtype, shape and data_offsets, got " + describe_json_value(entry));
+  for (const auto& [key, item] : entry.items())
+    if (key != "dtype" && key != "shape" && key != "data_offsets")
+      fail_tensor(source, name, "unexpected key '" + key + "' (an entry holds exactly dtype, shape and data_offsets)");
+  for (const char* key : {"dtype", "shape", "data_offsets"})
+    if (!entry.contains(key)) fail_tensor(source, name, std::string("missing '") + key + "'");
+
+  const nlohmann::json& dtype_json = entry["dtype"];
+  if (!dtype_json.is_string())
+    fail_tensor(source, name, "'dtype' must be a string, got " + describe_json_value(dtype_json));
+  const std::string dtype = dtype_json.get<std::string>();
+  const FileDType* file_dtype = find_file_dtype(dtype);
+  if (!file_dtype) fail_tensor(source, name, "unknown dtype '" + dtype + "'");
+
+  const nlohmann::json& shape_json = entry["shape"];
+  if (!shape_json.is_array())
+    fail_tensor(source, name,
+                "'shape' must be an array of non-negative integers, got " + describe_json_value(shape_json));
+  std::vector<uint64_t> dims;
+  for (size_t i = 0; i < shape_json.size(); ++i) {
+    const std::optional<uint64_t> dim = as_non_negative_integer(shape_json[i]);
+    if (!dim)
+      fail_tensor(source, name,
+                  "'shape' element " + std::to_string(i) + " must be a non-negative integer, got " +
+                      describe_json_value(shape_json[i]));
+    dims.push_back(*dim);
+  }
+
+  const nlohmann::json& offsets_json = entry["data_offsets"];
+  std::optional<uint64_t> begin, end;
+  if (offsets_json.is_array() && offsets_json.size() == 2) {
+    begin = as_non_negative_integer(offsets_json[0]);
+    end = as_non_negative_integer(offsets_json[1]);
+  }
+  if (!begin || !end)
+    fail_tensor(
+        source, name,
+        "'data_offsets' must be [begin, end] with non-negative integers, got " + describe_json_value(offsets_json));
+  const std::string offsets = "data_offsets " + offsets_str(*begin, *end);
+  if (*begin > *end) fail_tensor(source, name, offsets + ": begin is after end");
+  if (*end > data_size)
+    fail_tensor(source, name,
+                offsets + " run past the end of the data section (" + std::to_string(data_size) + " bytes)");
+
+  // The reference multiplies left to right and refuses any overflow, even when a later 0 would
+  // make the product small again; so do we.
+  uint64_t numel = 1, nbytes = 0;
+  for (uint64_t dim : dims)
+    if (__builtin_mul_overflow(numel, dim, &numel))
+      fail_tensor(source, name, "shape " + u64_shape_str(dims) + " has more elements than fit in 64 bits");
+  if (__builtin_mul_overflow(numel, file_dtype->size, &nbytes))
+    fail_tensor(source, name, "shape " + u64_shape_str(dims) + " of " + dtype + " is more bytes than fit in 64 bits");
+  if (nbytes != *end - *begin)
+    fail_tensor(source, name,
+                "shape " + u64_shape_str(dims) + " of " + dtype + " needs " + std::to_string(nbytes) + " bytes but " +
+                    offsets + " span " + std::to_string(*end - *begin));
+
+  SafetensorsTensorInfo info{dtype, {}, *begin, *end};
+  for (size_t i = 0; i < dims.size(); ++i) {
+    // Only reachable with a zero elsewhere in the shape; latent's sizes are int64.
+    if (dims[i] > static_cast<uint64_t>(INT64_MAX))
+      fail_tensor(source, name,
+                  "'shape' element " + std::to_string(i) + " = " + std::to_string(dims[i]) + " is too large");
+    info.shape.push_back(static_cast<int64_t>(dims[i]));
+  }
+  return info;
+}
+
+// Tensors must tile the data section: in offset order each starts where the previous one ended,
+// and the last ends at the end of the file. This refuses overlaps (two tensors aliasing bytes),
+// gaps and trailing bytes (data no tensor accounts for).
+void check_layout(const std::map<std::string, SafetensorsTensorInfo>& tensors, uint64_t data_size,
+                  const std::string& source) {
+  std::vector<std::pair<const std::string*, const SafetensorsTensorInfo*>> order;
+  for (const auto& [name, info] : tensors) order.emplace_back(&name, &info);
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return std::pair(a.second->data_begin, a.second->data_end) < std::pair(b.second->data_begin, b.second->data_end);
+  });
+  uint64_t covered = 0;
+  const std::string* previous = nullptr;
+  for (const auto& [name, info] : order) {
+    if (info->data_begin > covered)
+      fail_tensor(source, *name,
+                  fmt::format("gap: bytes [{}, {}) of the data section before it belong to no tensor", covered,
+                              info->data_begin));
+    if (info->data_begin < covered)
+      fail_tensor(source, *name,
+                  "data_offsets " + offsets_str(info->data_begin, info->data_end) + " overlap tensor '" + *previous +
+                      "' (data_offsets " +
+                      offsets_str(tensors.at(*previous).data_begin, tensors.at(*previous).data_end) + ")");
+    covered = info->data_end;
+    previous = name;
+  }
+  if (covered != data_size)
+    fail(source, "data section is " + std::to_string(data_size) + " bytes but the tensors cover only " +
+                     std::to_string(covered) + " (trailing bytes)");
+}
+
+SafetensorsHeader parse_header(std::string_view text, uint64_t data_size, const std::string& source) {
+  nlohmann::json root;
+  try {
+    root = parse_json(text, "");
+  } catch (const Error& e) {
+    fail(source, std::string("header: ") + e.what());
+  }
+  if (!root.is_object()) fail(source, "header must be a JSON object, got " + describe_json_value(root));
+
+  SafetensorsHeader header;
+  for (const auto& [name, entry] : root.items()) {
+    if (name == "__metadata__")
+      header.metadata = parse_metadata(entry, source);
+    else
+      header.tensors.emplace(name, parse_entry(name, entry, data_size, source));
+  }
+  check_layout(header.tensors, data_size, source);
+  header.data_offset = 8 + text.size();
+  return header;
+}
+
+// --- tensor data -----------------------------------------------------------------------------
+
+// IEEE binary16 -> binary32, exact. Subnormal halves (exponent 0) become normal floats: shift the
+// mantissa up until its leading 1 reaches the implicit-bit position, lowering the exponent each
+// step. Infinities and NaNs keep their sign and payload.
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1Fu;
+  uint32_t mantissa = h & 0x3FFu;
+  uint32_t bits;
+  if (exponent == 0x1F) {
+    bits = sign | 0x7F800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent - 15 + 127) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {
+    int32_t e = -14;  // value = mantissa / 2^10 * 2^-14
+    while ((mantissa & 0x400u) == 0) {
+      mantissa <<= 1;
+      --e;
+    }
+    bits = sign | (static_cast<uint32_t>(e + 127) << 23) | ((mantissa & 0x3FFu) << 13);
+  }
+  return std::bit_cast<float>(bits);
+}
+
+// bfloat16 is the top half of a binary32, so widening is a shift (exact for every value).
+float bfloat16_to_float(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+
+template <float (*Convert)(uint16_t)> void widen_16bit(const unsigned char* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);  // the file gives no alignment guarantee
+    dst[i] = Convert(h);
+  }
+}
+
+Tensor load_tensor(const SafetensorsTensorInfo& info, const unsigned char* data_section) {
+  const FileDType& file_dtype = *find_file_dtype(info.dtype);
+  Tensor t = Tensor::empty(info.shape, *file_dtype.loads_as);
+  const unsigned char* src = data_section + info.data_begin;
+  if (file_dtype.name == "BF16")
+    widen_16bit<bfloat16_to_float>(src, t.data<float>(), t.numel());
+  else if (file_dtype.name == "F16")
+    widen_16bit<half_to_float>(src, t.data<float>(), t.numel());
+  else if (info.data_end > info.data_begin)
+    std::memcpy(t.raw_data(), src, info.data_end - info.data_begin);
+  return t;
+}
+
+SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std::string& source) {
+  require_minimum_size(size, source);
+  const uint64_t header_length = checked_header_length(bytes, size, source);
+  const std::string_view text(reinterpret_cast<const char*>(bytes + 8), header_length);
+  SafetensorsHeader header = parse_header(text, size - 8 - header_length, source);
+  // Refuse unsupported dtypes before allocating anything.
+  for (const auto& [name, info] : header.tensors)
+    if (!find_file_dtype(info.dtype)->loads_as)
+      fail_tensor(source, name,
+                  "dtype " + info.dtype + " is not supported (latent reads F32, F64, I64, and BF16/F16 as float32)");
+  SafetensorsFile file;
+  file.metadata = std::move(header.metadata);
+  for (const auto& [name, info] : header.tensors)
+    file.tensors.emplace(name, load_tensor(info, bytes + header.data_offset));
+  return file;
+}
+
+// --- files -----------------------------------------------------------------------------------
+
+struct FileDescriptor {
+  int fd = -1;
+  ~FileDescriptor() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// Opens a regular file for reading; returns its size.
+uint64_t open_regular_file(const std::string& path, FileDescriptor& file) {
+  file.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (file.fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(file.fd, &st) != 0) fail(path, std::string("cannot stat: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail(path, "not a regular file");
+  return static_cast<uint64_t>(st.st_size);
+}
+
+void read_exactly(int fd, void* out, size_t nbytes, uint64_t offset, const std::string& path) {
+  auto* dst = static_cast<char*>(out);
+  while (nbytes > 0) {
+    const ssize_t got = ::pread(fd, dst, nbytes, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      fail(path, got == 0 ? std::string("file ended early") : std::string("read failed: ") + std::strerror(errno));
+    dst += got;
+    nbytes -= static_cast<size_t>(got);
+    offset += static_cast<uint64_t>(got);
+  }
+}
+
+// --- writing ---------------------------------------------------------------------------------
+
+using ByteSink = std::function<void(const void* data, size_t nbytes)>;
+
+// Checks everything that could make the write fail halfway (so it fails before a file is touched)
+// and builds the padded header.
+std::string build_header(const std::map<std::string, Tensor>& tensors,
+                         const std::map<std::string, std::string>& metadata, const std::string& context) {
+  const auto check_utf8 = [&](const std::string& text, const std::string& what) {
+    if (find_invalid_utf8(text)) throw Error(context + ": " + what + " is not valid UTF-8");
+  };
+  nlohmann::json header = nlohmann::json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {  // std::map: name order, which is also the data order
+    check_utf8(name, "tensor name '" + name + "'");
+    if (name == "__metadata__") throw Error(context + ": '__metadata__' is reserved and cannot name a tensor");
+    if (!t.defined()) throw Error(context + ": tensor '" + name + "' is undefined");
+    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * dtype_size(t.dtype());
+    header[name] = {
+        {"dtype", file_dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+  }
+  if (!metadata.empty()) {
+    for (const auto& [key, value] : metadata) {
+      check_utf8(key, "metadata key '" + key + "'");
+      check_utf8(value, "metadata value of '" + key + "'");
+    }
+    header["__metadata__"] = metadata;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // the reference writer aligns the data section to 8 bytes
+  if (text.size() > kSafetensorsMaxHeaderBytes)
+    throw Error(context + ": header would be " + std::to_string(text.size()) + " bytes, over the limit of " +
+                std::to_string(kSafetensorsMaxHeaderBytes));
+  return text;
+}
+
+void write_safetensors(const std::string& header, const std::map<std::string, Tensor>& tensors, const ByteSink& sink) {
+  unsigned char length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  sink(length, 8);
+  sink(header.data(), header.size());
+  for (const auto& [name, t] : tensors) {
+    const Tensor dense = contiguous_copy(t);  // one tensor at a time: a view costs one temporary copy of itself
+    sink(dense.raw_data(), static_cast<size_t>(dense.numel()) * dtype_size(dense.dtype()));
+  }
+}
+
+}  // namespace
+
+SafetensorsFile parse_safetensors(const void* data, size_t size, const std::string& source) {
+  return parse_bytes(static_cast<const unsigned char*>(data), size, source);
+}
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  FileDescriptor file;
+  const uint64_t size = open_regular_file(path, file);
+  require_minimum_size(size, path);
+  void* mapping = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.fd, 0);
+  if (mapping == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(errno));
+  struct Unmap {
+    void* address;
+    size_t size;
+    ~Unmap() { ::munmap(address, size); }
+  } unmap{mapping, size};
+  ::madvise(mapping, size, MADV_SEQUENTIAL);  // tensors are copied out front to back
+  return parse_bytes(static_cast<const unsigned char*>(mapping), size, path);
+}
+
+std::map<std::string, Tensor> load_safetensors(const std::string& path) { return read_safetensors(path).tensors; }
+
+SafetensorsHeader read_safetensors_header(const std::string& path) {
+  FileDescriptor file;
+  const uint64_t size = open_regular_file(path, file);
+  require_minimum_size(size, path);
+  unsigned char first_8_bytes[8];
+  read_exactly(file.fd, first_8_bytes, 8, 0, path);
+  const uint64_t header_length = checked_header_length(first_8_bytes, size, path);
+  std::string text(header_length, '\0');
+  read_exactly(file.fd, text.data(), text.size(), 8, path);
+  return parse_header(text, size - 8 - header_length, path);
+}
+
+void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  const std::string header = build_header(tensors, metadata, "save_safetensors: " + path);
+  write_file_atomic(path, [&](std::FILE* out) {
+    write_safetensors(header, tensors, [&](const void* data, size_t nbytes) { write_all(out, data, nbytes, path); });
+  });
+}
+
+std::string serialize_safetensors(const std::map<std::string, Tensor>& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
+  const std::string header = build_header(tensors, metadata, "serialize_safetensors");
+  std::string bytes;
+  write_safetensors(header, tensors,
+                    [&](const void* data, size_t nbytes) { bytes.append(static_cast<const char*>(data), nbytes); });
+  return bytes;
+}
+
+}  // namespace latent::io

@@ -1,0 +1,67 @@
+// safetensors, Hugging Face's weight format (8-byte little-endian header length, JSON header, raw
+// little-endian data): read with the reference loader's validation rules, written atomically.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "../../core/tensor.hpp"
+
+namespace latent::io {
+
+// The reference loader refuses longer headers; so do we, before allocating anything for one.
+inline constexpr uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;
+
+// One header entry, as the file states it.
+struct SafetensorsTensorInfo {
+  std::string dtype;  // the file's spelling: "F32", "BF16", "I32", ...
+  Shape shape;
+  uint64_t data_begin = 0, data_end = 0;  // byte range [begin, end) within the data section
+};
+
+struct SafetensorsHeader {
+  std::map<std::string, SafetensorsTensorInfo> tensors;
+  std::map<std::string, std::string> metadata;  // the "__metadata__" entry
+  uint64_t data_offset = 0;                     // file position of the data section: 8 + header length
+};
+
+struct SafetensorsFile {
+  std::map<std::string, Tensor> tensors;
+  std::map<std::string, std::string> metadata;  // the "__metadata__" entry
+};
+
+// Reads every tensor of a file. F32, F64 and I64 load as float32, float64 and int64; BF16 and F16
+// are converted to float32 exactly (subnormals, infinities and NaNs included). Any other dtype is
+// refused. The whole file is validated before any tensor is created; every problem throws
+// latent::Error naming the file, the tensor and what is wrong.
+//
+// The file is memory-mapped and each tensor is filled by one copy out of the mapping, which is then
+// released: loaded tensors own ordinary, aligned, writable memory (optimizers update them in
+// place), and nothing keeps the file mapped, so replacing it later (checkpoints) is safe.
+SafetensorsFile read_safetensors(const std::string& path);
+
+// read_safetensors(path).tensors.
+std::map<std::string, Tensor> load_safetensors(const std::string& path);
+
+// The same parser over a complete file image in memory; `source` names it in error messages.
+SafetensorsFile parse_safetensors(const void* data, size_t size, const std::string& source = "<memory>");
+
+// Names, dtypes, shapes and offsets without reading tensor data (only the header is read; its
+// layout is still checked against the file size). Lists dtypes latent cannot load, too.
+SafetensorsHeader read_safetensors_header(const std::string& path);
+
+// Writes `tensors` (F32, F64 or I64 each; views are written as their contiguous values) and
+// `metadata`: a compact JSON header with sorted keys, padded with spaces to a multiple of 8 bytes
+// as the reference writer pads it, then the tensor data in name order. The file is replaced
+// atomically (write_file_atomic): on any error the previous file is untouched and no temporary is
+// left behind. Undefined tensors, the reserved name "__metadata__" and text that is not UTF-8 are
+// refused before the file is touched.
+void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+// The bytes save_safetensors would write.
+std::string serialize_safetensors(const std::map<std::string, Tensor>& tensors,
+                                  const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace latent::io
