@@ -3,37 +3,12 @@
 #include "../helpers.hpp"
 
 using namespace latent;
+using latent::testing::check_parameter_gradients;
 using latent::testing::randn64;
 using latent::testing::require_close;
 
 namespace {
 
-// Analytic gradients of sum(forward() * w), w fixed random weights, for every parameter of `module`
-// (already in f64) against central differences taken by perturbing the parameter in place.
-void check_parameter_gradients(nn::Module& module, const std::function<Tensor()>& forward, double eps = 1e-6,
-                               double tol = 1e-6) {
-  Generator gen(5);
-  const Tensor weights = randn(forward().shape(), kFloat64, &gen);
-  module.zero_grad();
-  sum(forward() * weights).backward();
-  for (auto& [name, p] : module.named_parameters()) {
-    REQUIRE(p.grad().defined());
-    const std::vector<double> analytic = p.grad().to_vector<double>();
-    double* data = p.data<double>();
-    NoGradGuard no_grad;
-    for (int64_t i = 0; i < p.numel(); ++i) {
-      const double saved = data[i];
-      data[i] = saved + eps;
-      const double plus = sum(forward() * weights).item();
-      data[i] = saved - eps;
-      const double minus = sum(forward() * weights).item();
-      data[i] = saved;
-      const double numerical = (plus - minus) / (2 * eps);
-      INFO(name << "[" << i << "]: analytic " << analytic[static_cast<size_t>(i)] << ", numerical " << numerical);
-      REQUIRE(std::abs(analytic[static_cast<size_t>(i)] - numerical) <= tol * (1 + std::abs(numerical)));
-    }
-  }
-}
 
 // The layer written out with primitive ops: projections, RoPE, kv heads repeated over their group,
 // masked softmax with the YaRN-corrected scale, output projection.
