@@ -12,6 +12,8 @@
 #include "../core/random.hpp"
 #include "../nn/init.hpp"
 #include "../nn/io/safetensors.hpp"
+#include "model_files.hpp"
+#include "sampling.hpp"
 
 namespace latent::models {
 namespace fs = std::filesystem;
@@ -165,22 +167,7 @@ Tensor DeepSeekV3::generate(const Tensor& prompt_ids, const GenerateOptions& opt
   Tensor logits = forward_absorbed(reshape(prompt_ids, {1, prompt_length}), caches);
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     std::vector<double> last = narrow(logits, 1, logits.size(1) - 1, 1).to(kFloat64).to_vector<double>();
-    int64_t next = 0;
-    if (options.temperature == 0) {
-      next = std::max_element(last.begin(), last.end()) - last.begin();  // first of ties
-    } else {
-      // Sample from softmax(logits / temperature) restricted to the top_k most likely tokens.
-      std::vector<int64_t> order(last.size());
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return last[size_t(a)] > last[size_t(b)]; });
-      const size_t keep = options.top_k > 0 ? std::min<size_t>(size_t(options.top_k), order.size()) : order.size();
-      std::vector<double> weights(keep);
-      for (size_t i = 0; i < keep; ++i) weights[i] = std::exp((last[size_t(order[i])] - last[size_t(order[0])]) / options.temperature);
-      double r = gen.uniform(gen.advance(1)) * std::accumulate(weights.begin(), weights.end(), 0.0);
-      size_t pick = 0;
-      while (pick + 1 < keep && r >= weights[pick]) r -= weights[pick++];
-      next = order[pick];
-    }
+    const int64_t next = pick_next_token(last, options.temperature, options.top_k, gen);
     tokens.push_back(next);
     if (!on_token(next)) break;
     if (step + 1 < options.max_new_tokens) logits = forward_absorbed(from_vector<int64_t>({next}, {1, 1}), caches);
@@ -191,16 +178,7 @@ Tensor DeepSeekV3::generate(const Tensor& prompt_ids, const GenerateOptions& opt
 std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) {
   if (!fs::is_directory(dir)) throw Error("from_pretrained: '" + dir + "' is not a directory");
   const DeepSeekV3Config config = DeepSeekV3Config::from_json_file((fs::path(dir) / "config.json").string());
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(dir))
-    if (entry.path().extension() == ".safetensors" && entry.path().filename().string().rfind("model", 0) == 0)
-      files.push_back(entry.path());
-  if (files.empty()) throw Error("from_pretrained: no model*.safetensors in '" + dir + "'");
-  std::sort(files.begin(), files.end());
-  std::map<std::string, Tensor> state;
-  for (const auto& f : files)
-    for (auto& [name, t] : io::load_safetensors(f.string()))
-      if (!state.emplace(name, t).second) throw Error("from_pretrained: tensor '" + name + "' appears in two files");
+  std::map<std::string, Tensor> state = load_model_tensors(dir, "from_pretrained");
 
   auto model = std::make_shared<DeepSeekV3>(config);
   // The MTP modules store copies of the embedding and head: they must equal the main ones.

@@ -41,3 +41,7 @@
 #include "models/moe.hpp"
 #include "models/text_data.hpp"
 #include "models/training_log.hpp"
+#include "models/llama.hpp"
+#include "models/llama_config.hpp"
+#include "models/model_files.hpp"
+#include "models/sampling.hpp"

@@ -1,0 +1,265 @@
+// Llama forward, loss, cached generation and HF-layout checkpoints.
+#include "llama.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+
+#include "../autograd/grad_mode.hpp"
+#include "../autograd/ops.hpp"
+#include "../core/factory.hpp"
+#include "../core/random.hpp"
+#include "../nn/init.hpp"
+#include "../nn/io/safetensors.hpp"
+#include "model_files.hpp"
+#include "sampling.hpp"
+
+namespace latent::models {
+namespace fs = std::filesystem;
+
+namespace {
+
+nn::CausalSelfAttentionOptions attention_options(const LlamaConfig& c) {
+  nn::CausalSelfAttentionOptions o;
+  o.head_dim = c.head_dim;
+  o.max_position_embeddings = c.max_position_embeddings;
+  o.rope_theta = c.rope_theta;
+  o.bias = c.attention_bias;
+  return o;
+}
+
+std::string layer_prefix(int64_t index) { return "model.layers." + std::to_string(index) + "."; }
+
+// The view that exchanges the two row orders: rotate_half order splits a head's rows as
+// [2, D/2] (first halves, then second halves), adjacent order as [D/2, 2] (pairs side by side).
+Tensor reorder_rope_rows(const Tensor& weight, int64_t num_heads, int64_t head_dim, bool to_adjacent, const char* op) {
+  if (num_heads <= 0 || head_dim <= 0 || head_dim % 2 != 0)
+    throw Error(std::string(op) + ": num_heads " + std::to_string(num_heads) + " and head_dim " +
+                std::to_string(head_dim) + " must be positive, head_dim even");
+  if (!weight.defined() || weight.dim() < 1 || weight.size(0) != num_heads * head_dim)
+    throw Error(std::string(op) + ": expected " + std::to_string(num_heads) + " heads x " + std::to_string(head_dim) +
+                " rows, got " + (weight.defined() ? shape_str(weight.shape()) : std::string("an undefined tensor")));
+  const int64_t columns = weight.numel() / weight.size(0), half = head_dim / 2;
+  const Shape split = to_adjacent ? Shape{num_heads, 2, half, columns} : Shape{num_heads, half, 2, columns};
+  return reshape(contiguous(transpose(reshape(weight, split), 1, 2)), weight.shape());
+}
+
+// The q_proj / k_proj tensors of every layer (the ones RoPE rotates), with their head counts.
+std::vector<std::pair<std::string, int64_t>> rope_rotated_tensors(const LlamaConfig& c) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string attention = layer_prefix(l) + "self_attn.";
+    for (const auto& [projection, heads] :
+         {std::pair{"q_proj.", c.num_attention_heads}, std::pair{"k_proj.", c.num_key_value_heads}}) {
+      out.emplace_back(attention + projection + "weight", heads);
+      if (c.attention_bias) out.emplace_back(attention + projection + "bias", heads);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor rotate_half_rows_to_adjacent(const Tensor& weight, int64_t num_heads, int64_t head_dim) {
+  return reorder_rope_rows(weight, num_heads, head_dim, true, "rotate_half_rows_to_adjacent");
+}
+
+Tensor adjacent_rows_to_rotate_half(const Tensor& weight, int64_t num_heads, int64_t head_dim) {
+  return reorder_rope_rows(weight, num_heads, head_dim, false, "adjacent_rows_to_rotate_half");
+}
+
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c) {
+  self_attn = register_module("self_attn", std::make_shared<nn::CausalSelfAttention>(
+                                               c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
+                                               attention_options(c)));
+  mlp = register_module("mlp", std::make_shared<nn::SwiGLU>(c.hidden_size, c.intermediate_size));
+  input_layernorm = register_module("input_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
+}
+
+Tensor LlamaDecoderLayer::forward(const Tensor& h, nn::KVCache* cache) const {
+  const Tensor x = h + self_attn->forward(input_layernorm->forward(h), cache);
+  return x + mlp->forward(post_attention_layernorm->forward(x));
+}
+
+LlamaModel::LlamaModel(const LlamaConfig& c) {
+  embed_tokens = register_module("embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size));
+  layers = register_module("layers", std::make_shared<nn::ModuleList>());
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layers->push_back(std::make_shared<LlamaDecoderLayer>(c));
+  norm = register_module("norm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
+}
+
+Llama::Llama(const LlamaConfig& config) : config_(config) {
+  config_.validate();
+  model = register_module("model", std::make_shared<LlamaModel>(config_));
+  if (!config_.tie_word_embeddings)
+    lm_head = register_module("lm_head", std::make_shared<nn::Linear>(config_.hidden_size, config_.vocab_size, false));
+  // transformers' _init_weights: every matrix N(0, initializer_range^2), biases 0; norms stay 1.
+  const double range = config_.initializer_range;
+  auto init_linear = [range](const std::shared_ptr<nn::Linear>& linear) {
+    nn::init::normal_(linear->weight, 0.0, range);
+    if (linear->bias.defined()) nn::init::zeros_(linear->bias);
+  };
+  nn::init::normal_(model->embed_tokens->weight, 0.0, range);
+  for (size_t l = 0; l < model->layers->size(); ++l) {
+    const auto layer = model->layers->at<LlamaDecoderLayer>(l);
+    const auto& attention = layer->self_attn;
+    for (const auto& linear : {attention->q_proj, attention->k_proj, attention->v_proj, attention->o_proj,
+                               layer->mlp->gate_proj, layer->mlp->up_proj, layer->mlp->down_proj})
+      init_linear(linear);
+  }
+  if (lm_head) init_linear(lm_head);
+}
+
+void Llama::check_ids(const Tensor& ids, const char* op, int64_t max_length) const {
+  if (ids.dtype() != kInt64) throw Error(std::string(op) + ": token ids must be int64, got " + dtype_name(ids.dtype()));
+  if (ids.dim() != 2 || ids.size(1) == 0)
+    throw Error(std::string(op) + ": token ids must be [batch, length] with length >= 1, got " + shape_str(ids.shape()));
+  if (ids.size(1) > max_length)
+    throw Error(std::string(op) + ": " + std::to_string(ids.size(1)) + " positions exceed the " +
+                std::to_string(max_length) + " available (max_position_embeddings " +
+                std::to_string(config_.max_position_embeddings) + ")");
+  for (int64_t id : ids.to_vector<int64_t>())
+    if (id < 0 || id >= config_.vocab_size)
+      throw Error(std::string(op) + ": token id " + std::to_string(id) + " out of range [0, " +
+                  std::to_string(config_.vocab_size) + ")");
+}
+
+Tensor Llama::head(const Tensor& h) const {
+  const Tensor normed = model->norm->forward(h);
+  return lm_head ? lm_head->forward(normed) : linear(normed, model->embed_tokens->weight);
+}
+
+Tensor Llama::logits(const Tensor& input_ids) {
+  Tensor h = model->embed_tokens->forward(input_ids);
+  for (size_t l = 0; l < model->layers->size(); ++l) h = model->layers->at<LlamaDecoderLayer>(l)->forward(h);
+  return head(h);
+}
+
+Tensor Llama::forward(const Tensor& input_ids) {
+  check_ids(input_ids, "Llama::forward", config_.max_position_embeddings);
+  return logits(input_ids);
+}
+
+std::vector<nn::KVCache> Llama::make_caches(int64_t capacity) const {
+  if (capacity <= 0 || capacity > config_.max_position_embeddings)
+    throw Error("Llama::make_caches: capacity " + std::to_string(capacity) + " outside [1, max_position_embeddings " +
+                std::to_string(config_.max_position_embeddings) + "]");
+  std::vector<nn::KVCache> caches;
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) caches.emplace_back(capacity);
+  return caches;
+}
+
+Tensor Llama::forward(const Tensor& input_ids, std::vector<nn::KVCache>& caches) {
+  if (static_cast<int64_t>(caches.size()) != config_.num_hidden_layers)
+    throw Error("Llama::forward: " + std::to_string(caches.size()) + " KV caches for " +
+                std::to_string(config_.num_hidden_layers) + " layers (use make_caches)");
+  check_ids(input_ids, "Llama::forward (KV cache)", caches[0].capacity() - caches[0].length());
+  NoGradGuard no_grad;
+  Tensor h = model->embed_tokens->forward(input_ids);
+  for (size_t l = 0; l < model->layers->size(); ++l) h = model->layers->at<LlamaDecoderLayer>(l)->forward(h, &caches[l]);
+  return head(h);
+}
+
+Tensor Llama::loss(const Tensor& ids) { return loss(ids, ids); }
+
+Tensor Llama::loss(const Tensor& ids, const Tensor& labels) {
+  check_ids(ids, "Llama::loss", config_.max_position_embeddings + 1);
+  if (ids.size(1) < 2)
+    throw Error("Llama::loss: ids " + shape_str(ids.shape()) + " hold no (input, target) pair; need [B, T+1], T >= 1");
+  if (labels.dtype() != kInt64 || labels.shape() != ids.shape())
+    throw Error("Llama::loss: labels must be int64 of the ids' shape " + shape_str(ids.shape()) + ", got " +
+                dtype_name(labels.dtype()) + " " + shape_str(labels.shape()));
+  for (int64_t label : labels.to_vector<int64_t>())
+    if (label != -100 && (label < 0 || label >= config_.vocab_size))
+      throw Error("Llama::loss: label " + std::to_string(label) + " out of range [0, " +
+                  std::to_string(config_.vocab_size) + ") and not -100 (ignored)");
+  const int64_t B = ids.size(0), T = ids.size(1) - 1, V = config_.vocab_size;
+  return cross_entropy(reshape(logits(narrow(ids, 1, 0, T)), {B * T, V}),
+                       reshape(contiguous(narrow(labels, 1, 1, T)), {B * T}));
+}
+
+Tensor Llama::generate(const Tensor& prompt_ids, const GenerateOptions& options) {
+  return generate(prompt_ids, options, [](int64_t) { return true; });
+}
+
+Tensor Llama::generate(const Tensor& prompt_ids, const GenerateOptions& options,
+                       const std::function<bool(int64_t)>& on_token) {
+  if (prompt_ids.dtype() != kInt64 || prompt_ids.dim() != 1 || prompt_ids.numel() == 0)
+    throw Error("Llama::generate: prompt must be a non-empty 1-D int64 tensor, got " +
+                std::string(dtype_name(prompt_ids.dtype())) + " " + shape_str(prompt_ids.shape()));
+  if (options.max_new_tokens < 0)
+    throw Error("Llama::generate: max_new_tokens must be >= 0, got " + std::to_string(options.max_new_tokens));
+  if (!(options.temperature >= 0))
+    throw Error("Llama::generate: temperature must be >= 0, got " + std::to_string(options.temperature));
+  if (options.top_k < 0) throw Error("Llama::generate: top_k must be >= 0, got " + std::to_string(options.top_k));
+  const int64_t prompt_length = prompt_ids.numel(), total = prompt_length + options.max_new_tokens;
+  if (total > config_.max_position_embeddings)
+    throw Error("Llama::generate: prompt of " + std::to_string(prompt_length) + " plus " +
+                std::to_string(options.max_new_tokens) + " new tokens exceeds max_position_embeddings " +
+                std::to_string(config_.max_position_embeddings));
+  NoGradGuard no_grad;
+  std::vector<nn::KVCache> caches = make_caches(total);
+  std::vector<int64_t> tokens = prompt_ids.to_vector<int64_t>();
+  Generator gen(options.seed);
+  // The prompt fills the caches in one pass; each new token then costs one position.
+  Tensor logits = forward(reshape(prompt_ids, {1, prompt_length}), caches);
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    const Tensor last = narrow(logits, 1, logits.size(1) - 1, 1);
+    const int64_t next = pick_next_token(last.to(kFloat64).to_vector<double>(), options.temperature, options.top_k, gen);
+    tokens.push_back(next);
+    if (!on_token(next)) break;
+    if (step + 1 < options.max_new_tokens) logits = forward(from_vector<int64_t>({next}, {1, 1}), caches);
+  }
+  return from_vector(tokens);
+}
+
+std::map<std::string, Tensor> Llama::hf_state_dict() const {
+  std::map<std::string, Tensor> state = state_dict();
+  for (auto& [name, t] : state) t = t.detach();
+  for (const auto& [name, heads] : rope_rotated_tensors(config_))
+    state[name] = adjacent_rows_to_rotate_half(state.at(name), heads, config_.head_dim);
+  return state;
+}
+
+void Llama::load_hf_state_dict(const std::map<std::string, Tensor>& hf_state) {
+  std::map<std::string, Tensor> state = hf_state;
+  const std::string embed_name = "model.embed_tokens.weight", head_name = "lm_head.weight";
+  if (config_.tie_word_embeddings && state.count(head_name)) {
+    // Some exporters store the tied head anyway; it must be the embedding.
+    const auto embed = state.find(embed_name);
+    const Tensor& stored_head = state.at(head_name);
+    if (embed == state.end() || embed->second.shape() != stored_head.shape() ||
+        embed->second.to(kFloat64).to_vector<double>() != stored_head.to(kFloat64).to_vector<double>())
+      throw Error("Llama::load_hf_state_dict: tie_word_embeddings is true but '" + head_name + "' differs from '" +
+                  embed_name + "'");
+    state.erase(head_name);
+  }
+  // Entries of the wrong shape are left for load_state_dict, which reports every mismatch at once.
+  const auto own = state_dict();
+  for (const auto& [name, heads] : rope_rotated_tensors(config_)) {
+    const auto it = state.find(name);
+    if (it != state.end() && it->second.shape() == own.at(name).shape())
+      it->second = rotate_half_rows_to_adjacent(it->second, heads, config_.head_dim);
+  }
+  load_state_dict(state);
+}
+
+std::shared_ptr<Llama> Llama::from_pretrained(const std::string& dir) {
+  if (!fs::is_directory(dir)) throw Error("Llama::from_pretrained: '" + dir + "' is not a directory");
+  const LlamaConfig config = LlamaConfig::from_json_file((fs::path(dir) / "config.json").string());
+  const std::map<std::string, Tensor> state = load_model_tensors(dir, "Llama::from_pretrained");
+  auto model = std::make_shared<Llama>(config);
+  model->load_hf_state_dict(state);
+  return model;
+}
+
+void Llama::save_pretrained(const std::string& dir) const {
+  fs::create_directories(dir);
+  config_.to_json_file((fs::path(dir) / "config.json").string());
+  io::save_safetensors((fs::path(dir) / "model.safetensors").string(), hf_state_dict(), {{"format", "pt"}});
+}
+
+}  // namespace latent::models

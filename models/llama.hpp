@@ -1,0 +1,96 @@
+// Llama: the dense pre-norm transformer of Hugging Face's LlamaForCausalLM (GQA attention with RoPE,
+// SwiGLU, RMSNorm), with its training loss, KV-cached generation and HF-layout checkpoints.
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../nn/attention.hpp"
+#include "../nn/embedding.hpp"
+#include "../nn/mlp.hpp"
+#include "../nn/norm.hpp"
+#include "llama_config.hpp"
+
+namespace latent::models {
+
+// h += self_attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h)).
+class LlamaDecoderLayer : public nn::Module {
+ public:
+  explicit LlamaDecoderLayer(const LlamaConfig& config);
+  // h [B, T, hidden] -> [B, T, hidden]. With a cache, h holds the T tokens after the cached ones.
+  Tensor forward(const Tensor& h, nn::KVCache* cache = nullptr) const;
+
+  std::shared_ptr<nn::CausalSelfAttention> self_attn;
+  std::shared_ptr<nn::SwiGLU> mlp;
+  std::shared_ptr<nn::RMSNorm> input_layernorm, post_attention_layernorm;
+};
+
+class LlamaModel : public nn::Module {  // HF's "model." prefix
+ public:
+  explicit LlamaModel(const LlamaConfig& config);
+  std::shared_ptr<nn::Embedding> embed_tokens;
+  std::shared_ptr<nn::ModuleList> layers;  // of LlamaDecoderLayer
+  std::shared_ptr<nn::RMSNorm> norm;
+};
+
+// named_parameters() and state_dict() carry the HF tensor names ("model.layers.0.self_attn.q_proj.weight").
+// The rows of q_proj and k_proj are held in the adjacent-pair order nn::RotaryEmbedding rotates;
+// HF checkpoints pair dim i with i + head_dim/2 (rotate_half). hf_state_dict() / load_hf_state_dict()
+// convert, and from_pretrained / save_pretrained use them, so files stay in HF layout.
+class Llama : public nn::Module {
+ public:
+  explicit Llama(const LlamaConfig& config);  // weights ~ N(0, initializer_range^2), norms 1, biases 0
+  static std::shared_ptr<Llama> from_pretrained(const std::string& dir);  // config.json + model*.safetensors
+  void save_pretrained(const std::string& dir) const;                    // atomic files, HF layout
+
+  // The checkpoint's view: q/k rows in rotate_half order (new tensors), every other entry a detached
+  // handle of the parameter.
+  std::map<std::string, Tensor> hf_state_dict() const;
+  // Strict load of HF-layout tensors. A tied model accepts a stored lm_head.weight equal to the embedding.
+  void load_hf_state_dict(const std::map<std::string, Tensor>& state);
+
+  Tensor forward(const Tensor& input_ids);  // Int64 [B, T] -> logits [B, T, V]
+  // Logits [B, T, V] of ids that follow the tokens the caches hold; appends their keys and values.
+  // Inference only (runs without recording gradients).
+  Tensor forward(const Tensor& input_ids, std::vector<nn::KVCache>& caches);
+  std::vector<nn::KVCache> make_caches(int64_t capacity) const;  // one per layer, up to capacity positions
+
+  // Mean next-token cross-entropy: ids Int64 [B, T+1], inputs ids[:, :T], targets ids[:, 1:].
+  Tensor loss(const Tensor& ids);
+  // As HF's `labels`: labels [B, T+1] parallel to ids, targets labels[:, 1:]; -100 marks positions
+  // that do not count (prompts, padding). loss(ids) == loss(ids, ids).
+  Tensor loss(const Tensor& ids, const Tensor& labels);
+
+  struct GenerateOptions {
+    int64_t max_new_tokens = 64;
+    double temperature = 0.0;  // 0: greedy
+    int64_t top_k = 0;         // 0: all tokens
+    uint64_t seed = 0;
+  };
+  Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options);  // Int64 [T0] -> [T0 + new]
+  // Streams each new token to on_token as it is produced (return false to stop early).
+  Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options,
+                  const std::function<bool(int64_t token)>& on_token);
+
+  const LlamaConfig& config() const { return config_; }
+  std::shared_ptr<LlamaModel> model;
+  std::shared_ptr<nn::Linear> lm_head;  // null when tie_word_embeddings (the embedding is the head)
+
+ private:
+  void check_ids(const Tensor& ids, const char* op, int64_t max_length) const;
+  Tensor logits(const Tensor& input_ids);  // forward without the id checks
+  Tensor head(const Tensor& h) const;      // final norm, then lm_head (or the tied embedding)
+
+  LlamaConfig config_;
+};
+
+// Row order conversions for q_proj/k_proj weights [num_heads * head_dim, in] (or biases
+// [num_heads * head_dim]), per head h and i < head_dim/2:
+//   adjacent[h*D + 2i] = rotate_half[h*D + i],  adjacent[h*D + 2i + 1] = rotate_half[h*D + i + D/2].
+// Rotating adjacent pairs of the first gives the same q.k as rotate_half on the second.
+Tensor rotate_half_rows_to_adjacent(const Tensor& weight, int64_t num_heads, int64_t head_dim);
+Tensor adjacent_rows_to_rotate_half(const Tensor& weight, int64_t num_heads, int64_t head_dim);
+
+}  // namespace latent::models

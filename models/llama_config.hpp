@@ -1,0 +1,31 @@
+// LlamaConfig: the Hugging Face config.json of a Llama model (`model_type: "llama"`), with the
+// checks that refuse models latent cannot build and the parameter count a checkpoint stores.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace latent::models {
+
+struct LlamaConfig {
+  // Members are named exactly as the HF config.json keys.
+  int64_t vocab_size = 0, hidden_size = 0, intermediate_size = 0, num_hidden_layers = 0, num_attention_heads = 0,
+          num_key_value_heads = 0 /* absent: num_attention_heads (no GQA) */,
+          head_dim = 0 /* absent from config.json: hidden_size / num_attention_heads */, max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6, rope_theta = 10000.0, initializer_range = 0.02;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // biases on q/k/v/o_proj
+  std::string hidden_act = "silu";
+  std::string model_type = "llama";
+
+  static LlamaConfig from_json_file(const std::string& path);
+  static LlamaConfig from_json_string(const std::string& text, const std::string& origin = "config.json");
+  void to_json_file(const std::string& path) const;  // atomic
+  std::string to_json_string() const;
+  // Throws latent::Error naming the offending key when the model cannot be built.
+  void validate() const;
+
+  // Counted, never allocated: embedding, layers, final norm and (unless tied) the head.
+  int64_t num_parameters() const;
+};
+
+}  // namespace latent::models

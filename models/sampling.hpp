@@ -1,0 +1,14 @@
+// Choosing the next token from logits: greedy, or a seeded draw at a temperature among the top-k.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../core/random.hpp"
+
+namespace latent::models {
+
+// temperature 0: the first maximum. Otherwise a draw from softmax(logits / temperature) restricted to
+// the top_k most likely tokens (0: all), using one counter of `gen`.
+int64_t pick_next_token(const std::vector<double>& logits, double temperature, int64_t top_k, Generator& gen);
+
+}  // namespace latent::models
