@@ -5,7 +5,6 @@
 #include "attention.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -16,6 +15,7 @@
 #include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
+#include "fast_math.hpp"
 #include "node.hpp"
 
 namespace latent {
@@ -71,27 +71,7 @@ Tensor empty_heads(int64_t B, int64_t N, int64_t L, int64_t D, bool sequence_maj
   return Tensor::empty({B, L, N, D}, dtype).as_strided({B, N, L, D}, {L * N * D, D, N * D, 1}, 0);
 }
 
-// exp(x) for the x <= 0 the kernels produce (a score minus its row max or logsumexp), in a form the
-// compiler vectorises (std::exp and std::floor are not, without -ffast-math): x = n ln2 + r with
-// |r| <= ln2/2, exp(x) = 2^n p(r), p the polynomial of Cephes' expf (relative error < 1e-7). x is
-// clamped at -87 so that 2^n stays a normal float; the clamped values (< 2e-38) are negligible
-// against the row maximum's exp(0) = 1. n is rounded by adding and removing 1.5 * 2^23.
-inline float exp_nonpositive(float x) {
-  constexpr float kRound = 12582912.0f;
-  x = std::max(x, -87.0f);
-  const float n = (x * 1.44269504088896341f + kRound) - kRound;
-  float r = x - n * 0.693359375f;  // ln2 split in two for an exact first product
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-}
-inline double exp_nonpositive(double x) { return std::exp(x); }
+using fast_math::exp_nonpositive;
 
 // x[c] = exp(x[c] - shift) for c < n.
 template <class T>

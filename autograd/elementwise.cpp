@@ -74,17 +74,22 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_kernel(a, b, "mul", [](auto x, auto y) { return x * y; });
-  return record("mul", out, {a, b}, [a, b](const Tensor& g) -> std::vector<Tensor> {
-    return {a.requires_grad() ? sum_to(mul(g, b), a.shape()) : Tensor(),
-            b.requires_grad() ? sum_to(mul(g, a), b.shape()) : Tensor()};
+  // Each operand is kept (without its history) only if the other one needs a gradient.
+  const Tensor keep_a = b.requires_grad() ? a.detach() : Tensor(), keep_b = a.requires_grad() ? b.detach() : Tensor();
+  return record("mul", out, {a, b}, [keep_a, keep_b, sa = a.shape(), sb = b.shape()](const Tensor& g) {
+    return std::vector<Tensor>{keep_b.defined() ? sum_to(mul(g, keep_b), sa) : Tensor(),
+                               keep_a.defined() ? sum_to(mul(g, keep_a), sb) : Tensor()};
   });
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
   Tensor out = binary_kernel(a, b, "div", [](auto x, auto y) { return x / y; });
-  return record("div", out, {a, b}, [a, b](const Tensor& g) -> std::vector<Tensor> {
-    return {a.requires_grad() ? sum_to(div(g, b), a.shape()) : Tensor(),
-            b.requires_grad() ? sum_to(neg(div(mul(g, a), mul(b, b))), b.shape()) : Tensor()};
+  // da = g / b, db = -g a / b^2: b is always needed, a only for db.
+  const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+  const Tensor keep_a = need_b ? a.detach() : Tensor(), keep_b = b.detach();
+  return record("div", out, {a, b}, [need_a, keep_a, keep_b, sa = a.shape(), sb = b.shape()](const Tensor& g) {
+    return std::vector<Tensor>{need_a ? sum_to(div(g, keep_b), sa) : Tensor(),
+                               keep_a.defined() ? sum_to(neg(div(mul(g, keep_a), mul(keep_b, keep_b))), sb) : Tensor()};
   });
 }
 
@@ -187,7 +192,9 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
       const C* pc = c.data<C>();
       const T *px = x.data<T>(), *py = y.data<T>();
       T* po = out.data<T>();
-      for (int64_t i = 0; i < out.numel(); ++i) po[i] = pc[i] != C(0) ? px[i] : py[i];
+      parallel_for(out.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) po[i] = pc[i] != C(0) ? px[i] : py[i];
+      });
     });
   });
   return record("where", out, {a, b}, [c, sa = a.shape(), sb = b.shape()](const Tensor& g) -> std::vector<Tensor> {

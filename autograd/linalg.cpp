@@ -1,6 +1,8 @@
 // matmul and linear: backward is two more matmuls with transposed views (no copies).
 #include "linalg.hpp"
 
+#include <algorithm>
+
 #include "../core/gemm.hpp"
 #include "elementwise.hpp"
 #include "node.hpp"
@@ -15,10 +17,17 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
   if (a.size(-1) != b.size(-2))
     throw Error("matmul: " + shape_str(a.shape()) + " @ " + shape_str(b.shape()) + ": inner dimensions " +
                 std::to_string(a.size(-1)) + " and " + std::to_string(b.size(-2)) + " differ");
-  return autograd::record("matmul", matmul_kernel(a, b), {a, b}, [a, b](const Tensor& g) -> std::vector<Tensor> {
-    return {a.requires_grad() ? sum_to(batched_matmul(g, transpose(b, -1, -2)), a.shape()) : Tensor(),
-            b.requires_grad() ? sum_to(batched_matmul(transpose(a, -1, -2), g), b.shape()) : Tensor()};
-  });
+  for (int64_t d = 3; d <= std::min(a.dim(), b.dim()); ++d)  // batch dims, aligned from the right
+    if (a.size(-d) != b.size(-d) && a.size(-d) != 1 && b.size(-d) != 1)
+      throw Error("matmul: " + shape_str(a.shape()) + " @ " + shape_str(b.shape()) + ": batch dims " +
+                  std::to_string(a.size(-d)) + " and " + std::to_string(b.size(-d)) + " cannot be broadcast");
+  // dA = dC @ B^T needs B, dB = A^T @ dC needs A: each operand is kept only if the other needs a gradient.
+  const Tensor keep_a = b.requires_grad() ? a.detach() : Tensor(), keep_b = a.requires_grad() ? b.detach() : Tensor();
+  auto backward = [keep_a, keep_b, shape_a = a.shape(), shape_b = b.shape()](const Tensor& g) -> std::vector<Tensor> {
+    return {keep_b.defined() ? sum_to(batched_matmul(g, transpose(keep_b, -1, -2)), shape_a) : Tensor(),
+            keep_a.defined() ? sum_to(batched_matmul(transpose(keep_a, -1, -2), g), shape_b) : Tensor()};
+  };
+  return autograd::record("matmul", matmul_kernel(a, b), {a, b}, std::move(backward));
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Softmax family, normalisation, losses and dropout as fused kernels: each op's shape checks, forward
+// Softmax family, normalisation, SwiGLU gating, losses and dropout as fused kernels: each op's shape checks, forward
 // loop and backward loop sit together. Rows run in parallel in chunks fixed by the shape and each row is
 // reduced sequentially, so results are bitwise identical for any thread count. Statistics accumulate
 // in double whatever the tensor dtype.
@@ -9,10 +9,12 @@
 #include <limits>
 #include <type_traits>
 
+#include "../core/elementwise.hpp"
 #include "../core/factory.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "elementwise.hpp"
+#include "fast_math.hpp"
 #include "node.hpp"
 #include "reduce.hpp"
 
@@ -53,6 +55,21 @@ template <class Fn> void for_each_row(const Rows& rows, Fn&& fn) {
   parallel_for(rows.count, row_grain(rows.size), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) fn(r, r * rows.size);
   });
+}
+
+// sum of f(j) for j < n in double, over kSumLanes interleaved partial sums added in a fixed order:
+// the compiler vectorises it (a single running sum is a serial chain), and the order never depends
+// on threads.
+constexpr int kSumLanes = 8;
+template <class F> double lane_sum(int64_t n, F f) {
+  double lanes[kSumLanes] = {};
+  int64_t j = 0;
+  for (; j + kSumLanes <= n; j += kSumLanes)
+    for (int l = 0; l < kSumLanes; ++l) lanes[l] += f(j + l);
+  double total = 0;
+  for (int l = 0; l < kSumLanes; ++l) total += lanes[l];
+  for (; j < n; ++j) total += f(j);
+  return total;
 }
 
 // log(sum(exp(x))) of a contiguous row, shifted by its max so exp stays in range.
@@ -156,13 +173,9 @@ Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight,
     for_each_row(rows, [&](int64_t r, int64_t at) {
       const T* in = px + at;
       T* out = py + at;
-      double mu = 0;
-      if (centered) {
-        for (int64_t j = 0; j < width; ++j) mu += in[j];
-        mu /= static_cast<double>(width);
-      }
-      double var = 0;  // second pass over the centred values: no cancellation from E[x^2] - E[x]^2
-      for (int64_t j = 0; j < width; ++j) var += (in[j] - mu) * (in[j] - mu);
+      const double mu = centered ? lane_sum(width, [&](int64_t j) { return double(in[j]); }) / static_cast<double>(width) : 0.0;
+      // Second pass over the centred values: no cancellation from E[x^2] - E[x]^2.
+      const double var = lane_sum(width, [&](int64_t j) { return (in[j] - mu) * (in[j] - mu); });
       const double rs = 1.0 / std::sqrt(var / static_cast<double>(width) + eps);
       pmean[r] = mu;
       prstd[r] = rs;
@@ -206,19 +219,14 @@ Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight,
         if (db)
           for (int64_t j = 0; j < width; ++j) db[j] += g[j];
         if (!pdx) continue;
-        double sum_dxhat = 0, sum_dxhat_xhat = 0;
-        for (int64_t j = 0; j < width; ++j) {
-          const double dxhat = pw ? static_cast<double>(g[j]) * pw[j] : static_cast<double>(g[j]);
-          sum_dxhat += dxhat;
-          sum_dxhat_xhat += dxhat * ((in[j] - mu) * rs);
-        }
+        auto dxhat = [&](int64_t j) { return pw ? static_cast<double>(g[j]) * pw[j] : static_cast<double>(g[j]); };
+        const double sum_dxhat = centered ? lane_sum(width, dxhat) : 0.0;
+        const double sum_dxhat_xhat = lane_sum(width, [&](int64_t j) { return dxhat(j) * ((in[j] - mu) * rs); });
         const double mean_dxhat = centered ? sum_dxhat / static_cast<double>(width) : 0.0;
         const double mean_dxhat_xhat = sum_dxhat_xhat / static_cast<double>(width);
         T* out = pdx + r * width;
-        for (int64_t j = 0; j < width; ++j) {
-          const double dxhat = pw ? static_cast<double>(g[j]) * pw[j] : static_cast<double>(g[j]);
-          out[j] = static_cast<T>(rs * (dxhat - mean_dxhat - (in[j] - mu) * rs * mean_dxhat_xhat));
-        }
+        for (int64_t j = 0; j < width; ++j)
+          out[j] = static_cast<T>(rs * (dxhat(j) - mean_dxhat - (in[j] - mu) * rs * mean_dxhat_xhat));
       }
     });
     return {dx, need_dw ? sum_partials<T>(dw_partials) : Tensor(), need_db ? sum_partials<T>(db_partials) : Tensor()};
@@ -359,6 +367,49 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   check_norm_param("layer_norm", "bias", x, bias);
   return dispatch_floating(x.dtype(), "layer_norm", [&]<class T>() {
     return normalize_last_dim<T>("layer_norm", x, weight, bias, eps, true);
+  });
+}
+
+// out = silu(g) * u = g * s * u with s = sigmoid(g). Backward, from d silu / dg = s * (1 + g * (1 - s)):
+//   dg = dout * u * s * (1 + g * (1 - s)),   du = dout * g * s.
+template <class T> void swiglu_forward(const T* gate, const T* up, T* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] * fast_math::sigmoid(gate[i]) * up[i];
+}
+
+template <class T> void swiglu_backward(const T* gate, const T* up, const T* dout, T* dgate, T* dup, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = gate[i], s = fast_math::sigmoid(g), d = dout[i];
+    dgate[i] = d * up[i] * s * (T(1) + g * (T(1) - s));
+    dup[i] = d * g * s;
+  }
+}
+template void swiglu_forward<float>(const float*, const float*, float*, int64_t);
+template void swiglu_forward<double>(const double*, const double*, double*, int64_t);
+template void swiglu_backward<float>(const float*, const float*, const float*, float*, float*, int64_t);
+template void swiglu_backward<double>(const double*, const double*, const double*, double*, double*, int64_t);
+
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  if (gate.shape() != up.shape())
+    throw Error("swiglu: gate " + shape_str(gate.shape()) + " and up " + shape_str(up.shape()) + " differ in shape");
+  if (gate.dtype() != up.dtype())
+    throw Error(std::string("swiglu: gate is ") + dtype_name(gate.dtype()) + ", up is " + dtype_name(up.dtype()));
+  return dispatch_floating(gate.dtype(), "swiglu", [&]<class T>() {
+    const Tensor g = contiguous_copy(gate.detach()), u = contiguous_copy(up.detach());
+    Tensor out = Tensor::empty(gate.shape(), gate.dtype());
+    const T *pg = g.data<T>(), *pu = u.data<T>();
+    T* po = out.data<T>();
+    parallel_for(out.numel(), kElementwiseGrain,
+                 [&](int64_t begin, int64_t end) { swiglu_forward(pg + begin, pu + begin, po + begin, end - begin); });
+    return record("swiglu", out, {gate, up}, [g, u](const Tensor& grad) -> std::vector<Tensor> {
+      const Tensor dout = contiguous_copy(grad);
+      Tensor dg = Tensor::empty(g.shape(), g.dtype()), du = Tensor::empty(u.shape(), u.dtype());
+      const T *pg = g.data<T>(), *pu = u.data<T>(), *pd = dout.data<T>();
+      T *pdg = dg.data<T>(), *pdu = du.data<T>();
+      parallel_for(dg.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+        swiglu_backward(pg + begin, pu + begin, pd + begin, pdg + begin, pdu + begin, end - begin);
+      });
+      return {dg, du};
+    });
   });
 }
 

@@ -93,7 +93,8 @@ Tensor sum_kernel(const Tensor& x, const std::vector<int64_t>& dims, bool keepdi
     const T* p = r.rows.data<T>();
     T* q = out.data<T>();
     if (r.inner <= kSumBlock) {
-      parallel_for(r.outer, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(r.inner, 1)), [&](int64_t b, int64_t e) {
+      const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(r.inner, 1));
+      parallel_for(r.outer, grain, [&](int64_t b, int64_t e) {
         for (int64_t o = b; o < e; ++o) {
           Accumulator<T> acc = 0;
           for (int64_t i = 0; i < r.inner; ++i) acc += p[o * r.inner + i];

@@ -1,6 +1,7 @@
 // Elementwise kernels: map a function over one tensor, or over two with NumPy broadcasting.
 // Contiguous and row-broadcast operands take flat, vectorisable loops split across the pool.
 #pragma once
+#include <algorithm>
 #include <vector>
 
 #include "parallel.hpp"
@@ -16,29 +17,6 @@ Shape broadcast_strides(const Tensor& t, const Shape& out);
 // True when b, broadcast to `shape`, is whole contiguous rows repeated (b = [C], shape = [N, C]).
 bool repeats_as_rows(const Tensor& b, const Shape& shape);
 
-// Calls fn(offset_a, offset_b) for every index of `shape` in row-major order.
-template <class Fn> void for_each_offset2(const Shape& shape, const Shape& sa, const Shape& sb, Fn&& fn) {
-  const int64_t nd = static_cast<int64_t>(shape.size());
-  if (shape_numel(shape) == 0) return;
-  if (nd == 0) { fn(int64_t{0}, int64_t{0}); return; }
-  std::vector<int64_t> index(static_cast<size_t>(nd), 0);
-  int64_t a = 0, b = 0;
-  const int64_t inner = shape[nd - 1];
-  while (true) {
-    for (int64_t i = 0; i < inner; ++i) fn(a + i * sa[nd - 1], b + i * sb[nd - 1]);
-    int64_t d = nd - 2;
-    for (; d >= 0; --d) {
-      a += sa[d];
-      b += sb[d];
-      if (++index[d] < shape[d]) break;
-      a -= sa[d] * shape[d];
-      b -= sb[d] * shape[d];
-      index[d] = 0;
-    }
-    if (d < 0) return;
-  }
-}
-
 // out[i] = f(x[i]), with f called on the element type T; the result has dtype R.
 template <class T, class R = T, class F> Tensor map_unary_as(const Tensor& x, F f) {
   const Tensor in = contiguous_copy(x);
@@ -52,8 +30,17 @@ template <class T, class R = T, class F> Tensor map_unary_as(const Tensor& x, F 
 }
 
 // out = f(a, b) with broadcasting; a and b have element type T, the result has type R.
-template <class T, class R = T, class F> Tensor map_binary_as(const Tensor& a, const Tensor& b, const char* op, F f) {
-  const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
+template <class T, class R = T, class F>
+Tensor map_binary_as(const Tensor& a_in, const Tensor& b_in, const char* op, F f) {
+  const Shape shape = broadcast_shapes(a_in.shape(), b_in.shape(), op);
+  // A full-size operand read across its rows (a transpose) is copied first: the tiled copy plus a
+  // flat loop beats a strided walk that touches a new cache line per element.
+  auto dense = [&](const Tensor& t) {
+    const bool transposed = t.shape() == shape && t.dim() > 0 && shape.back() > 1 && t.strides().back() != 1 &&
+                            t.strides().back() != 0;
+    return transposed ? contiguous_copy(t) : t;
+  };
+  const Tensor a = dense(a_in), b = dense(b_in);
   Tensor out = Tensor::empty(shape, dtype_of<R>());
   const int64_t n = out.numel();
   R* q = out.data<R>();
@@ -80,10 +67,28 @@ template <class T, class R = T, class F> Tensor map_binary_as(const Tensor& a, c
       for (int64_t r = s; r < e; ++r)
         for (int64_t i = 0; i < row; ++i) q[r * row + i] = f(pa[r * row + i], pb[i]);
     });
-  } else {
-    int64_t i = 0;
-    for_each_offset2(shape, broadcast_strides(a, shape), broadcast_strides(b, shape),
-                     [&](int64_t oa, int64_t ob) { q[i++] = f(pa[oa], pb[ob]); });
+  } else if (n > 0) {
+    // Any other layout: rows in parallel, with a flat inner loop whenever an operand is contiguous
+    // or constant along the row (column broadcasts like x * rstd[..., None]).
+    const Shape sa = broadcast_strides(a, shape), sb = broadcast_strides(b, shape);
+    const int64_t inner = shape.back(), ia = sa.back(), ib = sb.back();
+    parallel_for(row_count(shape), std::max<int64_t>(1, kElementwiseGrain / inner), [&](int64_t s, int64_t e) {
+      for_each_row2(shape, sa, sb, s, e, [&](int64_t r, int64_t oa, int64_t ob) {
+        R* o = q + r * inner;
+        const T *x = pa + oa, *y = pb + ob;
+        if (ia == 1 && ib == 1) {
+          for (int64_t i = 0; i < inner; ++i) o[i] = f(x[i], y[i]);
+        } else if (ia == 1 && ib == 0) {
+          const T v = *y;
+          for (int64_t i = 0; i < inner; ++i) o[i] = f(x[i], v);
+        } else if (ia == 0 && ib == 1) {
+          const T v = *x;
+          for (int64_t i = 0; i < inner; ++i) o[i] = f(v, y[i]);
+        } else {
+          for (int64_t i = 0; i < inner; ++i) o[i] = f(x[i * ia], y[i * ib]);
+        }
+      });
+    });
   }
   return out;
 }

@@ -12,8 +12,19 @@
 namespace latent {
 namespace {
 
-constexpr int64_t kMinFlopsToSplit = 1 << 21;  // below this, one BLAS call beats the task overhead
-constexpr int64_t kMaxBlocks = 8, kMinBlock = 32;
+// A block gets at least kMinWorkPerBlock multiply-adds (below that, one BLAS call beats packing the
+// shared operand again plus the task overhead), at most kMaxBlocks blocks per GEMM, and block edges
+// are multiples of kBlockAlign so that BLAS micro-kernels run full width.
+constexpr int64_t kMinWorkPerBlock = 1 << 21, kMaxBlocks = 8, kBlockAlign = 16;
+// Batched products with at least this many entries are parallel over the batch only.
+constexpr int64_t kMinBatchTasks = 4;
+
+// Rows (or columns) per block when splitting `extent` for a GEMM of `work` multiply-adds.
+int64_t block_size(int64_t extent, int64_t work) {
+  const int64_t blocks = std::clamp<int64_t>(work / kMinWorkPerBlock, 1, kMaxBlocks);
+  const int64_t block = (extent + blocks - 1) / blocks;
+  return (block + kBlockAlign - 1) / kBlockAlign * kBlockAlign;
+}
 
 template <class T>
 void blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
@@ -38,19 +49,14 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   }
   // The blocks depend only on the shape: with one thread they run one after another, so a BLAS
   // kernel never sees a different partition (and rounds differently) when the thread count changes.
-  if (M * N * K < kMinFlopsToSplit) {
-    blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
+  const int64_t work = M * N * K;
   if (M >= N) {
-    const int64_t block = std::max(kMinBlock, (M + kMaxBlocks - 1) / kMaxBlocks);
-    parallel_for(M, block, [&](int64_t b, int64_t e) {
+    parallel_for(M, block_size(M, work), [&](int64_t b, int64_t e) {
       const T* Ab = ta ? A + b : A + b * lda;
       blas(ta, tb, e - b, N, K, alpha, Ab, lda, B, ldb, beta, C + b * ldc, ldc);
     });
   } else {
-    const int64_t block = std::max(kMinBlock, (N + kMaxBlocks - 1) / kMaxBlocks);
-    parallel_for(N, block, [&](int64_t b, int64_t e) {
+    parallel_for(N, block_size(N, work), [&](int64_t b, int64_t e) {
       const T* Bb = tb ? B + b * ldb : B + b;
       blas(ta, tb, M, e - b, K, alpha, A, lda, Bb, ldb, beta, C + b, ldc);
     });
@@ -120,7 +126,10 @@ Tensor matmul_kernel(const Tensor& a, const Tensor& b) {
         oa += idx * ma.batch_strides[d];
         ob += idx * mb.batch_strides[d];
       }
-      gemm<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N, N);
+      if (count >= kMinBatchTasks && K > 0)
+        blas<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N, N);
+      else
+        gemm<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N, N);
     });
   });
   return out;

@@ -4,6 +4,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -18,9 +19,11 @@
 namespace latent {
 namespace {
 
+// Created on first use. `threads` is read on every parallel_for, so it is an atomic load rather
+// than a lock; the arena is replaced only by set_num_threads, which must not race with parallel work.
 struct Pool {
   std::mutex mutex;
-  int threads = 0;
+  std::atomic<int> threads{0};  // 0 until initialised
   std::unique_ptr<tbb::task_arena> arena;
 };
 
@@ -39,15 +42,19 @@ int default_threads() {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-tbb::task_arena& arena() {
+void configure(Pool& p, int n) {  // with p.mutex held
+  openblas_set_num_threads(1);
+  p.arena = std::make_unique<tbb::task_arena>(n);
+  p.threads.store(n, std::memory_order_release);
+}
+
+Pool& initialised_pool() {
   Pool& p = pool();
-  std::lock_guard lock(p.mutex);
-  if (!p.arena) {
-    openblas_set_num_threads(1);
-    p.threads = default_threads();
-    p.arena = std::make_unique<tbb::task_arena>(p.threads);
+  if (p.threads.load(std::memory_order_acquire) == 0) {
+    std::lock_guard lock(p.mutex);
+    if (p.threads.load(std::memory_order_relaxed) == 0) configure(p, default_threads());
   }
-  return *p.arena;
+  return p;
 }
 
 }  // namespace
@@ -56,25 +63,21 @@ void set_num_threads(int n) {
   if (n < 1) throw Error("set_num_threads: expected n >= 1, got " + std::to_string(n));
   Pool& p = pool();
   std::lock_guard lock(p.mutex);
-  openblas_set_num_threads(1);
-  p.threads = n;
-  p.arena = std::make_unique<tbb::task_arena>(n);
+  configure(p, n);
 }
 
-int get_num_threads() {
-  arena();
-  return pool().threads;
-}
+int get_num_threads() { return initialised_pool().threads.load(std::memory_order_acquire); }
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t chunks = (n + grain - 1) / grain;
-  if (chunks == 1 || get_num_threads() == 1) {
+  Pool& p = initialised_pool();
+  if (chunks == 1 || p.threads.load(std::memory_order_acquire) == 1) {
     for (int64_t c = 0; c < chunks; ++c) fn(c * grain, std::min(n, (c + 1) * grain));
     return;
   }
-  arena().execute([&] {
+  p.arena->execute([&] {
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, chunks, 1), [&](const tbb::blocked_range<int64_t>& r) {
       for (int64_t c = r.begin(); c < r.end(); ++c) fn(c * grain, std::min(n, (c + 1) * grain));
     }, tbb::simple_partitioner());

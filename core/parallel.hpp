@@ -7,7 +7,7 @@
 
 namespace latent {
 
-void set_num_threads(int n);  // n >= 1
+void set_num_threads(int n);  // n >= 1; call between parallel regions, not from inside one
 int get_num_threads();        // LATENT_NUM_THREADS, else the hardware concurrency
 
 // Runs fn(begin, end) over [0, n) cut into chunks of `grain` (the last may be shorter), in parallel.

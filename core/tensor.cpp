@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "parallel.hpp"
 #include "strided.hpp"
 
 namespace latent {
@@ -138,8 +139,10 @@ Tensor& Tensor::fill_(double value) {
   dispatch(dtype(), [&]<class T>() {
     const T v = static_cast<T>(value);
     T* p = data<T>();
-    if (is_contiguous()) std::fill_n(p, numel(), v);
-    else for_each_offset(*this, [&](int64_t off) { p[off] = v; });
+    if (is_contiguous())  // zeros() and friends: the common case, split across the pool
+      parallel_for(numel(), 1 << 15, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, v); });
+    else
+      for_each_offset(*this, [&](int64_t off) { p[off] = v; });
   });
   return *this;
 }

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 
@@ -32,6 +33,13 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "worker threads");
   CLI11_PARSE(app, argc, argv);
   try {
+    if (options.max_new_tokens < 0) throw Error(fmt::format("--max-tokens must be >= 0, got {}", options.max_new_tokens));
+    if (!(options.temperature >= 0)) throw Error(fmt::format("--temperature must be >= 0, got {}", options.temperature));
+    if (options.top_k < 0) throw Error(fmt::format("--top-k must be >= 0, got {}", options.top_k));
+    if (threads < 0) throw Error(fmt::format("--threads must be positive, got {}", threads));
+    if (!std::filesystem::is_directory(dir)) throw Error(fmt::format("'{}' is not a directory", dir));
+    if (!std::filesystem::is_regular_file(std::filesystem::path(dir) / "config.json"))
+      throw Error(fmt::format("'{}' is not a model directory: it has no config.json", dir));
     if (threads > 0) set_num_threads(threads);
     if (prompt.empty() || read_stdin) {
       if (!read_stdin && ::isatty(STDIN_FILENO)) throw Error("no prompt: pass --prompt TEXT or pipe text to standard input");
@@ -45,10 +53,15 @@ int main(int argc, char** argv) {
     if (int64_t(ids.size()) >= model->config().max_position_embeddings)
       throw Error(fmt::format("prompt of {} bytes leaves no room within max_position_embeddings {}", ids.size(),
                               model->config().max_position_embeddings));
-    options.max_new_tokens = std::min<int64_t>(options.max_new_tokens, model->config().max_position_embeddings - int64_t(ids.size()));
+    const int64_t room = model->config().max_position_embeddings - int64_t(ids.size());
+    if (options.max_new_tokens > room) {
+      fmt::print(stderr, "latent-generate: generating {} bytes, all that fits in max_position_embeddings {}\n", room,
+                 model->config().max_position_embeddings);
+      options.max_new_tokens = room;
+    }
     std::fwrite(prompt.data(), 1, prompt.size(), stdout);
     model->generate(from_vector(ids), options, [](int64_t token) {
-      std::fputc(int(token), stdout);
+      std::fputc(token < 256 ? int(token) : '?', stdout);  // a vocabulary wider than bytes has no text for the rest
       std::fflush(stdout);
       return true;
     });

@@ -1,5 +1,6 @@
 // latent-train: trains a DeepSeek-V3 (MLA + DeepSeekMoE + multi-token prediction) on bytes of text,
 // with evaluation, samples, atomic checkpoints, exact resume, metrics.csv and loss.svg.
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,7 +8,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
+#include <map>
+#include <set>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -19,27 +21,131 @@ using namespace latent;
 
 namespace {
 
+constexpr const char* kDefaultCorpus = "/usr/share/common-licenses";
+
 struct Options {
-  std::string preset = "small", config_file, out_dir = "runs/dsv3-small", resume_dir;
+  std::string preset = "small", config_file, out_dir, resume_dir;
   std::vector<std::string> data;
-  int64_t steps = 600, batch = 8, seq = 256, warmup = 30, save_every = 200, eval_every = 50, sample_every = 0,
+  int64_t steps = 300, batch = 8, seq = 256, warmup = 30, save_every = 200, eval_every = 50, sample_every = 0,
           log_every = 10, eval_batches = 8, sample_tokens = 240;
   double lr = 2e-3, min_lr = 2e-4, weight_decay = 0.1, clip = 1.0, aux_alpha = 1e-4, mtp_lambda = 0.3,
          bias_gamma = 1e-3;
   int threads = 0;
   uint64_t seed = 1234;
+  std::set<std::string> given;  // flags present on the command line
 };
 
-std::vector<std::string> default_corpus() {
-  const fs::path dir = "/usr/share/common-licenses";
-  std::vector<std::string> files;
-  if (fs::is_directory(dir))
-    for (const auto& entry : fs::directory_iterator(dir))
-      if (entry.is_regular_file() && !entry.is_symlink()) files.push_back(entry.path().string());
-  std::sort(files.begin(), files.end());
-  if (files.empty())
-    throw Error("no training text: /usr/share/common-licenses is missing or empty; pass --data FILE (repeatable)");
-  return files;
+// Set by SIGINT/SIGTERM; the loop finishes the step, saves and exits. A second signal kills at once
+// (SA_RESETHAND), which is still safe: a save is committed by one marker or not at all.
+volatile sig_atomic_t interrupted = 0;
+void on_interrupt(int) { interrupted = 1; }
+
+void install_interrupt_handler() {
+  struct sigaction action = {};
+  action.sa_handler = on_interrupt;
+  action.sa_flags = SA_RESETHAND;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+// The progress display: a redrawn bar when stderr is a terminal, else one plain line per logged step.
+struct Progress {
+  bool tty = ::isatty(STDERR_FILENO);
+  bool line_open = false;  // a bar is drawn without its newline
+
+  void show(const std::string& line, int64_t step, int64_t steps) {
+    if (!tty) return fmt::print(stderr, "{}\n", line);
+    const int width = 24, filled = int(double(width) * double(step) / double(steps));
+    fmt::print(stderr, "\r[{}{}] {}\x1b[K", std::string(size_t(filled), '#'), std::string(size_t(width - filled), '.'), line);
+    line_open = true;
+  }
+  void end_line() {
+    if (line_open) fmt::print(stderr, "\n");
+    line_open = false;
+  }
+};
+Progress progress;
+
+// On --resume, a flag the user did not pass takes the value the run was started with, so
+// `latent-train --resume DIR` continues that run; a flag passed with another value wins, with a note.
+std::vector<std::string> adopt_checkpoint_hyperparameters(Options& o, const nlohmann::json& saved) {
+  std::vector<std::string> notes;
+  const std::string context = "trainer_state.json hyperparameters";
+  auto adopt = [&](const char* flag, const char* key, auto& value) {
+    using T = std::decay_t<decltype(value)>;
+    if (!saved.contains(key)) return;
+    const T before = io::json_as<T>(saved.at(key), std::string("key '") + key + "'", context);
+    if (!o.given.count(flag)) value = before;
+    else if (value != before) notes.push_back(fmt::format("{} {} differs from the checkpoint's {}", flag, value, before));
+  };
+  const int64_t steps_before = io::optional<int64_t>(saved, "steps", o.steps, context);
+  adopt("--batch", "batch", o.batch), adopt("--seq", "seq", o.seq), adopt("--seed", "seed", o.seed);
+  adopt("--lr", "lr", o.lr), adopt("--min-lr", "min_lr", o.min_lr), adopt("--warmup", "warmup", o.warmup);
+  adopt("--weight-decay", "weight_decay", o.weight_decay), adopt("--clip", "clip", o.clip);
+  adopt("--mtp-lambda", "mtp_lambda", o.mtp_lambda), adopt("--bias-gamma", "bias_gamma", o.bias_gamma);
+  if (!o.given.count("--steps")) o.steps = steps_before;
+  const bool flat_schedule = o.min_lr == o.lr && o.warmup <= std::min(o.steps, steps_before);
+  if (o.steps != steps_before && !flat_schedule)
+    notes.push_back(fmt::format("--steps {} differs from the checkpoint's {}: the learning-rate schedule changes", o.steps,
+                                steps_before));
+  if (saved.contains("data")) {
+    const auto data = io::json_as<std::vector<std::string>>(saved.at("data"), "key 'data'", context);
+    if (o.data.empty()) o.data = data;
+    else if (o.data != data) notes.push_back("--data differs from the checkpoint's data");
+  }
+  if (!notes.empty()) notes.back() += " (the resumed run leaves the original trajectory)";
+  return notes;
+}
+
+// Everything the command line can get wrong that needs no file.
+void check_options(const Options& o) {
+  for (auto [value, name] : {std::pair{o.steps, "--steps"}, {o.batch, "--batch"}, {o.seq, "--seq"}})
+    if (value <= 0) throw Error(fmt::format("{} must be positive, got {}", name, value));
+  for (auto [value, name] : {std::pair{o.warmup, "--warmup"}, {o.save_every, "--save-every"},
+                             {o.eval_every, "--eval-every"}, {o.sample_every, "--sample-every"}})
+    if (value < 0) throw Error(fmt::format("{} must be >= 0, got {}", name, value));
+  if (!(o.lr > 0)) throw Error(fmt::format("--lr must be positive, got {}", o.lr));
+  if (!(o.min_lr >= 0 && o.min_lr <= o.lr)) throw Error(fmt::format("--min-lr must be in [0, --lr {}], got {}", o.lr, o.min_lr));
+  for (auto [value, name] : {std::pair{o.weight_decay, "--weight-decay"}, {o.aux_alpha, "--aux-alpha"},
+                             {o.mtp_lambda, "--mtp-lambda"}, {o.bias_gamma, "--bias-gamma"}})
+    if (!(value >= 0)) throw Error(fmt::format("{} must be >= 0, got {}", name, value));
+  if (!(o.clip > 0)) throw Error(fmt::format("--clip must be positive, got {}", o.clip));
+  if (o.threads < 0) throw Error(fmt::format("--threads must be positive (or 0 for the default), got {}", o.threads));
+}
+
+void check_model_flags(const Options& o) {
+  if (!o.resume_dir.empty() && (o.given.count("--preset") || o.given.count("--config")))
+    throw Error("--resume continues the checkpoint's own model; it cannot be combined with --preset or --config");
+  if (o.given.count("--preset") && o.given.count("--config")) throw Error("pass either --preset or --config, not both");
+}
+
+// Refuses models whose f32 weights, gradients and two AdamW moments cannot fit in this machine.
+void check_memory(const models::DeepSeekV3Config& config, const std::string& name) {
+  const double bytes = 16.0 * double(config.num_parameters());
+  const double physical = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  if (physical > 0 && bytes > physical)
+    throw Error(fmt::format("{}: {} parameters need about {:.1f} GB for f32 weights, gradients and AdamW moments; "
+                            "this machine has {:.1f} GB",
+                            name, config.num_parameters(), bytes / 1e9, physical / 1e9));
+}
+
+void check_sequence_length(const Options& o, const models::DeepSeekV3Config& config) {
+  if (o.seq > config.max_position_embeddings)
+    throw Error(fmt::format("--seq {} exceeds max_position_embeddings {} of the model", o.seq, config.max_position_embeddings));
+  if (o.seq <= config.num_nextn_predict_layers)
+    throw Error(fmt::format("--seq {} leaves no position for {} MTP module(s)", o.seq, config.num_nextn_predict_layers));
+  if (config.vocab_size < 256)
+    throw Error(fmt::format("byte-level training needs vocab_size >= 256, the model has {}", config.vocab_size));
+}
+
+// --out must be new, empty or a checkpoint: never a directory of someone else's files.
+void check_output_directory(const std::string& dir) {
+  if (!fs::exists(dir)) return;
+  if (!fs::is_directory(dir)) throw Error(fmt::format("--out '{}' exists and is not a directory", dir));
+  models::recover_checkpoint(dir);  // a first save that crashed before its commit leaves only .staging
+  if (fs::is_empty(dir) || models::is_checkpoint(dir)) return;
+  throw Error(fmt::format("--out '{}' holds files but no checkpoint; choose a new or empty directory", dir));
 }
 
 std::string printable(const std::vector<int64_t>& bytes) {
@@ -54,25 +160,43 @@ double mean_of(const std::vector<double>& v) {
   return v.empty() ? 0 : s / double(v.size());
 }
 
+// "model.layers.3.mlp" -> "moe3": the prefix of the layer's routing-health columns.
+std::string routing_tag(const std::string& moe_name) {
+  const std::string layer = moe_name.substr(std::string("model.layers.").size());
+  return "moe" + layer.substr(0, layer.find('.'));
+}
+
+std::vector<std::string> routing_columns(const models::DeepSeekV3& model) {
+  std::vector<std::string> cols;
+  for (auto& [name, moe] : model.moe_layers()) {
+    const std::string tag = routing_tag(name);
+    cols.insert(cols.end(), {tag + "_max_over_mean", tag + "_min_share"});
+    if (moe->gate->e_score_correction_bias.defined()) cols.push_back(tag + "_bias_spread");
+  }
+  return cols;
+}
+
+// Per MoE layer, from the last training step's routing: max load / mean load (1 is perfect balance),
+// the least-loaded expert's share of all assignments (0: an expert starves), and the spread
+// max(b) - min(b) of the correction biases that aux-loss-free balancing has built up.
 struct RoutingHealth {
-  std::map<std::string, double> columns;  // per MoE layer
-  double worst_imbalance = 0;             // max over layers of max load / mean load
+  std::map<std::string, double> columns;
+  double worst_imbalance = 0;  // max over layers of max load / mean load
 };
 
-RoutingHealth routing_health(models::DeepSeekV3& model) {
+RoutingHealth routing_health(const models::DeepSeekV3& model) {
+  std::map<std::string, std::shared_ptr<models::DeepSeekMoE>> moe_by_name;
+  for (auto& [name, moe] : model.moe_layers()) moe_by_name[name] = moe;
   RoutingHealth h;
-  const auto layers = model.moe_layers();
-  const auto& routing = model.last_routing();
-  for (size_t i = 0; i < routing.size(); ++i) {
-    const std::vector<int64_t> loads = routing[i].loads.to_vector<int64_t>();
+  for (const auto& routing : model.last_routing()) {
+    const std::vector<int64_t> loads = routing.loads.to_vector<int64_t>();
     double total = 0, most = 0, least = 1e300;
     for (int64_t c : loads) total += double(c), most = std::max(most, double(c)), least = std::min(least, double(c));
     const double mean = total / double(loads.size());
-    const std::string layer = routing[i].name.substr(std::string("model.layers.").size(), std::string::npos);
-    const std::string tag = "moe" + layer.substr(0, layer.find('.'));
+    const std::string tag = routing_tag(routing.name);
     h.columns[tag + "_max_over_mean"] = most / mean;
     h.columns[tag + "_min_share"] = least / total;
-    const Tensor& bias = layers[i].second->gate->e_score_correction_bias;
+    const Tensor& bias = moe_by_name.at(routing.name)->gate->e_score_correction_bias;
     if (bias.defined()) {
       const std::vector<double> b = bias.to(kFloat64).to_vector<double>();
       h.columns[tag + "_bias_spread"] = *std::max_element(b.begin(), b.end()) - *std::min_element(b.begin(), b.end());
@@ -82,61 +206,69 @@ RoutingHealth routing_health(models::DeepSeekV3& model) {
   return h;
 }
 
-std::vector<std::string> routing_columns(const models::DeepSeekV3& model) {
-  std::vector<std::string> cols;
-  for (auto& [name, moe] : model.moe_layers()) {
-    const std::string layer = name.substr(std::string("model.layers.").size());
-    const std::string tag = "moe" + layer.substr(0, layer.find('.'));
-    cols.insert(cols.end(), {tag + "_max_over_mean", tag + "_min_share"});
-    if (moe->gate->e_score_correction_bias.defined()) cols.push_back(tag + "_bias_spread");
-  }
-  return cols;
-}
-
 std::string duration(double seconds) {
   const int s = int(std::max(0.0, seconds));
   return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, s / 60 % 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
 }
 
-int run(const Options& o) {
-  // Everything the user can get wrong is checked before any training starts.
-  for (auto [value, name] : {std::pair{o.steps, "--steps"}, {o.batch, "--batch"}, {o.seq, "--seq"}})
-    if (value <= 0) throw Error(fmt::format("{} must be positive, got {}", name, value));
-  for (auto [value, name] : {std::pair{o.warmup, "--warmup"}, {o.save_every, "--save-every"}, {o.eval_every, "--eval-every"},
-                             {o.sample_every, "--sample-every"}})
-    if (value < 0) throw Error(fmt::format("{} must be >= 0, got {}", name, value));
-  if (o.lr <= 0 || o.min_lr < 0 || o.min_lr > o.lr) throw Error("--lr must be positive and --min-lr in [0, --lr]");
-  if (o.clip <= 0) throw Error("--clip must be positive");
-  if (o.threads < 0) throw Error("--threads must be positive");
-  if (o.threads > 0) set_num_threads(o.threads);
+std::string default_out_dir(const Options& o) {
+  if (!o.resume_dir.empty()) return o.resume_dir;
+  return "runs/dsv3-" + (o.config_file.empty() ? o.preset : fs::path(o.config_file).stem().string());
+}
 
-  std::shared_ptr<models::DeepSeekV3> model;
+int run(Options o) {
+  // Everything the user can get wrong is checked before any training starts.
   models::TrainerState state;
-  const std::string out_dir = o.out_dir.empty() ? o.resume_dir : o.out_dir;
+  std::vector<std::string> notes;
+  check_model_flags(o);
   if (!o.resume_dir.empty()) {
     state = models::load_trainer_state(o.resume_dir);  // refuses a directory that is not a checkpoint
+    notes = adopt_checkpoint_hyperparameters(o, state.hyperparameters);
+  }
+  check_options(o);
+  if (o.out_dir.empty()) o.out_dir = default_out_dir(o);
+  if (o.data.empty()) {
+    if (!fs::is_directory(kDefaultCorpus))
+      throw Error(fmt::format("no training text: {} does not exist; pass --data FILE or DIR (repeatable)", kDefaultCorpus));
+    o.data = {kDefaultCorpus};
+  }
+  for (std::string& path : o.data) path = fs::absolute(path).lexically_normal().string();  // resume finds them anywhere
+
+  if (o.resume_dir.empty() || !fs::exists(o.out_dir) || !fs::equivalent(o.out_dir, o.resume_dir))
+    check_output_directory(o.out_dir);
+
+  std::shared_ptr<models::DeepSeekV3> model;
+  if (!o.resume_dir.empty()) {
     model = models::DeepSeekV3::from_pretrained(o.resume_dir);
+    if (o.given.count("--aux-alpha") && o.aux_alpha != model->config().aux_loss_alpha)
+      throw Error(fmt::format("--aux-alpha {} differs from aux_loss_alpha {} in the checkpoint's config.json; the model's "
+                              "config cannot change on --resume", o.aux_alpha, model->config().aux_loss_alpha));
+    check_sequence_length(o, model->config());
   } else {
-    models::DeepSeekV3Config config =
-        o.config_file.empty() ? models::DeepSeekV3Config::preset(o.preset) : models::DeepSeekV3Config::from_json_file(o.config_file);
-    config.aux_loss_alpha = o.aux_alpha;
-    if (o.seq > config.max_position_embeddings)
-      throw Error(fmt::format("--seq {} exceeds max_position_embeddings {} of the model", o.seq, config.max_position_embeddings));
+    models::DeepSeekV3Config config = o.config_file.empty() ? models::DeepSeekV3Config::preset(o.preset)
+                                                            : models::DeepSeekV3Config::from_json_file(o.config_file);
+    if (o.given.count("--aux-alpha") || o.config_file.empty()) config.aux_loss_alpha = o.aux_alpha;
+    check_memory(config, o.config_file.empty() ? "--preset " + o.preset : "--config " + o.config_file);
+    check_sequence_length(o, config);
     manual_seed(o.seed);
     model = std::make_shared<models::DeepSeekV3>(config);
   }
   const models::DeepSeekV3Config& config = model->config();
-  if (o.seq > config.max_position_embeddings)
-    throw Error(fmt::format("--seq {} exceeds max_position_embeddings {} of the model", o.seq, config.max_position_embeddings));
-  if (o.seq <= config.num_nextn_predict_layers)
-    throw Error(fmt::format("--seq {} leaves no position for {} MTP modules", o.seq, config.num_nextn_predict_layers));
-  if (config.vocab_size < 256) throw Error(fmt::format("byte-level training needs vocab_size >= 256, the model has {}", config.vocab_size));
+  if (o.threads > 0) set_num_threads(o.threads);
 
-  const models::ByteCorpus corpus(o.data.empty() ? default_corpus() : o.data);
+  const models::ByteCorpus corpus(o.data);
+  if (int64_t(corpus.train().size()) < o.seq + 1)
+    throw Error(fmt::format("--seq {} needs at least {} bytes of training text; the data gives {} (after holding out {} "
+                            "for validation)", o.seq, o.seq + 1, corpus.train().size(), corpus.validation().size()));
   models::BatchSampler sampler(corpus.train(), o.batch, o.seq, o.seed);
-  const models::BatchSampler val_sampler(corpus.validation(), o.batch, std::min<int64_t>(o.seq, int64_t(corpus.validation().size()) - 1), 0);
-  if (!o.resume_dir.empty()) sampler.set_state(state.sampler_seed, state.sampler_offset);
-  if (state.step >= o.steps) throw Error(fmt::format("the checkpoint is at step {}; pass --steps larger than that", state.step));
+  const int64_t val_seq = std::min<int64_t>(o.seq, int64_t(corpus.validation().size()) - 1);
+  const models::BatchSampler val_sampler(corpus.validation(), o.batch, val_seq, 0);
+  if (!o.resume_dir.empty()) {
+    sampler.set_state(state.sampler_seed, state.sampler_offset);
+    if (state.step >= o.steps)
+      throw Error(fmt::format("the checkpoint in '{}' is already at step {} of {}; pass a larger --steps to continue",
+                              o.resume_dir, state.step, o.steps));
+  }
 
   // Decay matrices only: norms (1-D weights) keep their scale, as in GPT-style recipes.
   std::vector<Tensor> decayed, undecayed;
@@ -145,22 +277,31 @@ int run(const Options& o) {
   optim::AdamWOptions no_decay = adam;
   no_decay.weight_decay = 0;
   optim::AdamW optimizer({{decayed, adam}, {undecayed, no_decay}});
-  if (!o.resume_dir.empty()) optimizer.load((fs::path(o.resume_dir) / "optimizer.safetensors").string());
+  if (!o.resume_dir.empty()) {
+    optimizer.load((fs::path(o.resume_dir) / "optimizer.safetensors").string());
+    optimizer.options(0).weight_decay = o.weight_decay;  // the load restored the saved one
+  }
   const optim::WarmupCosineLR schedule(o.lr, o.min_lr, std::min(o.warmup, o.steps), o.steps);
 
+  // "loss" is the next-token cross-entropy, the quantity val_loss measures (nats/byte); "total" adds
+  // the weighted balance and MTP terms the optimizer actually minimises.
   models::TrainingLog log([&] {
-    std::vector<std::string> cols = {"ce", "balance", "mtp", "grad_norm"};
+    std::vector<std::string> cols = {"total", "balance", "mtp", "grad_norm"};
     auto routing = routing_columns(*model);
     cols.insert(cols.end(), routing.begin(), routing.end());
     return cols;
   }());
   if (!o.resume_dir.empty()) log.load_csv((fs::path(o.resume_dir) / "metrics.csv").string(), state.step);
-  state.hyperparameters = {{"preset", o.config_file.empty() ? o.preset : o.config_file}, {"batch", o.batch}, {"seq", o.seq},
-                           {"lr", o.lr}, {"min_lr", o.min_lr}, {"warmup", o.warmup}, {"weight_decay", o.weight_decay},
-                           {"clip", o.clip}, {"aux_alpha", config.aux_loss_alpha}, {"mtp_lambda", o.mtp_lambda},
+  state.hyperparameters = {{"model", o.resume_dir.empty() ? (o.config_file.empty() ? o.preset : o.config_file)
+                                                          : state.hyperparameters.value("model", o.resume_dir)},
+                           {"data", o.data}, {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq}, {"lr", o.lr},
+                           {"min_lr", o.min_lr}, {"warmup", o.warmup}, {"weight_decay", o.weight_decay}, {"clip", o.clip},
+                           {"aux_alpha", config.aux_loss_alpha}, {"mtp_lambda", o.mtp_lambda},
                            {"bias_gamma", o.bias_gamma}, {"seed", o.seed}, {"threads", get_num_threads()}};
 
-  fmt::print("latent-train: DeepSeek-V3 '{}'\n", o.config_file.empty() ? (o.resume_dir.empty() ? o.preset : o.resume_dir) : o.config_file);
+  const std::string model_name = o.resume_dir.empty() ? (o.config_file.empty() ? o.preset : o.config_file)
+                                                      : fmt::format("{} (resumed at step {})", o.resume_dir, state.step);
+  fmt::print("latent-train: DeepSeek-V3 {}\n", model_name);
   fmt::print("  config: hidden {}, {} layers ({} dense), {} heads, q_lora {}, kv_lora {}, qk nope/rope {}/{}, v {}\n",
              config.hidden_size, config.num_hidden_layers, config.first_k_dense_replace, config.num_attention_heads,
              config.q_lora_rank, config.kv_lora_rank, config.qk_nope_head_dim, config.qk_rope_head_dim, config.v_head_dim);
@@ -169,14 +310,20 @@ int run(const Options& o) {
              config.n_shared_experts, config.moe_intermediate_size, config.num_nextn_predict_layers, config.topk_method);
   fmt::print("  parameters: {} total, {} activated per token (main model); {} trainable incl. MTP\n",
              config.num_parameters(), config.num_activated_parameters(), model->num_parameters());
-  fmt::print("  input: ids [{}, {}] -> logits [{}, {}, {}]\n", o.batch, o.seq + 1, o.batch, o.seq, config.vocab_size);
-  fmt::print("  data: {} bytes ({} train / {} validation) from {}\n", corpus.size(), corpus.train().size(),
-             corpus.validation().size(), o.data.empty() ? "/usr/share/common-licenses" : fmt::format("{} file(s)", o.data.size()));
+  fmt::print("  shapes: ids [{}, {}] -> logits [{}, {}, {}]", o.batch, o.seq + 1, o.batch, o.seq, config.vocab_size);
+  for (int64_t k = 1; k <= config.num_nextn_predict_layers; ++k)
+    fmt::print(", MTP {} logits [{}, {}, {}]", k, o.batch, o.seq - k, config.vocab_size);
+  const size_t files = corpus.files().size();
+  fmt::print("\n  data: {} bytes ({} train / {} validation) from {}\n", corpus.size(), corpus.train().size(),
+             corpus.validation().size(), files == 1 ? corpus.files()[0]
+                                         : o.data.size() == 1 ? fmt::format("{} files in {}", files, o.data[0])
+                                                              : fmt::format("{} files", files));
   fmt::print("  threads: {} TBB worker threads, BLAS single-threaded (one pool, no oversubscription)\n", get_num_threads());
   fmt::print("  training: steps {} (from {}), AdamW lr {} -> {} (warm-up {}), wd {}, clip {}, aux_alpha {}, mtp_lambda {}, "
-             "bias_gamma {}\n", o.steps, state.step, o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip, config.aux_loss_alpha,
-             o.mtp_lambda, o.bias_gamma);
-  fmt::print("  output: {}\n", out_dir);
+             "bias_gamma {}, seed {}\n", o.steps, state.step, o.lr, o.min_lr, std::min(o.warmup, o.steps), o.weight_decay,
+             o.clip, config.aux_loss_alpha, o.mtp_lambda, o.bias_gamma, o.seed);
+  fmt::print("  output: {}, saved {}at the end\n", o.out_dir, o.save_every ? fmt::format("every {} steps and ", o.save_every) : "");
+  for (const std::string& note : notes) fmt::print("  note: {}\n", note);
   std::fflush(stdout);
 
   auto evaluate = [&] {
@@ -186,22 +333,24 @@ int run(const Options& o) {
     return mean_of(losses);
   };
   auto sample = [&] {
-    std::vector<int64_t> prompt(corpus.validation().begin(), corpus.validation().begin() + std::min<int64_t>(48, corpus.validation().size()));
+    progress.end_line();
+    const int64_t prompt_length = std::min<int64_t>({48, int64_t(corpus.validation().size()), config.max_position_embeddings - 1});
+    const std::vector<int64_t> prompt(corpus.validation().begin(), corpus.validation().begin() + prompt_length);
     models::DeepSeekV3::GenerateOptions g;
-    g.max_new_tokens = std::min<int64_t>(o.sample_tokens, config.max_position_embeddings - int64_t(prompt.size()));
+    g.max_new_tokens = std::min<int64_t>(o.sample_tokens, config.max_position_embeddings - prompt_length);
     g.temperature = 0.8, g.top_k = 40, g.seed = o.seed;
     const std::vector<int64_t> out = model->generate(from_vector(prompt), g).to_vector<int64_t>();
-    fmt::print("--- sample (prompt from the validation text, then {} generated bytes) ---\n{}\u2502{}\n---\n", g.max_new_tokens,
-               printable(prompt), printable(std::vector<int64_t>(out.begin() + int64_t(prompt.size()), out.end())));
+    fmt::print("--- sample at step {} (prompt from the validation text, then {} generated bytes) ---\n{}\u2502{}\n---\n",
+               state.step, g.max_new_tokens, printable(prompt), printable(std::vector<int64_t>(out.begin() + prompt_length, out.end())));
     std::fflush(stdout);
   };
   auto save = [&] {
     state.sampler_seed = sampler.seed();
     state.sampler_offset = sampler.offset();
-    models::save_checkpoint(out_dir, *model, optimizer, state, log);
+    models::save_checkpoint(o.out_dir, *model, optimizer, state, log);
   };
 
-  const bool tty = ::isatty(STDERR_FILENO);
+  install_interrupt_handler();
   const auto start_time = std::chrono::steady_clock::now();
   const double elapsed_before = state.elapsed_seconds;
   const int64_t first_step = state.step;
@@ -213,9 +362,9 @@ int run(const Options& o) {
     optimizer.set_lr(lr);
     const Tensor batch = sampler.next();
     const auto losses = model->loss(batch, o.mtp_lambda);
-    const double total = losses.total.item();
+    const double total = losses.total.item(), ce = losses.ce.item();
     if (!std::isfinite(total))
-      throw Error(fmt::format("non-finite loss {} at step {}; the last checkpoint in '{}' is intact", total, state.step, out_dir));
+      throw Error(fmt::format("non-finite loss {} at step {}; the last checkpoint in '{}' is intact", total, state.step, o.out_dir));
     losses.total.backward();
     const double grad_norm = optim::clip_grad_norm(optimizer.params(), o.clip);
     optimizer.step();
@@ -228,39 +377,39 @@ int run(const Options& o) {
 
     const bool last = state.step == o.steps;
     const bool eval_now = (o.eval_every > 0 && state.step % o.eval_every == 0) || last;
-    if (eval_now) last_val = evaluate();
-    if (state.step % o.log_every == 0 || eval_now || last || state.step == first_step + 1) {
-      const RoutingHealth health = routing_health(*model);
+    if (state.step % o.log_every == 0 || eval_now || state.step == first_step + 1 || interrupted) {
+      const RoutingHealth health = routing_health(*model);  // before evaluate() routes validation batches
+      if (eval_now) last_val = evaluate();
       const double tokens_per_s = window_tokens / std::max(window_seconds, 1e-9);
       window_tokens = window_seconds = 0;
-      std::map<std::string, double> row = {{"loss", total}, {"lr", lr}, {"tokens_per_s", tokens_per_s},
-                                           {"ce", losses.ce.item()}, {"balance", losses.balance.item()},
+      std::map<std::string, double> row = {{"loss", ce}, {"lr", lr}, {"tokens_per_s", tokens_per_s},
+                                           {"total", total}, {"balance", losses.balance.item()},
                                            {"mtp", losses.mtp.item()}, {"grad_norm", grad_norm}};
       if (eval_now) row["val_loss"] = last_val;
       row.insert(health.columns.begin(), health.columns.end());
       log.add(state.step, row);
       const double eta = double(o.steps - state.step) * double(o.batch * o.seq) / std::max(tokens_per_s, 1e-9);
-      const std::string line = fmt::format("step {:>5}/{} | loss {:.4f} | val {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {} | max/mean load {:.2f}",
-                                           state.step, o.steps, total, last_val, lr, tokens_per_s, duration(eta), health.worst_imbalance);
-      if (tty) {
-        const int width = 24, filled = int(double(width) * double(state.step) / double(o.steps));
-        fmt::print(stderr, "\r[{}{}] {}\x1b[K", std::string(filled, '#'), std::string(width - filled, '.'), line);
-        if (last) fmt::print(stderr, "\n");
-      } else {
-        fmt::print(stderr, "{}\n", line);
-      }
+      progress.show(fmt::format("step {:>5}/{} | loss {:.4f} | val {} | lr {:.2e} | {:.0f} tok/s | ETA {} | max/mean load {:.2f}",
+                                state.step, o.steps, ce, std::isnan(last_val) ? "  -   " : fmt::format("{:.4f}", last_val),
+                                lr, tokens_per_s, duration(eta), health.worst_imbalance),
+                    state.step, o.steps);
     }
     state.elapsed_seconds = elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
-    if ((o.save_every > 0 && state.step % o.save_every == 0) || last) save();
-    if (o.sample_every > 0 && state.step % o.sample_every == 0 && !last) {
-      if (tty) fmt::print(stderr, "\n");
-      sample();
+    if ((o.save_every > 0 && state.step % o.save_every == 0) || last || interrupted) save();
+    if (interrupted && !last) {
+      progress.end_line();
+      fmt::print(stderr, "interrupted: checkpoint at step {} saved in {} (continue: latent-train --resume {})\n", state.step,
+                 o.out_dir, o.out_dir);
+      return 130;
     }
+    if (o.sample_every > 0 && state.step % o.sample_every == 0 && !last) sample();
   }
+  progress.end_line();
   fmt::print("trained to step {} in {}; final validation loss {:.4f} nats/byte (uniform: {:.2f})\n", state.step,
              duration(state.elapsed_seconds), last_val, std::log(256.0));
   sample();
-  fmt::print("checkpoint: {} (continue: latent-train --resume {} --steps N; sample: latent-generate {})\n", out_dir, out_dir, out_dir);
+  fmt::print("checkpoint: {} (continue: latent-train --resume {} --steps N; sample: latent-generate {})\n", o.out_dir,
+             o.out_dir, o.out_dir);
   return 0;
 }
 
@@ -271,7 +420,8 @@ int main(int argc, char** argv) {
   Options o;
   app.add_option("--preset", o.preset, "model preset: tiny, small")->capture_default_str();
   app.add_option("--config", o.config_file, "model config.json (Hugging Face DeepSeek-V3 fields) instead of a preset");
-  app.add_option("--data", o.data, "training text file (repeatable); default: /usr/share/common-licenses/*");
+  app.add_option("--data", o.data, "training text: a file, or a directory of files (repeatable); default: "
+                                   "/usr/share/common-licenses");
   app.add_option("--steps", o.steps, "total optimizer steps")->capture_default_str();
   app.add_option("--batch", o.batch, "sequences per step")->capture_default_str();
   app.add_option("--seq", o.seq, "tokens (bytes) per sequence")->capture_default_str();
@@ -280,22 +430,26 @@ int main(int argc, char** argv) {
   app.add_option("--min-lr", o.min_lr, "cosine floor of the learning rate")->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay (matrices only)")->capture_default_str();
   app.add_option("--clip", o.clip, "gradient clipping max norm")->capture_default_str();
-  app.add_option("--aux-alpha", o.aux_alpha, "weight of the sequence-wise balance loss")->capture_default_str();
+  app.add_option("--aux-alpha", o.aux_alpha, "weight of the sequence-wise balance loss (aux_loss_alpha of the "
+                                             "config; a --config file keeps its own unless given)")->capture_default_str();
   app.add_option("--mtp-lambda", o.mtp_lambda, "weight of the multi-token prediction loss")->capture_default_str();
   app.add_option("--bias-gamma", o.bias_gamma, "expert-bias update speed (auxiliary-loss-free balancing)")->capture_default_str();
   app.add_option("--threads", o.threads, "worker threads (default: LATENT_NUM_THREADS or all cores)");
-  app.add_option("--seed", o.seed, "seed of initialisation and batch sampling")->capture_default_str();
-  app.add_option("--out", o.out_dir, "checkpoint directory")->capture_default_str();
-  app.add_option("--resume", o.resume_dir, "continue from this checkpoint directory");
+  app.add_option("--seed", o.seed, "seed of initialisation, batch sampling and samples")->capture_default_str();
+  app.add_option("--out", o.out_dir, "checkpoint directory (default: runs/dsv3-<preset>, or the --resume directory)");
+  app.add_option("--resume", o.resume_dir, "continue from this checkpoint; flags not given keep the checkpoint's values");
   app.add_option("--save-every", o.save_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "validation loss every N steps (0: only at the end)")->capture_default_str();
   app.add_option("--sample-every", o.sample_every, "print a generated sample every N steps (0: only at the end)")->capture_default_str();
   app.add_option("--log-every", o.log_every, "progress line every N steps")->capture_default_str()->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
+  for (const CLI::Option* option : app.get_options())
+    if (option->count() > 0) o.given.insert(option->get_name());
   try {
     return run(o);
   } catch (const std::exception& e) {
-    fmt::print(stderr, "\nlatent-train: error: {}\n", e.what());
+    progress.end_line();
+    fmt::print(stderr, "latent-train: error: {}\n", e.what());
     return 1;
   }
 }

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "../nn/io/atomic_file.hpp"
 #include "../nn/io/json.hpp"
@@ -15,8 +17,6 @@ namespace {
 
 constexpr const char* kStaging = ".staging";
 constexpr const char* kCommit = "COMMITTED";
-const char* const kFiles[] = {"config.json", "model.safetensors", "optimizer.safetensors", "metrics.csv", "loss.svg",
-                              "trainer_state.json"};
 
 void sync_directory(const fs::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
@@ -25,11 +25,15 @@ void sync_directory(const fs::path& dir) {
   ::close(fd);
 }
 
-// Moves every staged file into place, then drops the staging directory (the marker last).
+// Moves every staged file into place, then drops the staging directory (the marker with it). Safe to
+// repeat after a crash part-way: the marker stays until the last file has moved.
 void roll_forward(const fs::path& dir) {
   const fs::path staging = dir / kStaging;
-  for (const char* name : kFiles)
-    if (fs::exists(staging / name)) fs::rename(staging / name, dir / name);
+  std::vector<fs::path> staged;
+  for (const auto& entry : fs::directory_iterator(staging))
+    if (entry.is_regular_file() && entry.path().filename() != kCommit) staged.push_back(entry.path());
+  std::sort(staged.begin(), staged.end());
+  for (const fs::path& file : staged) fs::rename(file, dir / file.filename());
   sync_directory(dir);
   fs::remove_all(staging);
   sync_directory(dir);

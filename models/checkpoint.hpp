@@ -1,7 +1,9 @@
 // Training checkpoints: a Hugging Face model directory (config.json, model.safetensors) plus
-// optimizer.safetensors, trainer_state.json, metrics.csv and loss.svg. A save is staged in
-// DIR/.staging and committed by one atomic marker, so a crash at any moment leaves either the
-// previous or the new checkpoint, never a mix: loading first finishes (or discards) a staged save.
+// optimizer.safetensors, trainer_state.json, metrics.csv and loss.svg. A save writes every file into
+// DIR/.staging, then commits by creating DIR/.staging/COMMITTED atomically, then moves the files over
+// the old ones and removes DIR/.staging. A crash at any moment leaves either the previous or the new
+// checkpoint, never a mix: recovery rolls a committed save forward and discards an uncommitted one.
+// Readers that do not recover (from_pretrained) see a loadable model at every moment after the first save.
 #pragma once
 #include <cstdint>
 #include <memory>

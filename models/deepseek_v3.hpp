@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../nn/embedding.hpp"
+#include "sampling.hpp"
 #include "decoder_layer.hpp"
 #include "deepseek_v3_config.hpp"
 
@@ -38,12 +39,7 @@ class DeepSeekV3 : public nn::Module {
   // of the last loss() call.
   void update_expert_bias(double gamma);
 
-  struct GenerateOptions {
-    int64_t max_new_tokens = 64;
-    double temperature = 0.0;  // 0: greedy
-    int64_t top_k = 0;         // 0: all tokens
-    uint64_t seed = 0;
-  };
+  using GenerateOptions = models::GenerateOptions;
   Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options);  // Int64 [T0] -> [T0 + new]
   // Streams each new token to on_token as it is produced (return false to stop early).
   Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options,

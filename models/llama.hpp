@@ -9,6 +9,7 @@
 
 #include "../nn/attention.hpp"
 #include "../nn/embedding.hpp"
+#include "sampling.hpp"
 #include "../nn/mlp.hpp"
 #include "../nn/norm.hpp"
 #include "llama_config.hpp"
@@ -63,12 +64,7 @@ class Llama : public nn::Module {
   // that do not count (prompts, padding). loss(ids) == loss(ids, ids).
   Tensor loss(const Tensor& ids, const Tensor& labels);
 
-  struct GenerateOptions {
-    int64_t max_new_tokens = 64;
-    double temperature = 0.0;  // 0: greedy
-    int64_t top_k = 0;         // 0: all tokens
-    uint64_t seed = 0;
-  };
+  using GenerateOptions = models::GenerateOptions;
   Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options);  // Int64 [T0] -> [T0 + new]
   // Streams each new token to on_token as it is produced (return false to stop early).
   Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options,

@@ -4,7 +4,11 @@
 #include <algorithm>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 
+#include <cblas.h>
+
+#include "../autograd/node.hpp"
 #include "../autograd/ops.hpp"
 #include "../core/factory.hpp"
 #include "../core/parallel.hpp"
@@ -24,6 +28,198 @@ void top_indices(const std::vector<double>& values, int64_t k, std::vector<int64
            (values[static_cast<size_t>(a)] == values[static_cast<size_t>(b)] && a < b);
   });
   order.resize(static_cast<size_t>(k));
+}
+
+// ---- fused experts ------------------------------------------------------------------------------
+// Every expert of a layer as one differentiable op. Rows: the routed (token, slot) assignments sorted
+// by expert (rows [0, N*K)), then, with shared experts, every token once (rows [N*K, N*K + N)). Each
+// expert owns a contiguous run of rows and runs as one task: gather its tokens, three GEMMs back to
+// back, write its rows. Tokens then sum their rows in slot order (shared row first), so the result
+// does not depend on which thread ran which expert.
+//
+// Forward, per expert with rows r (token t_r, gate weight w_r; w = 1 for shared experts):
+//   g = x_t Wg^T,  u = x_t Wu^T,  h = silu(g) * u,  out_r = (w_r h_r) Wd^T,   y_t = sum of its out_r.
+// Backward, with dy_r = dy[t_r] and dh' = dy_r Wd (the gradient of h before the gate weight):
+//   dw_r = dh'_r . h_r,  dWd = dy^T (w h),  dh = w dh',  (dg, du) = swiglu backward,
+//   dWg = dg^T x_t,  dWu = du^T x_t,  dx_r = dg Wg + du Wu,  dx_t = sum of its dx_r.
+// Only g and u are kept for the backward (plus x, which the router keeps anyway); h is recomputed.
+struct ExpertDispatch {
+  struct Expert {
+    Tensor gate, up, down;  // weights [I, D], [I, D], [D, I], detached
+    bool routed;            // false: a shared expert over every token, weight 1
+    int64_t first, rows, width, activations;  // its rows, its I, and where its [rows, I] activations start
+  };
+  int64_t tokens = 0, routed_rows = 0, activation_size = 0;
+  std::vector<int64_t> token, slot, row_of_slot;  // per routed row: token, slot n*K+k; per slot: its row
+  std::vector<Expert> experts;                    // only experts with rows
+  std::vector<Tensor> weights;                    // gate, up, down of each expert: the op's inputs after x and w
+
+  void add(const nn::SwiGLU& mlp, int64_t expert, int64_t first, int64_t rows) {
+    const Tensor& g = mlp.gate_proj->weight;
+    const int64_t width = g.size(0);
+    experts.push_back({g.detach(), mlp.up_proj->weight.detach(), mlp.down_proj->weight.detach(), expert >= 0,
+                       expert >= 0 ? first : routed_rows + first, rows, width, activation_size});
+    activation_size += rows * width;
+    weights.insert(weights.end(), {g, mlp.up_proj->weight, mlp.down_proj->weight});
+  }
+  int64_t rows() const { return routed_rows + (experts.empty() || experts.front().routed ? 0 : tokens); }
+};
+
+// C = op(A) op(B) + beta C on the calling thread: experts are already parallel tasks, so their
+// products must not fan out across the pool again as latent::gemm's would.
+template <class T>
+void serial_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                 int64_t ldb, T beta, T* C, int64_t ldc) {
+  const auto opa = trans_a ? CblasTrans : CblasNoTrans, opb = trans_b ? CblasTrans : CblasNoTrans;
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, opa, opb, int(M), int(N), int(K), 1.0f, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, opa, opb, int(M), int(N), int(K), 1.0, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+// The expert's input rows: x itself for a shared expert, else its tokens gathered into `buffer`.
+template <class T>
+const T* expert_rows(const ExpertDispatch& d, const ExpertDispatch::Expert& e, const T* x, T* buffer, int64_t D) {
+  if (!e.routed) return x;
+  T* out = buffer + e.first * D;
+  for (int64_t r = 0; r < e.rows; ++r)
+    std::copy_n(x + d.token[static_cast<size_t>(e.first + r)] * D, D, out + r * D);
+  return out;
+}
+
+// y_t (or dx_t) = its shared row (if any) + its routed rows in slot order.
+template <class T>
+void sum_rows_per_token(const ExpertDispatch& d, const T* rows, T* out, int64_t K, int64_t D) {
+  const bool shared = d.rows() > d.routed_rows;
+  parallel_for(d.tokens, std::max<int64_t>(1, 4096 / D), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      T* o = out + n * D;
+      if (shared)
+        std::copy_n(rows + (d.routed_rows + n) * D, D, o);
+      else
+        std::fill_n(o, D, T(0));
+      for (int64_t k = 0; k < K; ++k) {
+        const T* r = rows + d.row_of_slot[static_cast<size_t>(n * K + k)] * D;
+        for (int64_t c = 0; c < D; ++c) o[c] += r[c];
+      }
+    }
+  });
+}
+
+template <class T>
+Tensor experts_forward(const ExpertDispatch& d, const Tensor& x, const Tensor& slot_weights, Tensor& gate_act,
+                       Tensor& up_act) {
+  const int64_t D = x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
+  const DType dtype = x.dtype();
+  gate_act = Tensor::empty({d.activation_size}, dtype);
+  up_act = Tensor::empty({d.activation_size}, dtype);
+  const Tensor gathered = Tensor::empty({d.routed_rows, D}, dtype), hidden = Tensor::empty({d.activation_size}, dtype);
+  const Tensor rows = Tensor::empty({d.rows(), D}, dtype);
+  const T *px = x.data<T>(), *pw = slot_weights.data<T>();
+  T *pg = gate_act.data<T>(), *pu = up_act.data<T>(), *ph = hidden.data<T>(), *prows = rows.data<T>();
+  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
+    const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
+    const T* xe = expert_rows(d, e, px, gathered.data<T>(), D);
+    T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations;
+    serial_gemm<T>(false, true, e.rows, e.width, D, xe, D, e.gate.data<T>(), D, T(0), g, e.width);
+    serial_gemm<T>(false, true, e.rows, e.width, D, xe, D, e.up.data<T>(), D, T(0), u, e.width);
+    swiglu_forward(g, u, h, e.rows * e.width);
+    if (e.routed)
+      for (int64_t r = 0; r < e.rows; ++r) {
+        const T w = pw[d.slot[static_cast<size_t>(e.first + r)]];
+        for (T *p = h + r * e.width, *end = p + e.width; p != end; ++p) *p *= w;
+      }
+    serial_gemm<T>(false, true, e.rows, D, e.width, h, e.width, e.down.data<T>(), e.width, T(0), prows + e.first * D, D);
+  });
+  Tensor y = Tensor::empty({d.tokens, D}, dtype);
+  sum_rows_per_token(d, prows, y.data<T>(), K, D);
+  return y;
+}
+
+// Gradients in the op's input order: x, the [N, K] gate weights, then gate/up/down of each expert.
+template <class T>
+std::vector<Tensor> experts_backward(const ExpertDispatch& d, const Tensor& x, const Tensor& slot_weights,
+                                     const Tensor& gate_act, const Tensor& up_act, const Tensor& grad,
+                                     const std::vector<bool>& needed) {
+  const int64_t D = x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
+  const DType dtype = x.dtype();
+  const bool need_x = needed[0], need_w = needed[1];
+  const Tensor dy = contiguous_copy(grad);
+  const Tensor gathered_x = Tensor::empty({d.routed_rows, D}, dtype), gathered_dy = Tensor::empty({d.routed_rows, D}, dtype);
+  const Tensor hidden = Tensor::empty({d.activation_size}, dtype), dhidden = Tensor::empty({d.activation_size}, dtype);
+  const Tensor dgate = Tensor::empty({d.activation_size}, dtype), dup = Tensor::empty({d.activation_size}, dtype);
+  const Tensor dx_rows = need_x ? Tensor::empty({d.rows(), D}, dtype) : Tensor();
+  Tensor dw = need_w ? Tensor::empty({d.tokens, K}, dtype) : Tensor();
+  std::vector<Tensor> grads(2 + 3 * d.experts.size());
+  for (size_t i = 0; i < d.experts.size(); ++i) {  // shapes are known up front: allocate outside the tasks
+    const ExpertDispatch::Expert& e = d.experts[i];
+    const Shape shapes[3] = {e.gate.shape(), e.up.shape(), e.down.shape()};
+    for (size_t j = 0; j < 3; ++j)
+      if (needed[2 + 3 * i + j]) grads[2 + 3 * i + j] = Tensor::empty(shapes[j], dtype);
+  }
+  const T *px = x.data<T>(), *pw = slot_weights.data<T>(), *pdy = dy.data<T>();
+  const T *pg = gate_act.data<T>(), *pu = up_act.data<T>();
+  T *ph = hidden.data<T>(), *pdh = dhidden.data<T>(), *pdg = dgate.data<T>(), *pdu = dup.data<T>();
+  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
+    const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
+    const int64_t n = e.rows, I = e.width, at = e.activations;
+    const T* xe = expert_rows(d, e, px, gathered_x.data<T>(), D);
+    const T* dye = expert_rows(d, e, pdy, gathered_dy.data<T>(), D);
+    const T *g = pg + at, *u = pu + at;
+    T *h = ph + at, *dh = pdh + at, *dg = pdg + at, *du = pdu + at;
+    swiglu_forward(g, u, h, n * I);
+    serial_gemm<T>(false, false, n, I, D, dye, D, e.down.data<T>(), I, T(0), dh, I);
+    if (e.routed)
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t slot = d.slot[static_cast<size_t>(e.first + r)];
+        const T w = pw[slot];
+        T *hr = h + r * I, *dhr = dh + r * I;
+        if (need_w) {
+          double dot = 0;
+          for (int64_t c = 0; c < I; ++c) dot += static_cast<double>(dhr[c]) * hr[c];
+          dw.data<T>()[slot] = static_cast<T>(dot);
+        }
+        for (int64_t c = 0; c < I; ++c) hr[c] *= w, dhr[c] *= w;
+      }
+    const Tensor* expert_grads = grads.data() + 2 + 3 * i;
+    if (expert_grads[2].defined()) serial_gemm<T>(true, false, D, I, n, dye, D, h, I, T(0), expert_grads[2].data<T>(), I);
+    swiglu_backward(g, u, dh, dg, du, n * I);
+    if (expert_grads[0].defined()) serial_gemm<T>(true, false, I, D, n, dg, I, xe, D, T(0), expert_grads[0].data<T>(), D);
+    if (expert_grads[1].defined()) serial_gemm<T>(true, false, I, D, n, du, I, xe, D, T(0), expert_grads[1].data<T>(), D);
+    if (need_x) {
+      T* dxe = dx_rows.data<T>() + e.first * D;
+      serial_gemm<T>(false, false, n, D, I, dg, I, e.gate.data<T>(), D, T(0), dxe, D);
+      serial_gemm<T>(false, false, n, D, I, du, I, e.up.data<T>(), D, T(1), dxe, D);
+    }
+  });
+  if (need_x) {
+    grads[0] = Tensor::empty({d.tokens, D}, dtype);
+    sum_rows_per_token(d, dx_rows.data<T>(), grads[0].data<T>(), K, D);
+  }
+  grads[1] = dw;
+  return grads;
+}
+
+// y [N, D] = sum over each token's experts of w * expert(x) + shared experts(x), as one graph node.
+Tensor experts_op(const Tensor& x, const Tensor& weights, ExpertDispatch dispatch) {
+  return dispatch_floating(x.dtype(), "DeepSeekMoE", [&]<class T>() {
+    const Tensor xc = contiguous_copy(x.detach()), wc = contiguous_copy(weights.detach());
+    for (const Tensor& w : dispatch.weights)
+      if (w.dtype() != x.dtype() || !w.is_contiguous())
+        throw Error(std::string("DeepSeekMoE: expert weights must be contiguous ") + dtype_name(x.dtype()) + ", got " +
+                    dtype_name(w.dtype()) + " " + shape_str(w.shape()));
+    Tensor gate_act, up_act;
+    Tensor y = experts_forward<T>(dispatch, xc, wc, gate_act, up_act);
+    std::vector<Tensor> inputs = {x, weights};
+    inputs.insert(inputs.end(), dispatch.weights.begin(), dispatch.weights.end());
+    std::vector<bool> needed;
+    for (const Tensor& t : inputs) needed.push_back(t.requires_grad());
+    dispatch.weights.clear();  // the closure keeps the detached copies in experts, not the graph leaves
+    return autograd::record("moe_experts", y, inputs,
+                            [d = std::move(dispatch), xc, wc, gate_act, up_act, needed](const Tensor& grad) {
+                              return experts_backward<T>(d, xc, wc, gate_act, up_act, grad, needed);
+                            });
+  });
 }
 
 }  // namespace
@@ -137,32 +333,31 @@ Tensor DeepSeekMoE::forward(const Tensor& x) {
   const MoEGate::Routing routing = gate->route(flat);
   const int64_t K = routing.expert_ids.size(1), E = static_cast<int64_t>(experts->size());
 
-  // Stable counting sort of the N*K (token, slot) assignments by expert.
+  // Stable counting sort of the N*K (token, slot) assignments by expert: each expert's tokens become
+  // one contiguous run of rows, in token order.
   const int64_t* ids = routing.expert_ids.data<int64_t>();
   std::vector<int64_t> loads(static_cast<size_t>(E), 0), offsets(static_cast<size_t>(E + 1), 0);
   for (int64_t i = 0; i < N * K; ++i) ++loads[static_cast<size_t>(ids[i])];
   for (int64_t e = 0; e < E; ++e) offsets[static_cast<size_t>(e + 1)] = offsets[static_cast<size_t>(e)] + loads[static_cast<size_t>(e)];
-  std::vector<int64_t> token_of(static_cast<size_t>(N * K)), slot_of(static_cast<size_t>(N * K));
+  ExpertDispatch dispatch;
+  dispatch.tokens = N;
+  dispatch.routed_rows = N * K;
+  dispatch.token.resize(static_cast<size_t>(N * K));
+  dispatch.slot.resize(static_cast<size_t>(N * K));
+  dispatch.row_of_slot.resize(static_cast<size_t>(N * K));
   std::vector<int64_t> cursor(offsets.begin(), offsets.end() - 1);
   for (int64_t i = 0; i < N * K; ++i) {
-    const int64_t pos = cursor[static_cast<size_t>(ids[i])]++;
-    token_of[static_cast<size_t>(pos)] = i / K;
-    slot_of[static_cast<size_t>(pos)] = i;
+    const int64_t row = cursor[static_cast<size_t>(ids[i])]++;
+    dispatch.token[static_cast<size_t>(row)] = i / K;
+    dispatch.slot[static_cast<size_t>(row)] = i;
+    dispatch.row_of_slot[static_cast<size_t>(i)] = row;
   }
-  const Tensor tokens = from_vector(token_of), slots = from_vector(slot_of);
-
-  // Gather each expert's tokens once, run its SwiGLU on that block, weight, scatter-add back.
-  const Tensor dispatched = index_select(flat, 0, tokens);
-  std::vector<Tensor> outputs;
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t count = loads[static_cast<size_t>(e)];
-    if (count == 0) continue;  // an idle expert costs nothing (and gets no gradient)
-    outputs.push_back(experts->at<nn::SwiGLU>(static_cast<size_t>(e))->forward(
-        narrow(dispatched, 0, offsets[static_cast<size_t>(e)], count)));
-  }
-  const Tensor weights = index_select(reshape(routing.weights, {N * K}), 0, slots).unsqueeze(1);
-  Tensor y = index_add(zeros({N, D}, x.dtype()), 0, tokens, cat(outputs, 0) * weights);
-  if (shared_experts) y = y + shared_experts->forward(flat);
+  // The shared experts see every token; they go first, being the largest task.
+  if (shared_experts) dispatch.add(*shared_experts, -1, 0, N);
+  for (int64_t e = 0; e < E; ++e)  // an idle expert costs nothing (and gets no gradient)
+    if (loads[static_cast<size_t>(e)] > 0)
+      dispatch.add(*experts->at<nn::SwiGLU>(static_cast<size_t>(e)), e, offsets[static_cast<size_t>(e)], loads[static_cast<size_t>(e)]);
+  const Tensor y = experts_op(flat, routing.weights, std::move(dispatch));
 
   stats_.expert_ids = routing.expert_ids;
   stats_.loads = from_vector(loads);

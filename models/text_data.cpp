@@ -2,26 +2,74 @@
 #include "text_data.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 
 #include "../core/factory.hpp"
 
 namespace latent::models {
 
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("data: cannot open '" + path.string() + "'");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error("data: error reading '" + path.string() + "'");
+  return text;
+}
+
+// The files a directory contributes, by name; canonical paths already taken are skipped.
+std::vector<fs::path> directory_files(const fs::path& dir, std::set<fs::path>& seen) {
+  std::vector<fs::path> files;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name[0] == '.' || !entry.is_regular_file()) continue;  // follows symlinks
+    files.push_back(entry.path());
+  }
+  if (error) throw Error("data: cannot list directory '" + dir.string() + "': " + error.message());
+  std::sort(files.begin(), files.end());
+  std::vector<fs::path> unique;
+  for (const fs::path& file : files)
+    if (seen.insert(fs::canonical(file)).second) unique.push_back(file);
+  return unique;
+}
+
+}  // namespace
+
 ByteCorpus::ByteCorpus(const std::vector<std::string>& paths, double val_fraction) {
   if (paths.empty()) throw Error("ByteCorpus: no data files given");
   std::vector<int64_t> bytes;
-  for (const std::string& path : paths) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("data: cannot open '" + path + "'");
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) throw Error("data: error reading '" + path + "'");
-    if (text.empty()) throw Error("data: '" + path + "' is empty");
+  auto append = [&](const fs::path& file, const std::string& text) {
     if (!bytes.empty()) bytes.push_back('\n');
     for (unsigned char ch : text) bytes.push_back(ch);
+    files_.push_back(file.string());
+  };
+  for (const std::string& path : paths) {
+    const fs::path p(path);
+    if (fs::is_directory(p)) {
+      std::set<fs::path> seen;
+      size_t read = 0;
+      for (const fs::path& file : directory_files(p, seen)) {
+        const std::string text = read_bytes(file);
+        if (!text.empty()) append(file, text), ++read;
+      }
+      if (read == 0) throw Error("data: directory '" + path + "' holds no non-empty files");
+    } else if (!fs::exists(p)) {
+      throw Error("data: '" + path + "' does not exist");
+    } else {
+      const std::string text = read_bytes(p);
+      if (text.empty()) throw Error("data: '" + path + "' is empty");
+      append(p, text);
+    }
   }
-  split(std::move(bytes), val_fraction, paths.size() == 1 ? "'" + paths[0] + "'" : std::to_string(paths.size()) + " files");
+  split(std::move(bytes), val_fraction,
+        files_.size() == 1 ? "'" + files_[0] + "'" : std::to_string(files_.size()) + " files");
 }
 
 ByteCorpus ByteCorpus::from_text(const std::string& text, double val_fraction) {

@@ -13,9 +13,14 @@ namespace latent::models {
 class ByteCorpus {
  public:
   // Concatenates the files (separated by a newline); the last val_fraction of the bytes is held out.
-  // Missing, unreadable or empty files, or a corpus too short to split, throw latent::Error.
+  // A path may name a directory: its files are read in name order (not recursively; hidden and
+  // empty files skipped; a file reached again through a symlink, like GPL -> GPL-3, read once).
+  // A missing path, an unreadable or empty file, a directory without text, or a corpus too short
+  // to split throws latent::Error naming the path.
   ByteCorpus(const std::vector<std::string>& paths, double val_fraction = 0.1);
   static ByteCorpus from_text(const std::string& text, double val_fraction = 0.1);
+
+  const std::vector<std::string>& files() const { return files_; }  // what was read, in order
 
   const std::vector<int64_t>& train() const { return train_; }
   const std::vector<int64_t>& validation() const { return validation_; }
@@ -25,6 +30,7 @@ class ByteCorpus {
   ByteCorpus() = default;
   void split(std::vector<int64_t> bytes, double val_fraction, const std::string& origin);
   std::vector<int64_t> train_, validation_;
+  std::vector<std::string> files_;
 };
 
 // Draws [batch, seq_len + 1] windows at uniformly random offsets from a token stream.

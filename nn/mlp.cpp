@@ -1,7 +1,7 @@
 // SwiGLU MLP.
 #include "mlp.hpp"
 
-#include "../autograd/elementwise.hpp"
+#include "../autograd/nn_ops.hpp"
 
 namespace latent::nn {
 
@@ -10,6 +10,6 @@ SwiGLU::SwiGLU(int64_t hidden, int64_t intermediate)
       up_proj(register_module("up_proj", std::make_shared<Linear>(hidden, intermediate, false))),
       down_proj(register_module("down_proj", std::make_shared<Linear>(intermediate, hidden, false))) {}
 
-Tensor SwiGLU::forward(const Tensor& x) const { return down_proj->forward(silu(gate_proj->forward(x)) * up_proj->forward(x)); }
+Tensor SwiGLU::forward(const Tensor& x) const { return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x))); }
 
 }  // namespace latent::nn

@@ -1,0 +1,41 @@
+// Elementary functions in forms GCC vectorises without -ffast-math (std::exp and std::floor are not),
+// for the fused kernels' inner loops: exp of non-positive arguments and the logistic sigmoid.
+#pragma once
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+
+namespace latent::fast_math {
+
+// exp(x) for x <= 0 (a score minus its row max or logsumexp, or -|x|): x = n ln2 + r with
+// |r| <= ln2/2, exp(x) = 2^n p(r), p the polynomial of Cephes' expf (relative error < 1e-7). x is
+// clamped at -87 so that 2^n stays a normal float; the clamped values (< 2e-38) are negligible
+// against the exp(0) = 1 they are summed or compared with. n is rounded by adding and removing
+// 1.5 * 2^23. Double precision keeps std::exp: its callers are gradchecks, not hot loops.
+inline float exp_nonpositive(float x) {
+  constexpr float kRound = 12582912.0f;
+  x = std::max(x, -87.0f);
+  const float n = (x * 1.44269504088896341f + kRound) - kRound;
+  float r = x - n * 0.693359375f;  // ln2 split in two for an exact first product
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+}
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// sigmoid(x) = 1 / (1 + exp(-x)) from e = exp(-|x|) <= 1, which never overflows:
+// 1 / (1 + e) for x >= 0, e / (1 + e) for x < 0 (both sides computed, then selected: vectorisable).
+template <class T> inline T sigmoid(T x) {
+  const T e = exp_nonpositive(-std::abs(x));
+  const T inverse = T(1) / (T(1) + e);
+  return x >= T(0) ? inverse : e * inverse;
+}
+
+}  // namespace latent::fast_math

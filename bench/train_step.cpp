@@ -1,0 +1,181 @@
+// train_step: times one full DeepSeek-V3 training step (the step of examples/train.cpp) and reports
+// tokens/s, model FLOPs utilisation against an sgemm peak measured on the spot, peak RSS and OS
+// allocations per step; bench/torch_twin.py is its PyTorch counterpart.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <latent/latent.hpp>
+
+using namespace latent;
+
+namespace {
+
+constexpr double kAuxLossAlpha = 1e-4, kMtpLambda = 0.3, kBiasGamma = 1e-3;
+
+struct Options {
+  std::string preset = "small";
+  int64_t batch = 8, seq = 256, steps = 10, warmup = 2, routed_experts = 0;
+  int threads = 0;
+  uint64_t seed = 0;
+};
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Linear-layer weights one token passes through: attention, the dense MLP or the MoE (gate,
+// activated routed experts, shared experts) per main layer; eh_proj plus one attention + MoE layer
+// per MTP module; the head once per head use (main model and each MTP module).
+int64_t linear_weights_per_token(const models::DeepSeekV3Config& c) {
+  const int64_t d = c.hidden_size, H = c.num_attention_heads;
+  const int64_t q = c.q_lora_rank > 0 ? c.q_lora_rank * (d + H * c.qk_head_dim()) : d * H * c.qk_head_dim();
+  const int64_t attention = q + d * (c.kv_lora_rank + c.qk_rope_head_dim) +
+                            c.kv_lora_rank * H * (c.qk_nope_head_dim + c.v_head_dim) + H * c.v_head_dim * d;
+  const int64_t dense = 3 * d * c.intermediate_size;
+  const int64_t moe = d * c.n_routed_experts + 3 * d * c.moe_intermediate_size * (c.num_experts_per_tok + c.n_shared_experts);
+  const int64_t head = d * c.vocab_size;
+  int64_t total = head;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) total += attention + (c.is_moe_layer(l) ? moe : dense);
+  return total + c.num_nextn_predict_layers * (2 * d * d + attention + moe + head);
+}
+
+// PaLM's model FLOPs (causal mask ignored): 6 per linear weight (2 forward, 4 backward) plus, per
+// layer (MTP included), 6 * T * heads * (qk + v head dims) for the scores and the weighted values.
+double model_flops_per_token(const models::DeepSeekV3Config& c, int64_t seq) {
+  const int64_t layers = c.num_hidden_layers + c.num_nextn_predict_layers;
+  const int64_t attention = 6 * layers * seq * c.num_attention_heads * (c.qk_head_dim() + c.v_head_dim);
+  return 6.0 * static_cast<double>(linear_weights_per_token(c)) + static_cast<double>(attention);
+}
+
+// Best rate of one [2048, 256] x [256, 768] f32 product through latent::matmul (the GEMM path every
+// linear layer takes), under the current thread count; the same shape torch_twin.py measures.
+double sgemm_peak_flops(int repeats = 20) {
+  NoGradGuard no_grad;
+  const Tensor a = randn({2048, 256}), b = randn({256, 768});
+  for (int i = 0; i < 3; ++i) matmul(a, b);
+  double best = 1e300;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = Clock::now();
+    const Tensor c = matmul(a, b);
+    best = std::min(best, seconds_since(start));
+  }
+  return 2.0 * 2048 * 256 * 768 / best;
+}
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+int run(const Options& o) {
+  for (auto [value, name] : {std::pair{o.batch, "--batch"}, {o.seq, "--seq"}, {o.steps, "--steps"}})
+    if (value <= 0) throw Error(fmt::format("{} must be positive, got {}", name, value));
+  if (o.warmup < 0) throw Error(fmt::format("--warmup must be >= 0, got {}", o.warmup));
+  if (o.threads < 0) throw Error(fmt::format("--threads must be positive, got {}", o.threads));
+  if (o.threads > 0) set_num_threads(o.threads);
+
+  models::DeepSeekV3Config config = models::DeepSeekV3Config::preset(o.preset);
+  config.aux_loss_alpha = kAuxLossAlpha;
+  if (o.routed_experts > 0) config.n_routed_experts = o.routed_experts;  // validated by the model
+  if (o.seq > config.max_position_embeddings)
+    throw Error(fmt::format("--seq {} exceeds max_position_embeddings {}", o.seq, config.max_position_embeddings));
+  manual_seed(o.seed);
+  models::DeepSeekV3 model(config);
+  model.train();
+  const double flops_per_token = model_flops_per_token(config, o.seq);
+  int64_t trained = 0;
+  for (const Tensor& p : model.parameters()) trained += p.numel();
+  fmt::print("threads: {} (one TBB pool, BLAS single-threaded)\n", get_num_threads());
+  fmt::print("model: preset {}, {} routed experts (top-{}), {} parameters in the main model, {} trained (MTP included)\n",
+             o.preset, config.n_routed_experts, config.num_experts_per_tok, config.num_parameters(), trained);
+  fmt::print("model_flops_per_token: {:.0f} ({:.1f} MFLOP at T={})\n", flops_per_token, flops_per_token / 1e6, o.seq);
+
+  // One group, as torch_twin.py: the same AdamW options for every tensor.
+  optim::AdamW optimizer(model.parameters(), {3e-4, 0.9, 0.95, 1e-8, 0.1});
+  std::mt19937_64 data(o.seed + 1);
+  std::uniform_int_distribution<int64_t> byte(0, config.vocab_size - 1);
+  std::vector<int64_t> ids(static_cast<size_t>(o.batch * (o.seq + 1)));
+
+  struct Timing {
+    double total, forward, backward, update, loss;
+  };
+  auto step = [&] {
+    for (int64_t& id : ids) id = byte(data);
+    const Tensor batch = from_vector(ids, {o.batch, o.seq + 1});
+    const auto start = Clock::now();
+    const auto losses = model.loss(batch, kMtpLambda);
+    const double loss = losses.total.item();
+    const double forward = seconds_since(start);
+    losses.total.backward();
+    const double backward = seconds_since(start) - forward;
+    optim::clip_grad_norm(optimizer.params(), 1.0);
+    optimizer.step();
+    optimizer.zero_grad();
+    model.update_expert_bias(kBiasGamma);
+    const double total = seconds_since(start);
+    return Timing{total, forward, backward, total - forward - backward, loss};
+  };
+
+  for (int64_t i = 0; i < o.warmup; ++i) {
+    const Timing t = step();
+    fmt::print("warmup {}/{}: {:.3f} s, loss {:.6f}\n", i + 1, o.warmup, t.total, t.loss);
+  }
+  const int64_t os_before = allocator::stats().os_allocations;
+  std::vector<double> total, forward, backward, update;
+  for (int64_t i = 0; i < o.steps; ++i) {
+    const Timing t = step();
+    total.push_back(t.total), forward.push_back(t.forward), backward.push_back(t.backward), update.push_back(t.update);
+    fmt::print("step {}/{}: {:.3f} s (forward+loss {:.3f}, backward {:.3f}, clip+AdamW+bias {:.3f}), loss {:.6f}\n", i + 1,
+               o.steps, t.total, t.forward, t.backward, t.update, t.loss);
+  }
+  const double os_per_step =
+      static_cast<double>(allocator::stats().os_allocations - os_before) / static_cast<double>(o.steps);
+
+  const double step_time = median(total), tokens_per_s = static_cast<double>(o.batch * o.seq) / step_time;
+  const double peak = sgemm_peak_flops();
+  fmt::print("sgemm_peak_gflops: {:.2f} (latent::matmul 2048x256x768 f32, best of 20)\n", peak / 1e9);
+  fmt::print("phase_medians_s: forward+loss {:.4f}, backward {:.4f}, clip+AdamW+bias {:.4f}\n", median(forward),
+             median(backward), median(update));
+  fmt::print("step_time_median_s: {:.4f}\n", step_time);
+  fmt::print("tokens_per_s: {:.1f}\n", tokens_per_s);
+  fmt::print("model_flops_utilization: {:.4f}\n", flops_per_token * tokens_per_s / peak);
+  fmt::print("peak_rss_mb: {:.1f}\n", peak_rss_mb());
+  fmt::print("os_allocations_per_step: {:.2f}\n", os_per_step);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"train_step: time a full DeepSeek-V3 training step (forward, loss, backward, clip, AdamW, bias update)"};
+  Options o;
+  app.add_option("--preset", o.preset, "model preset: tiny, small")->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per step")->capture_default_str();
+  app.add_option("--seq", o.seq, "tokens per sequence (the loss reads seq + 1 ids)")->capture_default_str();
+  app.add_option("--steps", o.steps, "timed steps")->capture_default_str();
+  app.add_option("--warmup", o.warmup, "untimed steps first")->capture_default_str();
+  app.add_option("--threads", o.threads, "worker threads (default: LATENT_NUM_THREADS or all cores)");
+  app.add_option("--routed-experts", o.routed_experts, "override n_routed_experts (top-k unchanged; 0: the preset's)");
+  app.add_option("--seed", o.seed, "seed of initialisation and token draws")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "train_step: error: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,107 @@
+// Byte corpus and batch sampler: which files a directory contributes, the validation split, sampler
+// windows against the text, and that the sampler's two-integer state resumes the same draws.
+#include <filesystem>
+#include <fstream>
+
+#include "../helpers.hpp"
+
+using namespace latent;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Scratch {
+  fs::path path;
+  Scratch() {
+    std::string pattern = (fs::temp_directory_path() / "latent-text-data-XXXXXX").string();
+    if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
+    path = pattern;
+  }
+  ~Scratch() { fs::remove_all(path); }
+  std::string write(const std::string& name, const std::string& text) const {
+    std::ofstream(path / name, std::ios::binary) << text;
+    return (path / name).string();
+  }
+};
+
+std::string text_of(const std::vector<int64_t>& bytes) { return std::string(bytes.begin(), bytes.end()); }
+
+}  // namespace
+
+TEST_CASE("ByteCorpus joins files with a newline and holds out the tail", "[train][data]") {
+  Scratch dir;
+  const std::string a = dir.write("a.txt", "0123456789"), b = dir.write("b.txt", "abcdefghi");
+  const models::ByteCorpus corpus({a, b}, 0.1);
+  // 10 + 1 + 9 = 20 bytes; floor(20 * 0.1) = 2 held out.
+  CHECK(corpus.size() == 20);
+  CHECK(text_of(corpus.train()) == "0123456789\nabcdefg");
+  CHECK(text_of(corpus.validation()) == "hi");
+  CHECK(corpus.files() == std::vector<std::string>{a, b});
+}
+
+TEST_CASE("a directory contributes its files in name order, each file once", "[train][data]") {
+  Scratch dir;
+  fs::create_directories(dir.path / "texts" / "nested");
+  dir.write("texts/b", "bbbbbbbbbb");
+  dir.write("texts/a", "aaaaaaaaaa");
+  dir.write("texts/.hidden", "hhhhhhhhhh");
+  dir.write("texts/empty", "");
+  dir.write("texts/nested/c", "cccccccccc");
+  fs::create_symlink("a", dir.path / "texts" / "z-link-to-a");  // like GPL -> GPL-3
+  const models::ByteCorpus corpus({(dir.path / "texts").string()}, 0.1);
+  CHECK(corpus.files() == std::vector<std::string>{(dir.path / "texts" / "a").string(), (dir.path / "texts" / "b").string()});
+  CHECK(text_of(corpus.train()) + text_of(corpus.validation()) == "aaaaaaaaaa\nbbbbbbbbbb");
+}
+
+TEST_CASE("ByteCorpus refuses what cannot be text, naming the path", "[train][data]") {
+  Scratch dir;
+  const std::string empty = dir.write("empty.txt", ""), tiny = dir.write("tiny.txt", "abc");
+  fs::create_directories(dir.path / "only-empty");
+  dir.write("only-empty/x", "");
+  const std::string missing = (dir.path / "missing.txt").string();
+  CHECK_THROWS_WITH(models::ByteCorpus({missing}), "data: '" + missing + "' does not exist");
+  CHECK_THROWS_WITH(models::ByteCorpus({empty}), "data: '" + empty + "' is empty");
+  CHECK_THROWS_WITH(models::ByteCorpus({(dir.path / "only-empty").string()}), Catch::Contains("holds no non-empty files"));
+  CHECK_THROWS_WITH(models::ByteCorpus({tiny}), Catch::Contains("holds 3 bytes, too few to split off validation"));
+  CHECK_THROWS_AS(models::ByteCorpus(std::vector<std::string>{}), Error);
+}
+
+TEST_CASE("BatchSampler draws windows of the text and resumes from its state", "[train][data]") {
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += char('a' + i % 26);
+  const models::ByteCorpus corpus = models::ByteCorpus::from_text(text, 0.1);
+  models::BatchSampler sampler(corpus.train(), 3, 8, 42);
+
+  const Tensor first = sampler.next();
+  REQUIRE(first.shape() == Shape{3, 9});
+  const std::vector<int64_t> ids = first.to_vector<int64_t>();
+  for (int64_t row = 0; row < 3; ++row)  // each row is a contiguous window: consecutive letters
+    for (int64_t t = 1; t < 9; ++t)
+      CHECK((ids[size_t(row * 9 + t)] - 'a') == (ids[size_t(row * 9 + t - 1)] - 'a' + 1) % 26);
+
+  const uint64_t seed = sampler.seed(), offset = sampler.offset();
+  const std::vector<int64_t> second = sampler.next().to_vector<int64_t>();
+  models::BatchSampler resumed(corpus.train(), 3, 8, 0);
+  resumed.set_state(seed, offset);
+  CHECK(resumed.next().to_vector<int64_t>() == second);
+  CHECK(models::BatchSampler(corpus.train(), 3, 8, 42).next().to_vector<int64_t>() == ids);  // seeded
+  CHECK(models::BatchSampler(corpus.train(), 3, 8, 43).next().to_vector<int64_t>() != ids);
+
+  CHECK_THROWS_WITH(models::BatchSampler(corpus.train(), 0, 8, 1), Catch::Contains("must be positive"));
+  CHECK_THROWS_WITH(models::BatchSampler(corpus.validation(), 1, 30, 1), Catch::Contains("cannot fill a window of 31"));
+}
+
+TEST_CASE("BatchSampler::sequential covers the text in order, for evaluation", "[train][data]") {
+  std::vector<int64_t> tokens(41);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int64_t(i);
+  const models::BatchSampler sampler(tokens, 2, 10, 0);
+  const std::vector<Tensor> batches = sampler.sequential(8);
+  // 40 targets make 4 windows of 10: two batches of 2; window w starts at 10 w.
+  REQUIRE(batches.size() == 2);
+  for (size_t b = 0; b < 2; ++b) {
+    const std::vector<int64_t> ids = batches[b].to_vector<int64_t>();
+    for (int64_t row = 0; row < 2; ++row)
+      for (int64_t t = 0; t < 11; ++t) CHECK(ids[size_t(row * 11 + t)] == int64_t(b) * 20 + row * 10 + t);
+  }
+  CHECK(sampler.sequential(1).size() == 1);
+}

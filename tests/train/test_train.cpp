@@ -1,0 +1,619 @@
+// End-to-end tests of the training job: latent-train and latent-generate run as a user runs them (on
+// the tiny preset, small batches and a generated corpus), then their files are read back through the
+// library: checkpoints, exact resume, falling loss, refused inputs, crash recovery, generation.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "../helpers.hpp"
+
+extern char** environ;
+
+using namespace latent;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string program(const char* variable) {
+  const char* path = std::getenv(variable);
+  if (!path || !fs::exists(path)) FAIL(variable << " must name the built program (meson sets it for `meson test`)");
+  return path;
+}
+
+// A fresh directory under the system temporary directory, removed with everything in it.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "latent-train-test-XXXXXX").string();
+    if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
+    path = pattern;
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void write_file(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::stringstream ss(text);
+  for (std::string line; std::getline(ss, line);) lines.push_back(line);
+  return lines;
+}
+
+struct Run {
+  int exit_code;
+  std::string out, err;
+};
+
+// Runs `binary args...` through the shell with `input` as standard input; stderr is a file, so
+// latent-train prints plain lines rather than a progress bar.
+Run run(const std::string& binary, const std::vector<std::string>& args, const std::string& input = "") {
+  TempDir io;
+  write_file(io / "in", input);
+  std::vector<std::string> words = {quote(binary)};
+  for (const std::string& arg : args) words.push_back(quote(arg));
+  for (const char* stream : {"in", "out", "err"}) {
+    words.push_back(std::string(stream) == "in" ? "<" : std::string(stream) == "out" ? ">" : "2>");
+    words.push_back(quote(io / stream));
+  }
+  std::string command;
+  for (const std::string& word : words) command.append(word).append(1, ' ');
+  const int status = std::system(command.c_str());
+  REQUIRE(WIFEXITED(status));
+  return {WEXITSTATUS(status), read_file(io / "out"), read_file(io / "err")};
+}
+
+// A small repetitive corpus: the model can learn it in a few dozen steps.
+std::string write_corpus(const TempDir& dir) {
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "the quick brown fox jumps over the lazy dog.\n";
+  write_file(dir / "corpus.txt", text);
+  return dir / "corpus.txt";
+}
+
+// `args` with flag/value pairs from `changes` replacing those already there (value "<drop>" removes
+// the flag), the others appended.
+std::vector<std::string> with_flags(std::vector<std::string> args, const std::vector<std::string>& changes) {
+  for (size_t i = 0; i + 1 < changes.size(); i += 2) {
+    const auto it = std::find(args.begin(), args.end(), changes[i]);
+    if (it != args.end() && changes[i + 1] == "<drop>") args.erase(it, it + 2);
+    else if (it != args.end()) *(it + 1) = changes[i + 1];
+    else args.insert(args.end(), {changes[i], changes[i + 1]});
+  }
+  return args;
+}
+
+// The flags every run here shares: tiny model, small batches, a flat learning rate after a short
+// warm-up (so the schedule does not depend on --steps), two threads.
+std::vector<std::string> tiny_args(const std::string& corpus, const std::string& out, int64_t steps,
+                                   const std::vector<std::string>& changes = {}) {
+  return with_flags({"--preset", "tiny", "--data", corpus, "--out", out, "--steps", std::to_string(steps), "--batch", "2",
+                     "--seq", "32", "--warmup", "3", "--lr", "2e-3", "--min-lr", "2e-3", "--threads", "2"},
+                    changes);
+}
+
+struct Csv {
+  std::vector<std::string> header;
+  std::vector<std::vector<std::string>> rows;
+  size_t column(const std::string& name) const {
+    const auto it = std::find(header.begin(), header.end(), name);
+    if (it == header.end()) FAIL("metrics.csv has no column " << name);
+    return size_t(it - header.begin());
+  }
+  std::vector<int64_t> steps() const {
+    std::vector<int64_t> out;
+    for (const auto& row : rows) out.push_back(std::stoll(row.at(0)));
+    return out;
+  }
+};
+
+Csv read_csv(const std::string& path) {
+  Csv csv;
+  const std::vector<std::string> lines = lines_of(read_file(path));
+  REQUIRE(!lines.empty());
+  auto split = [](const std::string& line) {
+    std::vector<std::string> cells;
+    size_t start = 0;
+    for (size_t comma; (comma = line.find(',', start)) != std::string::npos; start = comma + 1)
+      cells.push_back(line.substr(start, comma - start));
+    cells.push_back(line.substr(start));
+    return cells;
+  };
+  csv.header = split(lines[0]);
+  for (size_t i = 1; i < lines.size(); ++i) {
+    csv.rows.push_back(split(lines[i]));
+    REQUIRE(csv.rows.back().size() == csv.header.size());
+  }
+  return csv;
+}
+
+// Well-formedness of an XML document as a tag stack: every element closed in order, one root.
+// Returns the text content of the <text> elements.
+std::vector<std::string> parse_svg(const std::string& xml) {
+  std::vector<std::string> stack, texts;
+  size_t i = xml.find('<');
+  REQUIRE(xml.compare(i, 4, "<svg") == 0);
+  bool closed_root = false;
+  while (i != std::string::npos && i < xml.size()) {
+    REQUIRE(!closed_root);
+    const size_t end = xml.find('>', i);
+    REQUIRE(end != std::string::npos);
+    const std::string tag = xml.substr(i + 1, end - i - 1);
+    REQUIRE(tag.find('<') == std::string::npos);
+    REQUIRE(std::count(tag.begin(), tag.end(), '"') % 2 == 0);
+    if (tag[0] == '/') {
+      REQUIRE(!stack.empty());
+      REQUIRE(stack.back() == tag.substr(1));
+      stack.pop_back();
+      closed_root = stack.empty();
+    } else if (tag.back() != '/') {
+      stack.push_back(tag.substr(0, tag.find(' ')));
+    }
+    const size_t next = xml.find('<', end);
+    const std::string content = xml.substr(end + 1, next == std::string::npos ? std::string::npos : next - end - 1);
+    REQUIRE(content.find('&') == std::string::npos);  // nothing here needs an entity
+    if (!stack.empty() && stack.back() == "text" && tag[0] != '/') texts.push_back(content);
+    i = next;
+  }
+  REQUIRE(closed_root);
+  return texts;
+}
+
+// Bitwise equality of every tensor in two safetensors files.
+void require_same_tensors(const std::string& a_path, const std::string& b_path) {
+  const auto a = io::load_safetensors(a_path), b = io::load_safetensors(b_path);
+  REQUIRE(a.size() == b.size());
+  for (const auto& [name, ta] : a) {
+    INFO(name);
+    REQUIRE(b.count(name) == 1);
+    const Tensor& tb = b.at(name);
+    REQUIRE(ta.dtype() == tb.dtype());
+    REQUIRE(ta.shape() == tb.shape());
+    const Tensor ca = ta.contiguous(), cb = tb.contiguous();
+    const size_t bytes = size_t(ca.numel()) * (ca.dtype() == kFloat32 ? 4 : 8);
+    REQUIRE(std::memcmp(ca.raw_data(), cb.raw_data(), bytes) == 0);
+  }
+}
+
+const char* const kCheckpointFiles[] = {"config.json", "model.safetensors", "optimizer.safetensors",
+                                        "trainer_state.json", "metrics.csv", "loss.svg"};
+
+void copy_checkpoint(const std::string& from, const fs::path& to) {
+  fs::create_directories(to);
+  for (const char* name : kCheckpointFiles) fs::copy_file(fs::path(from) / name, to / name);
+}
+
+}  // namespace
+
+TEST_CASE("a run prints its summary and plain progress lines and leaves a loadable checkpoint", "[train]") {
+  static const TempDir dir;  // one run, read by every section
+  static const std::string corpus = write_corpus(dir), out = dir / "run";
+  static const Run r = run(program("LATENT_TRAIN"), tiny_args(corpus, out, 12, {"--eval-every", "6", "--log-every", "4",
+                                                                                 "--save-every", "5", "--seed", "7"}));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+
+  SECTION("summary before training, sample at the end") {
+    for (const char* piece : {"latent-train: DeepSeek-V3 tiny", "config: hidden 64, 3 layers (1 dense)",
+                              "parameters: 207968 total, 134240 activated per token",
+                              "shapes: ids [2, 33] -> logits [2, 32, 256], MTP 1 logits [2, 31, 256]", "threads: 2 TBB",
+                              "--- sample at step 12", "trained to step 12"})
+      CHECK(r.out.find(piece) != std::string::npos);
+    CHECK(r.out.find("parameters:") < r.out.find("--- sample"));
+  }
+
+  SECTION("stderr is not a terminal: one plain line per logged step, no bar") {
+    CHECK(r.err.find('\r') == std::string::npos);
+    CHECK(r.err.find('\x1b') == std::string::npos);
+    std::vector<int64_t> logged;
+    for (const std::string& line : lines_of(r.err)) {
+      REQUIRE(line.rfind("step ", 0) == 0);
+      logged.push_back(std::stoll(line.substr(5, line.find('/') - 5)));
+      CHECK(line.find(" | loss ") != std::string::npos);
+      CHECK(line.find(" tok/s | ETA ") != std::string::npos);
+    }
+    CHECK(logged == std::vector<int64_t>{1, 4, 6, 8, 12});  // first, every 4th, evaluations, last
+  }
+
+  SECTION("every file is there, nothing staged is left") {
+    for (const char* name : kCheckpointFiles) CHECK(fs::is_regular_file(fs::path(out) / name));
+    CHECK(!fs::exists(fs::path(out) / ".staging"));
+    for (const auto& entry : fs::directory_iterator(out))
+      CHECK(entry.path().filename().string().find(".tmp") == std::string::npos);
+    CHECK(models::is_checkpoint(out));
+  }
+
+  SECTION("the model directory loads and differs from its initialisation") {
+    const auto model = models::DeepSeekV3::from_pretrained(out);
+    CHECK(model->config().hidden_size == 64);
+    CHECK(model->config().aux_loss_alpha == 1e-4);  // --aux-alpha's default replaces the preset's
+    manual_seed(7);
+    const models::DeepSeekV3 initial(models::DeepSeekV3Config::preset("tiny"));
+    const auto trained = model->state_dict(), untrained = initial.state_dict();
+    REQUIRE(trained.size() == untrained.size());
+    const std::vector<float> a = trained.at("model.layers.0.self_attn.q_a_proj.weight").to_vector<float>();
+    const std::vector<float> b = untrained.at("model.layers.0.self_attn.q_a_proj.weight").to_vector<float>();
+    CHECK(a != b);
+    const Tensor logits = model->forward(from_vector<int64_t>({116, 104, 101, 32}, {1, 4}));
+    CHECK(logits.shape() == Shape{1, 4, 256});
+  }
+
+  SECTION("optimizer state and trainer state describe step 12") {
+    const auto optimizer = io::load_safetensors(out + "/optimizer.safetensors");
+    REQUIRE(optimizer.count("state.0.step") == 1);
+    CHECK(optimizer.at("state.0.step").item() == 12);
+    CHECK(optimizer.count("state.0.exp_avg") == 1);
+    CHECK(optimizer.count("state.0.exp_avg_sq") == 1);
+    const models::TrainerState state = models::load_trainer_state(out);
+    CHECK(state.step == 12);
+    CHECK(state.tokens_seen == 12 * 2 * 32);
+    CHECK(state.sampler_seed == 7);
+    CHECK(state.sampler_offset == 12 * 2);  // one counter per window drawn
+    CHECK(state.hyperparameters.at("batch") == 2);
+    CHECK(state.hyperparameters.at("steps") == 12);
+    CHECK(state.hyperparameters.at("data") == nlohmann::json::array({corpus}));
+  }
+
+  SECTION("metrics.csv: fixed columns, routing health per MoE layer, one row per logged step") {
+    const Csv csv = read_csv(out + "/metrics.csv");
+    const std::vector<std::string> leading = {"step", "loss", "val_loss", "lr", "tokens_per_s"};
+    REQUIRE(std::vector<std::string>(csv.header.begin(), csv.header.begin() + 5) == leading);
+    for (const char* name : {"total", "balance", "mtp", "grad_norm"}) csv.column(name);
+    CHECK(csv.steps() == std::vector<int64_t>{1, 4, 6, 8, 12});
+    const double experts = 8, gamma = 1e-3;
+    for (const std::string layer : {"moe1", "moe2", "moe3"}) {  // two main MoE layers and the MTP layer
+      for (const auto& row : csv.rows) {
+        const double imbalance = std::stod(row[csv.column(layer + "_max_over_mean")]);
+        const double least = std::stod(row[csv.column(layer + "_min_share")]);
+        const double spread = std::stod(row[csv.column(layer + "_bias_spread")]);
+        CHECK(imbalance >= 1.0);
+        CHECK(imbalance <= experts / 2);  // top-2: no expert takes more than every token once
+        CHECK(least >= 0.0);
+        CHECK(least <= 1.0 / experts);
+        // each update moves a bias by at most gamma, so two differ by at most 2 gamma per step
+        CHECK(spread >= 0.0);
+        CHECK(spread <= 2 * gamma * std::stod(row[0]) + 1e-6);
+      }
+    }
+    const size_t val = csv.column("val_loss"), lr = csv.column("lr");
+    for (const auto& row : csv.rows) CHECK(row[val].empty() == (row[0] != "6" && row[0] != "12"));
+    CHECK(std::stod(csv.rows[0][lr]) == Approx(2e-3 / 3));  // first warm-up step
+    for (const auto& row : csv.rows) {
+      const double loss = std::stod(row[csv.column("loss")]), total = std::stod(row[csv.column("total")]);
+      CHECK(total >= loss);  // total adds non-negative balance and MTP terms to the cross-entropy
+      CHECK(std::isfinite(std::stod(row[csv.column("tokens_per_s")])));
+    }
+  }
+
+  SECTION("loss.svg is well-formed XML with axis labels and a legend") {
+    const std::vector<std::string> texts = parse_svg(read_file(out + "/loss.svg"));
+    for (const char* label : {"step", "loss (nats/byte)", "train loss", "validation loss"})
+      CHECK(std::find(texts.begin(), texts.end(), label) != texts.end());
+    CHECK(read_file(out + "/loss.svg").find("<polyline") != std::string::npos);
+  }
+}
+
+TEST_CASE("resume continues the exact trajectory: 15 + 15 steps equal 30 straight steps, bitwise", "[train]") {
+  const std::string train = program("LATENT_TRAIN");
+  TempDir dir;
+  const std::string corpus = write_corpus(dir), resumed = dir / "resumed", straight = dir / "straight";
+  REQUIRE(run(train, tiny_args(corpus, resumed, 15, {"--log-every", "5"})).exit_code == 0);
+  const Csv before = read_csv(resumed + "/metrics.csv");
+
+  // Only the step count is given: the rest comes from the checkpoint.
+  const Run r = run(train, {"--resume", resumed, "--steps", "30", "--log-every", "5", "--threads", "2"});
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("resumed at step 15") != std::string::npos);
+  CHECK(r.out.find("note:") == std::string::npos);
+  REQUIRE(run(train, tiny_args(corpus, straight, 30, {"--log-every", "5"})).exit_code == 0);
+
+  require_same_tensors(resumed + "/model.safetensors", straight + "/model.safetensors");
+  require_same_tensors(resumed + "/optimizer.safetensors", straight + "/optimizer.safetensors");
+  CHECK(models::load_trainer_state(resumed).sampler_offset == models::load_trainer_state(straight).sampler_offset);
+  CHECK(models::load_trainer_state(resumed).tokens_seen == 30 * 2 * 32);
+
+  const Csv after = read_csv(resumed + "/metrics.csv"), reference = read_csv(straight + "/metrics.csv");
+  CHECK(before.steps() == std::vector<int64_t>{1, 5, 10, 15});
+  CHECK(after.steps() == std::vector<int64_t>{1, 5, 10, 15, 16, 20, 25, 30});  // kept, then continued
+  for (size_t i = 0; i < before.rows.size(); ++i) CHECK(after.rows[i] == before.rows[i]);
+  const size_t loss = after.column("loss");
+  CHECK(after.rows.back()[loss] == reference.rows.back()[loss]);
+  CHECK(after.rows.back()[after.column("val_loss")] == reference.rows.back()[reference.column("val_loss")]);
+
+  SECTION("a flag given on resume that changes the run is named in a note") {
+    TempDir other;
+    const Run changed = run(train, {"--resume", resumed, "--out", other / "more", "--steps", "31", "--batch", "4"});
+    INFO(changed.out << changed.err);
+    CHECK(changed.exit_code == 0);
+    CHECK(changed.out.find("note: --batch 4 differs from the checkpoint's 2") != std::string::npos);
+  }
+}
+
+TEST_CASE("an interrupted run saves at the end of its step and resumes onto the same trajectory", "[train]") {
+  const std::string train = program("LATENT_TRAIN");
+  TempDir dir;
+  const std::string corpus = write_corpus(dir), out = dir / "run";
+  std::vector<std::string> args = tiny_args(corpus, out, 100000, {"--save-every", "1"});
+  args.insert(args.begin(), train);
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_addopen(&files, STDOUT_FILENO, (dir / "out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&files, STDERR_FILENO, (dir / "err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, train.c_str(), &files, nullptr, argv.data(), environ) == 0);
+  posix_spawn_file_actions_destroy(&files);
+  // Wait for the first committed save (an event, not a duration), then interrupt; a run that dies
+  // first fails the test at once.
+  int status = 0;
+  bool exited = false;
+  while (!fs::exists(fs::path(out) / "trainer_state.json") && !exited) {
+    exited = ::waitpid(pid, &status, WNOHANG) == pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  INFO(read_file(dir / "err"));
+  REQUIRE(!exited);
+  ::kill(pid, SIGINT);
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  INFO(read_file(dir / "err"));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  CHECK(read_file(dir / "err").find("interrupted: checkpoint at step") != std::string::npos);
+
+  const int64_t stopped = models::load_trainer_state(out).step;
+  REQUIRE(stopped >= 1);
+  const std::string target = std::to_string(stopped + 3);
+  REQUIRE(run(train, {"--resume", out, "--steps", target}).exit_code == 0);
+  const std::string straight = dir / "straight";
+  REQUIRE(run(train, tiny_args(corpus, straight, stopped + 3)).exit_code == 0);
+  require_same_tensors(out + "/model.safetensors", straight + "/model.safetensors");
+}
+
+TEST_CASE("the loss falls on a small repetitive corpus", "[train]") {
+  const std::string train = program("LATENT_TRAIN");
+  TempDir dir;
+  const std::string corpus = write_corpus(dir), out = dir / "run";
+  const Run r = run(train, tiny_args(corpus, out, 40, {"--batch", "4", "--eval-every", "10"}));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  const Csv csv = read_csv(out + "/metrics.csv");
+  std::vector<double> val;
+  for (const auto& row : csv.rows)
+    if (!row[csv.column("val_loss")].empty()) val.push_back(std::stod(row[csv.column("val_loss")]));
+  REQUIRE(val.size() == 4);
+  INFO("validation losses " << val[0] << " " << val[1] << " " << val[2] << " " << val[3]);
+  CHECK(val[0] < std::log(256.0));                // better than uniform already at step 10
+  CHECK(val[3] < val[0] - 1.0);                   // and far better by step 40
+  CHECK(val[3] < 0.5 * std::log(256.0));
+  const double first_train = std::stod(csv.rows.front()[csv.column("loss")]);
+  CHECK(first_train == Approx(std::log(256.0)).margin(0.3));  // a fresh model is near uniform
+}
+
+TEST_CASE("bad input is refused before training with one clear message and a non-zero exit", "[train]") {
+  const std::string train = program("LATENT_TRAIN");
+  TempDir dir;
+  const std::string corpus = write_corpus(dir), out = dir / "out";
+  write_file(dir / "empty.txt", "");
+  write_file(dir / "short.txt", std::string(30, 'x'));
+  fs::create_directories(dir / "empty-dir");
+  fs::create_directories(dir / "not-a-checkpoint");
+  write_file(dir / "not-a-checkpoint/notes.txt", "hello");
+  nlohmann::json config = nlohmann::json::parse(models::DeepSeekV3Config::preset("tiny").to_json_string());
+  config["n_routed_experts"] = 6;  // not divisible by n_group 4
+  write_file(dir / "bad-config.json", config.dump());
+
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  auto with = [&](const std::vector<std::string>& changes) {
+    return with_flags({"--preset", "tiny", "--data", corpus, "--out", out, "--steps", "5", "--batch", "2", "--seq", "32"},
+                      changes);
+  };
+  const std::vector<Case> cases = {
+      {with({"--data", dir / "missing.txt"}), "data: '" + dir / "missing.txt" + "' does not exist"},
+      {with({"--data", dir / "nowhere/"}), "does not exist"},
+      {with({"--data", dir / "empty.txt"}), "data: '" + dir / "empty.txt" + "' is empty"},
+      {with({"--data", dir / "empty-dir"}), "holds no non-empty files"},
+      {with({"--data", dir / "short.txt"}), "--seq 32 needs at least 33 bytes of training text"},
+      {with({"--preset", "huge"}), "unknown preset 'huge'"},
+      {with({"--preset", "<drop>", "--config", dir / "bad-config.json"}), "'n_routed_experts' (6) must be divisible by n_group (4)"},
+      {with({"--preset", "<drop>", "--config", dir / "missing.json"}), "missing.json"},
+      {with({"--preset", "deepseek-v3-671b", "--seq", "32"}), "parameters need about"},
+      {with({"--seq", "129"}), "--seq 129 exceeds max_position_embeddings 128"},
+      {with({"--batch", "0"}), "--batch must be positive, got 0"},
+      {with({"--batch", "-3"}), "--batch must be positive, got -3"},
+      {with({"--steps", "0"}), "--steps must be positive, got 0"},
+      {with({"--seq", "0"}), "--seq must be positive, got 0"},
+      {with({"--lr", "0"}), "--lr must be positive"},
+      {with({"--min-lr", "1"}), "--min-lr must be in [0, --lr"},
+      {with({"--preset", "<drop>", "--resume", dir / "not-a-checkpoint"}), "is not a checkpoint"},
+      {with({"--preset", "<drop>", "--resume", dir / "no-such-dir"}), "is not a checkpoint"},
+      {with({"--resume", dir / "not-a-checkpoint"}), "cannot be combined with --preset or --config"},
+      {with({"--out", dir / "not-a-checkpoint"}), "holds files but no checkpoint"},
+  };
+  SECTION("each refused input") for (const Case& c : cases) {
+    std::string command;
+    for (const std::string& arg : c.args) command += arg + " ";
+    INFO("latent-train " << command);
+    const Run r = run(train, c.args);
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 1);
+    const std::vector<std::string> lines = lines_of(r.err);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0].rfind("latent-train: error: ", 0) == 0);
+    CHECK(lines[0].find(c.message) != std::string::npos);
+    CHECK(r.out.empty());  // refused before the summary, let alone training
+    CHECK(!fs::exists(fs::path(out) / "model.safetensors"));
+    CHECK(read_file(dir / "not-a-checkpoint/notes.txt") == "hello");
+    CHECK(!fs::exists(dir / "no-such-dir"));
+  }
+
+  SECTION("a malformed number is refused by the command-line parser") {
+    const Run r = run(train, with({"--batch", "abc"}));
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find("--batch") != std::string::npos);
+  }
+  SECTION("resuming a finished run needs a larger --steps") {
+    REQUIRE(run(train, tiny_args(corpus, dir / "done", 2)).exit_code == 0);
+    const Run r = run(train, {"--resume", dir / "done"});
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("already at step 2 of 2; pass a larger --steps") != std::string::npos);
+  }
+}
+
+TEST_CASE("checkpoints survive a crash at any point of a save", "[train][checkpoint]") {
+  static const std::string train = program("LATENT_TRAIN");
+  static const TempDir dir;  // checkpoints at steps 4 and 8 of one run, shared by the sections
+  static const std::string corpus = write_corpus(dir), first = dir / "first", second = dir / "second";
+  static const bool trained = run(train, tiny_args(corpus, first, 4)).exit_code == 0 &&
+                              run(train, {"--resume", first, "--out", second, "--steps", "8"}).exit_code == 0;
+  REQUIRE(trained);
+  REQUIRE(models::load_trainer_state(second).step == 8);
+  const TempDir scratch;
+  const fs::path target = scratch.path / "target", staging = target / ".staging";
+  copy_checkpoint(first, target);
+
+  SECTION("a staged save without the commit marker is discarded; the previous checkpoint stands") {
+    copy_checkpoint(second, staging);
+    fs::remove(staging / "trainer_state.json");                         // the crash came mid-save
+    write_file((staging / "optimizer.safetensors.tmp.4242").string(), "partial");
+    // A reader that does not recover still sees the previous model.
+    CHECK(models::DeepSeekV3::from_pretrained(target.string())->config().hidden_size == 64);
+    const models::TrainerState state = models::load_trainer_state(target.string());
+    CHECK(state.step == 4);
+    CHECK(!fs::exists(staging));
+    for (const char* name : kCheckpointFiles)
+      CHECK(read_file((target / name).string()) == read_file((fs::path(first) / name).string()));
+    const Run r = run(train, {"--resume", target.string(), "--steps", "6"});
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 0);
+  }
+
+  SECTION("a committed save interrupted while moving files is rolled forward") {
+    copy_checkpoint(second, staging);
+    write_file((staging / "COMMITTED").string(), "8\n");
+    // Two files had already moved when the crash came: the directory mixes steps 4 and 8.
+    for (const char* name : {"config.json", "loss.svg"}) fs::rename(staging / name, target / name);
+    CHECK(models::is_checkpoint(target.string()));
+    CHECK(!fs::exists(staging));
+    CHECK(models::load_trainer_state(target.string()).step == 8);
+    for (const char* name : kCheckpointFiles)
+      CHECK(read_file((target / name).string()) == read_file((fs::path(second) / name).string()));
+    require_same_tensors((target / "model.safetensors").string(), second + "/model.safetensors");
+  }
+
+  SECTION("a committed save whose files all moved only needs its staging directory removed") {
+    fs::create_directories(staging);
+    write_file((staging / "COMMITTED").string(), "4\n");
+    CHECK(models::load_trainer_state(target.string()).step == 4);
+    CHECK(!fs::exists(staging));
+  }
+
+  SECTION("a first save that crashed before its commit does not block a new run in that directory") {
+    fs::remove_all(target);
+    copy_checkpoint(first, staging);
+    fs::remove(staging / "trainer_state.json");
+    const Run r = run(train, tiny_args(corpus, target.string(), 2));
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(models::load_trainer_state(target.string()).step == 2);
+  }
+
+  SECTION("the next save after a crash replaces stale staging and commits normally") {
+    copy_checkpoint(second, staging);  // uncommitted
+    const Run r = run(train, {"--resume", target.string(), "--steps", "5"});
+    INFO(r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(!fs::exists(staging));
+    CHECK(models::load_trainer_state(target.string()).step == 5);
+  }
+}
+
+TEST_CASE("latent-generate loads a checkpoint and streams the prompt plus N bytes", "[train][generate]") {
+  const std::string generate = program("LATENT_GENERATE");
+  static const TempDir dir;  // one checkpoint for every section
+  static const std::string corpus = write_corpus(dir), out = dir / "run";
+  static const bool trained = run(program("LATENT_TRAIN"), tiny_args(corpus, out, 20)).exit_code == 0;
+  REQUIRE(trained);
+
+  SECTION("greedy output is the library's generate(), after the prompt") {
+    const Run r = run(generate, {out, "--prompt", "the quick", "-n", "20", "--temperature", "0"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    REQUIRE(r.out.size() == 9 + 20 + 1);
+    CHECK(r.out.rfind("the quick", 0) == 0);
+    CHECK(r.out.back() == '\n');
+    const auto model = models::DeepSeekV3::from_pretrained(out);
+    models::DeepSeekV3::GenerateOptions options;
+    options.max_new_tokens = 20;
+    const std::vector<int64_t> expected =
+        model->generate(from_vector<int64_t>({116, 104, 101, 32, 113, 117, 105, 99, 107}), options).to_vector<int64_t>();
+    for (size_t i = 0; i < expected.size(); ++i) CHECK(int64_t(static_cast<unsigned char>(r.out[i])) == expected[i]);
+  }
+
+  SECTION("the prompt can come from standard input; a seed makes sampling repeatable") {
+    const Run a = run(generate, {out, "-n", "15", "--seed", "3"}, "jumps over");
+    const Run b = run(generate, {out, "-n", "15", "--seed", "3", "--top-k", "5", "--temperature", "1.5"}, "jumps over");
+    const Run c = run(generate, {out, "-n", "15", "--seed", "3", "--top-k", "5", "--temperature", "1.5"}, "jumps over");
+    REQUIRE(a.exit_code == 0);
+    CHECK(a.out.size() == 10 + 15 + 1);
+    CHECK(a.out.rfind("jumps over", 0) == 0);
+    CHECK(b.out == c.out);
+  }
+
+  SECTION("a request beyond the context is shortened, with a note") {
+    const Run r = run(generate, {out, "-p", "0123456789", "-n", "500", "-t", "0"});
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.size() == 128 + 1);  // max_position_embeddings of tiny, and the newline
+    CHECK(r.err.find("generating 118 bytes") != std::string::npos);
+  }
+
+  SECTION("bad input is refused with one message, before any output") {
+    TempDir empty;
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        {{dir / "no-such-dir", "-p", "x"}, "is not a directory"},
+        {{empty.path.string(), "-p", "x"}, "is not a model directory: it has no config.json"},
+        {{out, "-p", "x", "-n", "-1"}, "--max-tokens must be >= 0"},
+        {{out, "-p", "x", "-t", "-1"}, "--temperature must be >= 0"},
+        {{out, "-p", "x", "-k", "-2"}, "--top-k must be >= 0"},
+        {{out}, "the prompt is empty"},
+        {{out, "-p", std::string(200, 'a')}, "leaves no room within max_position_embeddings 128"},
+    };
+    for (const auto& [args, message] : cases) {
+      INFO(args[0] << " " << message);
+      const Run r = run(generate, args);
+      CHECK(r.exit_code == 1);
+      CHECK(r.out.empty());
+      const std::vector<std::string> lines = lines_of(r.err);
+      REQUIRE(lines.size() == 1);
+      CHECK(lines[0].rfind("latent-generate: error: ", 0) == 0);
+      CHECK(lines[0].find(message) != std::string::npos);
+    }
+  }
+}
