@@ -1,7 +1,7 @@
 // Tiled scaled dot-product attention: a FlashAttention-style forward (online softmax over key blocks)
-// and a backward that recomputes each tile of attention weights from the saved row logsumexp, both
-// built from BLAS tile products. Every task owns its output rows and runs its tiles in a fixed order,
-// so results are bitwise identical for any thread count.
+// and a backward that recomputes each block of attention weights from the saved row logsumexp, both
+// built from BLAS products. Every task owns its output rows and runs its blocks in a fixed order, so
+// results are bitwise identical for any thread count.
 #include "attention.hpp"
 
 #include <algorithm>
@@ -11,6 +11,10 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+#include <functional>
+#include <cstdlib>
+#include <cstdio>
+#include <cstring>
 
 #include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
@@ -21,8 +25,8 @@
 namespace latent {
 namespace {
 
-// Tile sizes: a 64 x 64 score tile (16 KiB in f32) stays in L1 next to its q, k and v rows.
-constexpr int64_t kQueryBlock = 64, kKeyBlock = 64;
+// Keys per block: a [rows, 64] panel of scores per block of keys.
+constexpr int64_t kKeyBlock = 64;
 constexpr int kLanes = 16;  // independent partial sums per row: vectorisable and in a fixed order
 
 struct Geometry {
@@ -101,8 +105,13 @@ T max_of(const T* x, int64_t n) {
   return reduce_row(x, n, -std::numeric_limits<T>::infinity(), [](T a, T b) { return std::max(a, b); });
 }
 
+// Both passes run one task per (batch, head) and walk the keys in blocks of kKeyBlock; each block is
+// multiplied against every query row that sees any of it at once (all rows from the block's first
+// viewer on, when causal), so the products are tall [rows, 64] panels rather than 64 x 64 tiles:
+// fewer BLAS calls and better kernel efficiency at the same arithmetic.
+
 // ---- forward ---------------------------------------------------------------------------------
-// One task per (batch, head, block of query rows). For each key block, with s = q k^T * scale:
+// For each key block, with s = q k^T * scale over the rows that see it (online softmax per row):
 //   m' = max(m, rowmax(s)),  p = exp(s - m'),  l' = l exp(m - m') + rowsum(p),  o' = o exp(m - m') + p v
 // and at the end o /= l and lse = m + log(l), the logsumexp the backward recomputes p from.
 template <class T>
@@ -111,51 +120,49 @@ void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, cons
   const Heads<const T> Q = heads_of<const T>(q), K = heads_of<const T>(k), V = heads_of<const T>(v);
   const Heads<T> O = heads_of<T>(out);
   T* lse_data = lse.data<T>();
-  const int64_t query_blocks = (g.T + kQueryBlock - 1) / kQueryBlock;
-  parallel_tasks(g.B * g.H * query_blocks, [&](int64_t task) {
-    const int64_t block = task % query_blocks, h = (task / query_blocks) % g.H, b = task / (query_blocks * g.H);
-    const int64_t i0 = block * kQueryBlock, nq = std::min(kQueryBlock, g.T - i0), kv_head = h / g.group();
-    const T* q_rows = Q.at(b, h) + i0 * Q.ld;
-    const T *keys = K.at(b, kv_head), *values = V.at(b, kv_head);
-    T* o_rows = O.at(b, h) + i0 * O.ld;
-    const int64_t key_end = g.causal ? std::min(g.S, i0 + nq + (g.S - g.T)) : g.S;
-
-    std::vector<T> scores(static_cast<size_t>(nq * kKeyBlock));
-    std::vector<T> row_max(static_cast<size_t>(nq), -std::numeric_limits<T>::infinity()),
-        row_sum(static_cast<size_t>(nq), T(0));
-    for (int64_t r = 0; r < nq; ++r) std::fill_n(o_rows + r * O.ld, g.Dv, T(0));
-    for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock) {
-      const int64_t nk = std::min(kKeyBlock, key_end - j0);
-      gemm<T>(false, true, nq, nk, g.Dqk, T(g.scale), q_rows, Q.ld, keys + j0 * K.ld, K.ld, T(0), scores.data(), nk);
-      for (int64_t r = 0; r < nq; ++r) {
+  parallel_tasks(g.B * g.H, [&](int64_t task) {
+    const int64_t h = task % g.H, b = task / g.H, kv_head = h / g.group();
+    const T *q_h = Q.at(b, h), *keys = K.at(b, kv_head), *values = V.at(b, kv_head);
+    T* o_h = O.at(b, h);
+    std::vector<T> scores(static_cast<size_t>(g.T * kKeyBlock));
+    std::vector<T> row_max(static_cast<size_t>(g.T), -std::numeric_limits<T>::infinity()),
+        row_sum(static_cast<size_t>(g.T), T(0));
+    for (int64_t i = 0; i < g.T; ++i) std::fill_n(o_h + i * O.ld, g.Dv, T(0));
+    for (int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
+      const int64_t nk = std::min(kKeyBlock, g.S - j0), i0 = g.first_row_seeing(j0), rows = g.T - i0;
+      if (rows <= 0) break;
+      gemm<T>(false, true, rows, nk, g.Dqk, T(g.scale), q_h + i0 * Q.ld, Q.ld, keys + j0 * K.ld, K.ld, T(0),
+              scores.data(), nk);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r, n = g.visible(i, j0, nk);  // n >= 1: row i0 on sees key j0
         T* s = scores.data() + r * nk;
-        const int64_t n = g.visible(i0 + r, j0, nk);
         std::fill(s + n, s + nk, T(0));  // masked keys get weight 0
-        if (n == 0) continue;
-        const T m = std::max(row_max[r], max_of(s, n));
-        const T correction = std::exp(row_max[r] - m);  // 0 on the first block, where row_max is -inf
+        const T m = std::max(row_max[i], max_of(s, n));
+        const T correction = std::exp(row_max[i] - m);  // 0 on the row's first block, where row_max is -inf
         exp_shifted(s, n, m);
-        row_sum[r] = row_sum[r] * correction + sum_of(s, n);
-        row_max[r] = m;
+        row_sum[i] = row_sum[i] * correction + sum_of(s, n);
+        row_max[i] = m;
         if (correction != T(1))
-          for (T *o = o_rows + r * O.ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
+          for (T *o = o_h + i * O.ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
       }
-      gemm<T>(false, false, nq, g.Dv, nk, T(1), scores.data(), nk, values + j0 * V.ld, V.ld, T(1), o_rows, O.ld);
+      gemm<T>(false, false, rows, g.Dv, nk, T(1), scores.data(), nk, values + j0 * V.ld, V.ld, T(1), o_h + i0 * O.ld,
+              O.ld);
     }
     // Every row sees key 0 (S >= T when causal), so row_sum >= 1.
-    for (int64_t r = 0; r < nq; ++r) {
-      const T inverse = T(1) / row_sum[r];
-      for (T *o = o_rows + r * O.ld, *end = o + g.Dv; o != end; ++o) *o *= inverse;
-      lse_data[(b * g.H + h) * g.T + i0 + r] = row_max[r] + std::log(row_sum[r]);
+    for (int64_t i = 0; i < g.T; ++i) {
+      const T inverse = T(1) / row_sum[i];
+      for (T *o = o_h + i * O.ld, *end = o + g.Dv; o != end; ++o) *o *= inverse;
+      lse_data[(b * g.H + h) * g.T + i] = row_max[i] + std::log(row_sum[i]);
     }
   });
 }
 
 // ---- backward --------------------------------------------------------------------------------
-// One task per (batch, head); key blocks outside, query blocks inside, each tile recomputed:
-//   p = exp(q k^T * scale - lse),  dv += p^T do,  dp = do v^T,  ds = p * (dp - delta),
-//   dq += scale * ds k,  dk += scale * ds^T q,   with delta_i = sum_d do[i, d] * o[i, d]
-// (the softmax backward's row term: sum_j p_ij dp_ij = do_i . o_i).
+// For each key block j, over the rows i that see it, with p recomputed from the saved logsumexp:
+//   p = exp(q k_j^T * scale - lse),  dv_j = p^T do,  dp = do v_j^T,  ds = p * (dp - delta),
+//   dq += scale * ds k_j,  dk_j = scale * ds^T q,   with delta_i = sum_d do[i, d] * o[i, d]
+// (the softmax backward's row term: sum_j p_ij dp_ij = do_i . o_i). dk_j and dv_j are complete after
+// their block, and the first block is seen by every row, so nothing needs zeroing beforehand.
 // dk and dv go to `dk_heads`, `dv_heads`: per query head, summed over a kv group afterwards.
 template <class T>
 void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
@@ -168,7 +175,8 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
   const Heads<T> dQ = need_dq ? heads_of<T>(dq) : Heads<T>{}, dK = need_dk ? heads_of<T>(dk_heads) : Heads<T>{},
                  dV = need_dv ? heads_of<T>(dv_heads) : Heads<T>{};
   const T scale = T(g.scale);
-  parallel_tasks(g.B * g.H, [&](int64_t task) {
+  auto run = [&](int64_t n, const std::function<void(int64_t)>& f) { if (std::getenv("ATT_SERIAL")) { for (int64_t t = 0; t < n; ++t) f(t); } else parallel_tasks(n, f); };
+  run(g.B * g.H, [&](int64_t task) {
     const int64_t h = task % g.H, b = task / g.H, kv_head = h / g.group();
     const T *q_h = Q.at(b, h), *k_h = K.at(b, kv_head), *v_h = V.at(b, kv_head);
     const T* do_h = dO.at(b, h);
@@ -176,9 +184,11 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
     T* dq_h = need_dq ? dQ.at(b, h) : nullptr;
     T* dk_h = need_dk ? dK.at(b, h) : nullptr;
     T* dv_h = need_dv ? dV.at(b, h) : nullptr;
-    for (int64_t i = 0; need_dq && i < g.T; ++i) std::fill_n(dq_h + i * dQ.ld, g.Dqk, T(0));
-    for (int64_t j = 0; need_dk && j < g.S; ++j) std::fill_n(dk_h + j * dK.ld, g.Dqk, T(0));
-    for (int64_t j = 0; need_dv && j < g.S; ++j) std::fill_n(dv_h + j * dV.ld, g.Dv, T(0));
+    if (g.T == 0) {  // no query: the keys and values get zero gradients
+      for (int64_t j = 0; need_dk && j < g.S; ++j) std::fill_n(dk_h + j * dK.ld, g.Dqk, T(0));
+      for (int64_t j = 0; need_dv && j < g.S; ++j) std::fill_n(dv_h + j * dV.ld, g.Dv, T(0));
+      return;
+    }
 
     std::vector<T> delta(static_cast<size_t>(g.T));
     const T* o_h = O.at(b, h);
@@ -188,35 +198,35 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
       delta[static_cast<size_t>(i)] = static_cast<T>(d);
     }
 
-    std::vector<T> p(static_cast<size_t>(kQueryBlock * kKeyBlock)), ds(p.size());
+    std::vector<T> p_storage(static_cast<size_t>(g.T * kKeyBlock + 64)), ds_storage(p_storage.size());
+    T* p_data = std::getenv("ALIGN") ? reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p_storage.data()) + 63) & ~uintptr_t(63)) : p_storage.data();
+    T* ds_data = std::getenv("ALIGN") ? reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(ds_storage.data()) + 63) & ~uintptr_t(63)) : ds_storage.data();
+    struct Buf { T* d; T* data() { return d; } } p{p_data}, ds{ds_data};
     for (int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
-      const int64_t nk = std::min(kKeyBlock, g.S - j0);
-      for (int64_t i0 = g.first_row_seeing(j0) / kQueryBlock * kQueryBlock; i0 < g.T; i0 += kQueryBlock) {
-        const int64_t nq = std::min(kQueryBlock, g.T - i0);
-        gemm<T>(false, true, nq, nk, g.Dqk, scale, q_h + i0 * Q.ld, Q.ld, k_h + j0 * K.ld, K.ld, T(0), p.data(), nk);
-        for (int64_t r = 0; r < nq; ++r) {
-          T* s = p.data() + r * nk;
-          const int64_t n = g.visible(i0 + r, j0, nk);
-          exp_shifted(s, n, lse_h[i0 + r]);
-          std::fill(s + n, s + nk, T(0));
-        }
-        if (need_dv)
-          gemm<T>(true, false, nk, g.Dv, nq, T(1), p.data(), nk, do_h + i0 * dO.ld, dO.ld, T(1), dv_h + j0 * dV.ld,
-                  dV.ld);
-        if (!need_dq && !need_dk) continue;
-        gemm<T>(false, true, nq, nk, g.Dv, T(1), do_h + i0 * dO.ld, dO.ld, v_h + j0 * V.ld, V.ld, T(0), ds.data(), nk);
-        for (int64_t r = 0; r < nq; ++r) {
-          const T d = delta[static_cast<size_t>(i0 + r)];
-          T *dsr = ds.data() + r * nk, *pr = p.data() + r * nk;
-          for (int64_t c = 0; c < nk; ++c) dsr[c] = pr[c] * (dsr[c] - d);
-        }
-        if (need_dq)
-          gemm<T>(false, false, nq, g.Dqk, nk, scale, ds.data(), nk, k_h + j0 * K.ld, K.ld, T(1), dq_h + i0 * dQ.ld,
-                  dQ.ld);
-        if (need_dk)
-          gemm<T>(true, false, nk, g.Dqk, nq, scale, ds.data(), nk, q_h + i0 * Q.ld, Q.ld, T(1), dk_h + j0 * dK.ld,
-                  dK.ld);
+      const int64_t nk = std::min(kKeyBlock, g.S - j0), i0 = g.first_row_seeing(j0), rows = g.T - i0;
+      gemm<T>(false, true, rows, nk, g.Dqk, scale, q_h + i0 * Q.ld, Q.ld, k_h + j0 * K.ld, K.ld, T(0), p.data(), nk);
+      for (int64_t r = 0; r < rows; ++r) {
+        T* s = p.data() + r * nk;
+        const int64_t n = g.visible(i0 + r, j0, nk);
+        exp_shifted(s, n, lse_h[i0 + r]);
+        std::fill(s + n, s + nk, T(0));
       }
+      if (need_dv)
+        gemm<T>(true, false, nk, g.Dv, rows, T(1), p.data(), nk, do_h + i0 * dO.ld, dO.ld, T(0), dv_h + j0 * dV.ld,
+                dV.ld);
+      if (!need_dq && !need_dk) continue;
+      gemm<T>(false, true, rows, nk, g.Dv, T(1), do_h + i0 * dO.ld, dO.ld, v_h + j0 * V.ld, V.ld, T(0), ds.data(), nk);
+      for (int64_t r = 0; r < rows; ++r) {
+        const T d = delta[static_cast<size_t>(i0 + r)];
+        T *dsr = ds.data() + r * nk, *pr = p.data() + r * nk;
+        for (int64_t c = 0; c < nk; ++c) dsr[c] = pr[c] * (dsr[c] - d);
+      }
+      if (need_dq)  // the first block (i0 = 0) initialises every row of dq
+        gemm<T>(false, false, rows, g.Dqk, nk, scale, ds.data(), nk, k_h + j0 * K.ld, K.ld, T(j0 == 0 ? 0 : 1),
+                dq_h + i0 * dQ.ld, dQ.ld);
+      if (need_dk)
+        gemm<T>(true, false, nk, g.Dqk, rows, scale, ds.data(), nk, q_h + i0 * Q.ld, Q.ld, T(0), dk_h + j0 * dK.ld,
+                dK.ld);
     }
   });
 }
@@ -281,12 +291,28 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const Tensor lse = Tensor::empty({g.B, g.H, g.T}, q.dtype());
   dispatch_floating(q.dtype(), "scaled_dot_product_attention",
                     [&]<class T>() { attention_forward<T>(g, qc, kc, vc, out, lse); });
+  if (std::getenv("LATENT_TRACE")) {
+    for (const Tensor* t : {&qc, &kc, &vc, &out, &lse}) {
+      uint64_t h = 1469598103934665603ull;
+      for (double d : t->to(kFloat64).to_vector<double>()) { uint64_t b; std::memcpy(&b, &d, 8); h = (h ^ b) * 1099511628211ull; }
+      std::fprintf(stderr, "fwd %016llx ", (unsigned long long)h);
+    }
+    std::fprintf(stderr, "\n");
+  }
 
   const bool need_dq = q.requires_grad(), need_dk = k.requires_grad(), need_dv = v.requires_grad();
   return autograd::record(
       "scaled_dot_product_attention", out, {q, k, v},
       [g, qc, kc, vc, out = out.detach(), lse, need_dq, need_dk, need_dv](const Tensor& grad) -> std::vector<Tensor> {
         const Tensor dout = blas_ready(grad);
+        if (std::getenv("LATENT_TRACE")) {
+          for (const Tensor* t : {&qc, &kc, &vc, &out, &lse, &dout}) {
+            uint64_t h = 1469598103934665603ull;
+            for (double d : t->to(kFloat64).to_vector<double>()) { uint64_t b; std::memcpy(&b, &d, 8); h = (h ^ b) * 1099511628211ull; }
+            std::fprintf(stderr, "bwd %016llx ", (unsigned long long)h);
+          }
+          std::fprintf(stderr, "\n");
+        }
         const DType dtype = out.dtype();
         // Gradients are laid out like their inputs; per-head dk/dv only exist when a kv head is shared.
         const Tensor dq = need_dq ? empty_heads(g.B, g.H, g.T, g.Dqk, is_sequence_major(qc), dtype) : Tensor();
@@ -296,10 +322,26 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         const Tensor dk_heads = need_dk && grouped ? Tensor::empty({g.B, g.H, g.S, g.Dqk}, dtype) : dk;
         const Tensor dv_heads = need_dv && grouped ? Tensor::empty({g.B, g.H, g.S, g.Dv}, dtype) : dv;
         dispatch_floating(dtype, "scaled_dot_product_attention", [&]<class T>() {
+          auto hk = [&](const char* tag) { if (!std::getenv("LATENT_TRACE")) return; uint64_t h = 1469598103934665603ull;
+            for (double d : kc.to(kFloat64).to_vector<double>()) { uint64_t b; std::memcpy(&b, &d, 8); h = (h ^ b) * 1099511628211ull; }
+            std::fprintf(stderr, "k %s %016llx %p %p %p %p\n", tag, (unsigned long long)h, (void*)kc.data<T>(), (void*)(dq.defined()? dq.data<T>() : nullptr), (void*)(dk_heads.defined() ? dk_heads.data<T>() : nullptr), (void*)(dv_heads.defined()? dv_heads.data<T>() : nullptr)); };
+          hk("before");
           attention_backward<T>(g, qc, kc, vc, out, lse, dout, dq, dk_heads, dv_heads);
+          hk("after");
           if (need_dk && grouped) sum_groups<T>(dk_heads, dk, g.group());
           if (need_dv && grouped) sum_groups<T>(dv_heads, dv, g.group());
         });
+        if (const char* path = std::getenv("LATENT_DUMP")) {
+          static int call = 0;
+          if (++call == 3) {
+            std::FILE* f = std::fopen(path, "wb");
+            for (const Tensor* t : {&qc, &kc, &vc, &out, &lse, &dout, &dq}) {
+              const std::vector<float> v = t->to_vector<float>();
+              std::fwrite(v.data(), 4, v.size(), f);
+            }
+            std::fclose(f);
+          }
+        }
         return {dq, dk, dv};
       });
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "../core/gemm.hpp"
+#include "../core/strided.hpp"
 #include "elementwise.hpp"
 #include "node.hpp"
 #include "reduce.hpp"
@@ -50,15 +51,38 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return batched_matmul(a, b);
 }
 
+// y = x W^T over the rows of x, as one node. Backward: dx = dy W and dW = dy^T x, the latter computed
+// directly in W's [out, in] layout: through matmul(x, W^T) it would come out as x^T dy, a transposed
+// view that needs a copy before it can accumulate into W's gradient.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (weight.dim() != 2) throw Error("linear: weight must be [out, in], got " + shape_str(weight.shape()));
   if (x.dim() == 0 || x.size(-1) != weight.size(1))
     throw Error("linear: input " + shape_str(x.shape()) + " does not end in in_features " + std::to_string(weight.size(1)) +
                 " of weight " + shape_str(weight.shape()));
-  Tensor y = matmul(x, transpose(weight, 0, 1));
+  if (x.dtype() != weight.dtype())
+    throw Error(std::string("linear: input is ") + dtype_name(x.dtype()) + ", weight is " + dtype_name(weight.dtype()));
+  if (!is_floating(x.dtype())) throw Error("linear: int64 operands are not supported");
+  const int64_t in = weight.size(1), out = weight.size(0);
+  const Tensor flat = contiguous_copy(x.detach());
+  const Tensor rows = flat.as_strided({flat.numel() / in, in}, {in, 1}, flat.offset());  // [N, in]
+  const Tensor w = weight.detach();
+  Shape out_shape = x.shape();
+  out_shape.back() = out;
+  const Tensor product = matmul_kernel(rows, transpose(w, 0, 1));  // [N, out], fresh and contiguous
+  Tensor y = product.as_strided(out_shape, contiguous_strides(out_shape), 0);
+  // Each operand is kept only if the other one needs a gradient.
+  const Tensor keep_rows = weight.requires_grad() ? rows : Tensor(), keep_w = x.requires_grad() ? w : Tensor();
+  y = autograd::record("linear", y, {x, weight}, [keep_rows, keep_w, x_shape = x.shape(), out](const Tensor& g) -> std::vector<Tensor> {
+    const Tensor gc = contiguous_copy(g);
+    const Tensor g_rows = gc.as_strided({gc.numel() / out, out}, {out, 1}, gc.offset());  // [N, out]
+    Tensor dx, dw;
+    if (keep_w.defined()) dx = matmul_kernel(g_rows, keep_w).as_strided(x_shape, contiguous_strides(x_shape), 0);
+    if (keep_rows.defined()) dw = matmul_kernel(transpose(g_rows, 0, 1), keep_rows);  // [out, in]
+    return {dx, dw};
+  });
   if (bias.defined()) {
-    if (bias.shape() != Shape{weight.size(0)})
-      throw Error("linear: bias " + shape_str(bias.shape()) + " does not match out_features " + std::to_string(weight.size(0)));
+    if (bias.shape() != Shape{out})
+      throw Error("linear: bias " + shape_str(bias.shape()) + " does not match out_features " + std::to_string(out));
     y = add(y, bias);
   }
   return y;

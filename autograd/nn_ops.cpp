@@ -1,7 +1,7 @@
 // Softmax family, normalisation, SwiGLU gating, losses and dropout as fused kernels: each op's shape checks, forward
 // loop and backward loop sit together. Rows run in parallel in chunks fixed by the shape and each row is
-// reduced sequentially, so results are bitwise identical for any thread count. Statistics accumulate
-// in double whatever the tensor dtype.
+// reduced in a fixed order, so results are bitwise identical for any thread count. Softmax and loss
+// statistics accumulate in double whatever the tensor dtype; norm statistics see normalize_last_dim.
 #include "nn_ops.hpp"
 
 #include <algorithm>
@@ -55,21 +55,6 @@ template <class Fn> void for_each_row(const Rows& rows, Fn&& fn) {
   parallel_for(rows.count, row_grain(rows.size), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) fn(r, r * rows.size);
   });
-}
-
-// sum of f(j) for j < n in double, over kSumLanes interleaved partial sums added in a fixed order:
-// the compiler vectorises it (a single running sum is a serial chain), and the order never depends
-// on threads.
-constexpr int kSumLanes = 8;
-template <class F> double lane_sum(int64_t n, F f) {
-  double lanes[kSumLanes] = {};
-  int64_t j = 0;
-  for (; j + kSumLanes <= n; j += kSumLanes)
-    for (int l = 0; l < kSumLanes; ++l) lanes[l] += f(j + l);
-  double total = 0;
-  for (int l = 0; l < kSumLanes; ++l) total += lanes[l];
-  for (; j < n; ++j) total += f(j);
-  return total;
 }
 
 // log(sum(exp(x))) of a contiguous row, shifted by its max so exp stays in range.
@@ -132,12 +117,12 @@ void check_norm_param(const char* op, const char* what, const Tensor& x, const T
                 dtype_name(x.dtype()));
 }
 
-// Sum over chunks of per-chunk partials [chunks, D] (f64), added in chunk order: a deterministic
+// Sum over chunks of per-chunk partials [chunks, D], added in chunk order in double: a deterministic
 // reduction over rows whatever thread ran which chunk.
 template <class T> Tensor sum_partials(const Tensor& partials) {
   const int64_t chunks = partials.size(0), width = partials.size(1);
   Tensor out = Tensor::empty({width}, dtype_of<T>());
-  const double* p = partials.data<double>();
+  const T* p = partials.data<T>();
   T* q = out.data<T>();
   parallel_for(width, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
@@ -149,42 +134,57 @@ template <class T> Tensor sum_partials(const Tensor& partials) {
   return out;
 }
 
+// sum of f(j) for j < n in T over one vector register's worth of interleaved partial sums (16 in f32,
+// 8 in f64), added in a fixed order: it vectorises (a single running sum is a serial chain) and
+// never depends on the threads.
+template <class T, class F> T lane_sum(int64_t n, F f) {
+  constexpr int kLanes = 64 / sizeof(T);
+  T lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] += f(j + l);
+  T total = 0;
+  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  for (; j < n; ++j) total += f(j);
+  return total;
+}
+
 // layer_norm and rms_norm, which differ only in centring (and rms_norm has no bias):
 //   xhat = (x - mean) * rstd,  rstd = 1 / sqrt(mean((x - mean)^2) + eps),  y = xhat * w + b,
 // with mean := 0 for rms_norm. Mean and rstd are saved per row. Backward, with dxhat = dy * w:
 //   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   (no mean(dxhat) term uncentred)
 //   dw = sum over rows of dy * xhat,  db = sum over rows of dy.
+// Per-row sums run in the tensor's type (f32 or better, the precision DESIGN.md asks of norm
+// statistics; in f64 the f32 kernel would be three times slower), sums over rows in double.
 template <class T>
 Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                           bool centered) {
   const Rows rows = rows_along(x.shape(), x.dim() - 1);
   const int64_t width = rows.size;
   const Tensor xc = contiguous_copy(x.detach());
-  const Tensor wc = weight.defined() ? contiguous_copy(weight.detach()) : Tensor();
+  // No weight is a weight of ones: one loop shape for both.
+  const Tensor wc = weight.defined() ? contiguous_copy(weight.detach()) : full({width}, 1.0, x.dtype());
   const Tensor bc = bias.defined() ? contiguous_copy(bias.detach()) : Tensor();
   Tensor y = Tensor::empty(x.shape(), x.dtype());
-  Tensor mean = Tensor::empty({rows.count}, kFloat64), rstd = Tensor::empty({rows.count}, kFloat64);
+  Tensor mean = Tensor::empty({rows.count}, x.dtype()), rstd = Tensor::empty({rows.count}, x.dtype());
   {
-    const T* px = xc.data<T>();
-    const T* pw = wc.defined() ? wc.data<T>() : nullptr;
+    const T *px = xc.data<T>(), *pw = wc.data<T>();
     const T* pb = bc.defined() ? bc.data<T>() : nullptr;
-    T* py = y.data<T>();
-    double *pmean = mean.data<double>(), *prstd = rstd.data<double>();
+    T *py = y.data<T>(), *pmean = mean.data<T>(), *prstd = rstd.data<T>();
+    const T n = static_cast<T>(width);
     for_each_row(rows, [&](int64_t r, int64_t at) {
       const T* in = px + at;
       T* out = py + at;
-      const double mu = centered ? lane_sum(width, [&](int64_t j) { return double(in[j]); }) / static_cast<double>(width) : 0.0;
+      const T mu = centered ? lane_sum<T>(width, [&](int64_t j) { return in[j]; }) / n : T(0);
       // Second pass over the centred values: no cancellation from E[x^2] - E[x]^2.
-      const double var = lane_sum(width, [&](int64_t j) { return (in[j] - mu) * (in[j] - mu); });
-      const double rs = 1.0 / std::sqrt(var / static_cast<double>(width) + eps);
+      const T var = lane_sum<T>(width, [&](int64_t j) { return (in[j] - mu) * (in[j] - mu); }) / n;
+      const T rs = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var) + eps));
       pmean[r] = mu;
       prstd[r] = rs;
-      for (int64_t j = 0; j < width; ++j) {
-        double v = (in[j] - mu) * rs;
-        if (pw) v *= pw[j];
-        if (pb) v += pb[j];
-        out[j] = static_cast<T>(v);
-      }
+      if (pb)
+        for (int64_t j = 0; j < width; ++j) out[j] = (in[j] - mu) * rs * pw[j] + pb[j];
+      else
+        for (int64_t j = 0; j < width; ++j) out[j] = (in[j] - mu) * rs * pw[j];
     });
   }
   const bool need_dx = x.requires_grad(), need_dw = weight.defined() && weight.requires_grad(),
@@ -197,36 +197,31 @@ Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight,
     const int64_t chunk = std::max(row_grain(width), (rows.count + kMaxNormChunks - 1) / kMaxNormChunks);
     const int64_t chunks = (rows.count + chunk - 1) / chunk;
     Tensor dx = need_dx ? Tensor::empty(xc.shape(), xc.dtype()) : Tensor();
-    Tensor dw_partials = need_dw ? Tensor::empty({chunks, width}, kFloat64) : Tensor();
-    Tensor db_partials = need_db ? Tensor::empty({chunks, width}, kFloat64) : Tensor();
-    const T* px = xc.data<T>();
-    const T* pw = wc.defined() ? wc.data<T>() : nullptr;
-    const T* pdy = dy.data<T>();
-    const double *pmean = mean.data<double>(), *prstd = rstd.data<double>();
+    Tensor dw_partials = need_dw ? Tensor::empty({chunks, width}, xc.dtype()) : Tensor();
+    Tensor db_partials = need_db ? Tensor::empty({chunks, width}, xc.dtype()) : Tensor();
+    const T *px = xc.data<T>(), *pw = wc.data<T>(), *pdy = dy.data<T>();
+    const T *pmean = mean.data<T>(), *prstd = rstd.data<T>();
     T* pdx = need_dx ? dx.data<T>() : nullptr;
+    const T n = static_cast<T>(width);
     parallel_for(rows.count, chunk, [&](int64_t begin, int64_t end) {
       const int64_t c = begin / chunk;
-      double* dw = need_dw ? dw_partials.data<double>() + c * width : nullptr;
-      double* db = need_db ? db_partials.data<double>() + c * width : nullptr;
-      if (dw) std::fill_n(dw, width, 0.0);
-      if (db) std::fill_n(db, width, 0.0);
+      T* dw = need_dw ? dw_partials.data<T>() + c * width : nullptr;
+      T* db = need_db ? db_partials.data<T>() + c * width : nullptr;
+      if (dw) std::fill_n(dw, width, T(0));
+      if (db) std::fill_n(db, width, T(0));
       for (int64_t r = begin; r < end; ++r) {
-        const T* in = px + r * width;
-        const T* g = pdy + r * width;
-        const double mu = pmean[r], rs = prstd[r];
+        const T *in = px + r * width, *g = pdy + r * width;
+        const T mu = pmean[r], rs = prstd[r];
         if (dw)
           for (int64_t j = 0; j < width; ++j) dw[j] += g[j] * ((in[j] - mu) * rs);
         if (db)
           for (int64_t j = 0; j < width; ++j) db[j] += g[j];
         if (!pdx) continue;
-        auto dxhat = [&](int64_t j) { return pw ? static_cast<double>(g[j]) * pw[j] : static_cast<double>(g[j]); };
-        const double sum_dxhat = centered ? lane_sum(width, dxhat) : 0.0;
-        const double sum_dxhat_xhat = lane_sum(width, [&](int64_t j) { return dxhat(j) * ((in[j] - mu) * rs); });
-        const double mean_dxhat = centered ? sum_dxhat / static_cast<double>(width) : 0.0;
-        const double mean_dxhat_xhat = sum_dxhat_xhat / static_cast<double>(width);
+        const T mean_dxhat = centered ? lane_sum<T>(width, [&](int64_t j) { return g[j] * pw[j]; }) / n : T(0);
+        const T mean_dxhat_xhat = lane_sum<T>(width, [&](int64_t j) { return g[j] * pw[j] * ((in[j] - mu) * rs); }) / n;
         T* out = pdx + r * width;
         for (int64_t j = 0; j < width; ++j)
-          out[j] = static_cast<T>(rs * (dxhat(j) - mean_dxhat - (in[j] - mu) * rs * mean_dxhat_xhat));
+          out[j] = rs * (g[j] * pw[j] - mean_dxhat - (in[j] - mu) * rs * mean_dxhat_xhat);
       }
     });
     return {dx, need_dw ? sum_partials<T>(dw_partials) : Tensor(), need_db ? sum_partials<T>(db_partials) : Tensor()};

@@ -2,6 +2,7 @@
 // tokens/s, model FLOPs utilisation against an sgemm peak measured on the spot, peak RSS and OS
 // allocations per step; bench/torch_twin.py is its PyTorch counterpart.
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -29,6 +30,14 @@ struct Options {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// CPU time of the whole process (every thread): unlike wall time, it does not grow while the
+// scheduler runs someone else, so on a shared machine it compares variants of a kernel more stably.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -111,12 +120,13 @@ int run(const Options& o) {
   std::vector<int64_t> ids(static_cast<size_t>(o.batch * (o.seq + 1)));
 
   struct Timing {
-    double total, forward, backward, update, loss;
+    double total, forward, backward, update, cpu, loss;
   };
   auto step = [&] {
     for (int64_t& id : ids) id = byte(data);
     const Tensor batch = from_vector(ids, {o.batch, o.seq + 1});
     const auto start = Clock::now();
+    const double cpu_start = process_cpu_seconds();
     const auto losses = model.loss(batch, kMtpLambda);
     const double loss = losses.total.item();
     const double forward = seconds_since(start);
@@ -127,7 +137,7 @@ int run(const Options& o) {
     optimizer.zero_grad();
     model.update_expert_bias(kBiasGamma);
     const double total = seconds_since(start);
-    return Timing{total, forward, backward, total - forward - backward, loss};
+    return Timing{total, forward, backward, total - forward - backward, process_cpu_seconds() - cpu_start, loss};
   };
 
   for (int64_t i = 0; i < o.warmup; ++i) {
@@ -135,10 +145,11 @@ int run(const Options& o) {
     fmt::print("warmup {}/{}: {:.3f} s, loss {:.6f}\n", i + 1, o.warmup, t.total, t.loss);
   }
   const int64_t os_before = allocator::stats().os_allocations;
-  std::vector<double> total, forward, backward, update;
+  std::vector<double> total, forward, backward, update, cpu;
   for (int64_t i = 0; i < o.steps; ++i) {
     const Timing t = step();
     total.push_back(t.total), forward.push_back(t.forward), backward.push_back(t.backward), update.push_back(t.update);
+    cpu.push_back(t.cpu);
     fmt::print("step {}/{}: {:.3f} s (forward+loss {:.3f}, backward {:.3f}, clip+AdamW+bias {:.3f}), loss {:.6f}\n", i + 1,
                o.steps, t.total, t.forward, t.backward, t.update, t.loss);
   }
@@ -150,6 +161,7 @@ int run(const Options& o) {
   fmt::print("sgemm_peak_gflops: {:.2f} (latent::matmul 2048x256x768 f32, best of 20)\n", peak / 1e9);
   fmt::print("phase_medians_s: forward+loss {:.4f}, backward {:.4f}, clip+AdamW+bias {:.4f}\n", median(forward),
              median(backward), median(update));
+  fmt::print("step_cpu_median_s: {:.4f} (CPU time of all threads)\n", median(cpu));
   fmt::print("step_time_median_s: {:.4f}\n", step_time);
   fmt::print("tokens_per_s: {:.1f}\n", tokens_per_s);
   fmt::print("model_flops_utilization: {:.4f}\n", flops_per_token * tokens_per_s / peak);

@@ -13,15 +13,17 @@ namespace latent {
 namespace {
 
 // A block gets at least kMinWorkPerBlock multiply-adds (below that, one BLAS call beats packing the
-// shared operand again plus the task overhead), at most kMaxBlocks blocks per GEMM, and block edges
-// are multiples of kBlockAlign so that BLAS micro-kernels run full width.
-constexpr int64_t kMinWorkPerBlock = 1 << 21, kMaxBlocks = 8, kBlockAlign = 16;
+// shared operand again plus the task overhead) and at least kMinBlockExtent rows or columns (a
+// weight gradient, [out, N] x [N, in] with N tokens, cut into slivers repacks its tall shared
+// operand once per sliver), at most kMaxBlocks blocks per GEMM, and block edges are multiples of
+// kBlockAlign so that BLAS micro-kernels run full width.
+constexpr int64_t kMinWorkPerBlock = 1 << 21, kMinBlockExtent = 64, kMaxBlocks = 8, kBlockAlign = 16;
 // Batched products with at least this many entries are parallel over the batch only.
 constexpr int64_t kMinBatchTasks = 4;
 
 // Rows (or columns) per block when splitting `extent` for a GEMM of `work` multiply-adds.
 int64_t block_size(int64_t extent, int64_t work) {
-  const int64_t blocks = std::clamp<int64_t>(work / kMinWorkPerBlock, 1, kMaxBlocks);
+  const int64_t blocks = std::clamp<int64_t>(std::min(work / kMinWorkPerBlock, extent / kMinBlockExtent), 1, kMaxBlocks);
   const int64_t block = (extent + blocks - 1) / blocks;
   return (block + kBlockAlign - 1) / kBlockAlign * kBlockAlign;
 }

@@ -38,11 +38,11 @@ void top_indices(const std::vector<double>& values, int64_t k, std::vector<int64
 // does not depend on which thread ran which expert.
 //
 // Forward, per expert with rows r (token t_r, gate weight w_r; w = 1 for shared experts):
-//   g = x_t Wg^T,  u = x_t Wu^T,  h = silu(g) * u,  out_r = (w_r h_r) Wd^T,   y_t = sum of its out_r.
+//   g = x_t Wg^T,  u = x_t Wu^T,  h = silu(g) * u,  out_r = w_r (h_r Wd^T),   y_t = sum of its out_r.
 // Backward, with dy_r = dy[t_r] and dh' = dy_r Wd (the gradient of h before the gate weight):
 //   dw_r = dh'_r . h_r,  dWd = dy^T (w h),  dh = w dh',  (dg, du) = swiglu backward,
 //   dWg = dg^T x_t,  dWu = du^T x_t,  dx_r = dg Wg + du Wu,  dx_t = sum of its dx_r.
-// Only g and u are kept for the backward (plus x, which the router keeps anyway); h is recomputed.
+// Kept for the backward: g, u, h and the gathered rows of x (x itself the router keeps anyway).
 struct ExpertDispatch {
   struct Expert {
     Tensor gate, up, down;  // weights [I, D], [I, D], [D, I], detached
@@ -106,30 +106,34 @@ void sum_rows_per_token(const ExpertDispatch& d, const T* rows, T* out, int64_t 
   });
 }
 
+// What the backward of the experts op keeps: its inputs (x and the gate weights in slot order), the
+// routed rows of x gathered by expert, and each expert's g, u and h = silu(g) * u.
+struct ExpertsSaved {
+  Tensor x, slot_weights, gathered_x, gate_act, up_act, hidden;
+};
+
 template <class T>
-Tensor experts_forward(const ExpertDispatch& d, const Tensor& x, const Tensor& slot_weights, Tensor& gate_act,
-                       Tensor& up_act) {
-  const int64_t D = x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
-  const DType dtype = x.dtype();
-  gate_act = Tensor::empty({d.activation_size}, dtype);
-  up_act = Tensor::empty({d.activation_size}, dtype);
-  const Tensor gathered = Tensor::empty({d.routed_rows, D}, dtype), hidden = Tensor::empty({d.activation_size}, dtype);
+Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
+  const int64_t D = saved.x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
+  const DType dtype = saved.x.dtype();
+  saved.gathered_x = Tensor::empty({d.routed_rows, D}, dtype);
+  for (Tensor* t : {&saved.gate_act, &saved.up_act, &saved.hidden}) *t = Tensor::empty({d.activation_size}, dtype);
   const Tensor rows = Tensor::empty({d.rows(), D}, dtype);
-  const T *px = x.data<T>(), *pw = slot_weights.data<T>();
-  T *pg = gate_act.data<T>(), *pu = up_act.data<T>(), *ph = hidden.data<T>(), *prows = rows.data<T>();
+  const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>();
+  T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>(), *prows = rows.data<T>();
   parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
-    const T* xe = expert_rows(d, e, px, gathered.data<T>(), D);
-    T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations;
+    const T* xe = expert_rows(d, e, px, saved.gathered_x.data<T>(), D);
+    T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations, *out = prows + e.first * D;
     serial_gemm<T>(false, true, e.rows, e.width, D, xe, D, e.gate.data<T>(), D, T(0), g, e.width);
     serial_gemm<T>(false, true, e.rows, e.width, D, xe, D, e.up.data<T>(), D, T(0), u, e.width);
     swiglu_forward(g, u, h, e.rows * e.width);
+    serial_gemm<T>(false, true, e.rows, D, e.width, h, e.width, e.down.data<T>(), e.width, T(0), out, D);
     if (e.routed)
       for (int64_t r = 0; r < e.rows; ++r) {
         const T w = pw[d.slot[static_cast<size_t>(e.first + r)]];
-        for (T *p = h + r * e.width, *end = p + e.width; p != end; ++p) *p *= w;
+        for (T *p = out + r * D, *end = p + D; p != end; ++p) *p *= w;
       }
-    serial_gemm<T>(false, true, e.rows, D, e.width, h, e.width, e.down.data<T>(), e.width, T(0), prows + e.first * D, D);
   });
   Tensor y = Tensor::empty({d.tokens, D}, dtype);
   sum_rows_per_token(d, prows, y.data<T>(), K, D);
@@ -138,15 +142,14 @@ Tensor experts_forward(const ExpertDispatch& d, const Tensor& x, const Tensor& s
 
 // Gradients in the op's input order: x, the [N, K] gate weights, then gate/up/down of each expert.
 template <class T>
-std::vector<Tensor> experts_backward(const ExpertDispatch& d, const Tensor& x, const Tensor& slot_weights,
-                                     const Tensor& gate_act, const Tensor& up_act, const Tensor& grad,
+std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved& saved, const Tensor& grad,
                                      const std::vector<bool>& needed) {
-  const int64_t D = x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
-  const DType dtype = x.dtype();
+  const int64_t D = saved.x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
+  const DType dtype = saved.x.dtype();
   const bool need_x = needed[0], need_w = needed[1];
   const Tensor dy = contiguous_copy(grad);
-  const Tensor gathered_x = Tensor::empty({d.routed_rows, D}, dtype), gathered_dy = Tensor::empty({d.routed_rows, D}, dtype);
-  const Tensor hidden = Tensor::empty({d.activation_size}, dtype), dhidden = Tensor::empty({d.activation_size}, dtype);
+  const Tensor gathered_dy = Tensor::empty({d.routed_rows, D}, dtype);
+  const Tensor weighted = Tensor::empty({d.activation_size}, dtype), dhidden = Tensor::empty({d.activation_size}, dtype);
   const Tensor dgate = Tensor::empty({d.activation_size}, dtype), dup = Tensor::empty({d.activation_size}, dtype);
   const Tensor dx_rows = need_x ? Tensor::empty({d.rows(), D}, dtype) : Tensor();
   Tensor dw = need_w ? Tensor::empty({d.tokens, K}, dtype) : Tensor();
@@ -157,32 +160,34 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const Tensor& x, c
     for (size_t j = 0; j < 3; ++j)
       if (needed[2 + 3 * i + j]) grads[2 + 3 * i + j] = Tensor::empty(shapes[j], dtype);
   }
-  const T *px = x.data<T>(), *pw = slot_weights.data<T>(), *pdy = dy.data<T>();
-  const T *pg = gate_act.data<T>(), *pu = up_act.data<T>();
-  T *ph = hidden.data<T>(), *pdh = dhidden.data<T>(), *pdg = dgate.data<T>(), *pdu = dup.data<T>();
+  const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>(), *pdy = dy.data<T>();
+  const T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>();
+  T *phw = weighted.data<T>(), *pdh = dhidden.data<T>(), *pdg = dgate.data<T>(), *pdu = dup.data<T>();
   parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     const int64_t n = e.rows, I = e.width, at = e.activations;
-    const T* xe = expert_rows(d, e, px, gathered_x.data<T>(), D);
+    const T* xe = e.routed ? saved.gathered_x.data<T>() + e.first * D : px;
     const T* dye = expert_rows(d, e, pdy, gathered_dy.data<T>(), D);
-    const T *g = pg + at, *u = pu + at;
-    T *h = ph + at, *dh = pdh + at, *dg = pdg + at, *du = pdu + at;
-    swiglu_forward(g, u, h, n * I);
+    const T *g = pg + at, *u = pu + at, *h = ph + at, *hw = h;
+    T *dh = pdh + at, *dg = pdg + at, *du = pdu + at;
     serial_gemm<T>(false, false, n, I, D, dye, D, e.down.data<T>(), I, T(0), dh, I);
-    if (e.routed)
+    if (e.routed) {
       for (int64_t r = 0; r < n; ++r) {
         const int64_t slot = d.slot[static_cast<size_t>(e.first + r)];
         const T w = pw[slot];
-        T *hr = h + r * I, *dhr = dh + r * I;
+        const T* hr = h + r * I;
+        T *hwr = phw + at + r * I, *dhr = dh + r * I;
         if (need_w) {
           double dot = 0;
           for (int64_t c = 0; c < I; ++c) dot += static_cast<double>(dhr[c]) * hr[c];
           dw.data<T>()[slot] = static_cast<T>(dot);
         }
-        for (int64_t c = 0; c < I; ++c) hr[c] *= w, dhr[c] *= w;
+        for (int64_t c = 0; c < I; ++c) hwr[c] = w * hr[c], dhr[c] *= w;
       }
+      hw = phw + at;
+    }
     const Tensor* expert_grads = grads.data() + 2 + 3 * i;
-    if (expert_grads[2].defined()) serial_gemm<T>(true, false, D, I, n, dye, D, h, I, T(0), expert_grads[2].data<T>(), I);
+    if (expert_grads[2].defined()) serial_gemm<T>(true, false, D, I, n, dye, D, hw, I, T(0), expert_grads[2].data<T>(), I);
     swiglu_backward(g, u, dh, dg, du, n * I);
     if (expert_grads[0].defined()) serial_gemm<T>(true, false, I, D, n, dg, I, xe, D, T(0), expert_grads[0].data<T>(), D);
     if (expert_grads[1].defined()) serial_gemm<T>(true, false, I, D, n, du, I, xe, D, T(0), expert_grads[1].data<T>(), D);
@@ -203,21 +208,22 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const Tensor& x, c
 // y [N, D] = sum over each token's experts of w * expert(x) + shared experts(x), as one graph node.
 Tensor experts_op(const Tensor& x, const Tensor& weights, ExpertDispatch dispatch) {
   return dispatch_floating(x.dtype(), "DeepSeekMoE", [&]<class T>() {
-    const Tensor xc = contiguous_copy(x.detach()), wc = contiguous_copy(weights.detach());
     for (const Tensor& w : dispatch.weights)
       if (w.dtype() != x.dtype() || !w.is_contiguous())
         throw Error(std::string("DeepSeekMoE: expert weights must be contiguous ") + dtype_name(x.dtype()) + ", got " +
                     dtype_name(w.dtype()) + " " + shape_str(w.shape()));
-    Tensor gate_act, up_act;
-    Tensor y = experts_forward<T>(dispatch, xc, wc, gate_act, up_act);
+    ExpertsSaved saved;
+    saved.x = contiguous_copy(x.detach());
+    saved.slot_weights = contiguous_copy(weights.detach());
+    Tensor y = experts_forward<T>(dispatch, saved);
     std::vector<Tensor> inputs = {x, weights};
     inputs.insert(inputs.end(), dispatch.weights.begin(), dispatch.weights.end());
     std::vector<bool> needed;
     for (const Tensor& t : inputs) needed.push_back(t.requires_grad());
     dispatch.weights.clear();  // the closure keeps the detached copies in experts, not the graph leaves
     return autograd::record("moe_experts", y, inputs,
-                            [d = std::move(dispatch), xc, wc, gate_act, up_act, needed](const Tensor& grad) {
-                              return experts_backward<T>(d, xc, wc, gate_act, up_act, grad, needed);
+                            [d = std::move(dispatch), saved = std::move(saved), needed](const Tensor& grad) {
+                              return experts_backward<T>(d, saved, grad, needed);
                             });
   });
 }

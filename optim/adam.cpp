@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "../core/factory.hpp"
 #include "../core/parallel.hpp"
@@ -47,19 +49,47 @@ struct AdamCoefficients {
   }
 };
 
-// The whole of torch's single-tensor Adam/AdamW step for one flat tensor, in the same order of
-// roundings (so f64 results agree with torch to the last few ulps).
+// The whole of torch's single-tensor Adam/AdamW step over n elements of one flat tensor, in the same
+// order of roundings (so f64 results agree with torch to the last few ulps).
 template <class T>
 void adam_update(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n, const AdamCoefficients<T>& c) {
-  parallel_for(n, kUpdateGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      T g = grad[i];
-      if (c.l2 != 0) g += c.l2 * param[i];
-      if (c.decay != 1) param[i] *= c.decay;
-      exp_avg[i] = exp_avg[i] * c.beta1 + c.one_minus_beta1 * g;
-      exp_avg_sq[i] = exp_avg_sq[i] * c.beta2 + c.one_minus_beta2 * (g * g);
-      const T denom = std::sqrt(exp_avg_sq[i]) / c.bias2_sqrt + c.eps;
-      param[i] -= c.step_size * (exp_avg[i] / denom);
+  for (int64_t i = 0; i < n; ++i) {
+    T g = grad[i];
+    if (c.l2 != 0) g += c.l2 * param[i];
+    if (c.decay != 1) param[i] *= c.decay;
+    exp_avg[i] = exp_avg[i] * c.beta1 + c.one_minus_beta1 * g;
+    exp_avg_sq[i] = exp_avg_sq[i] * c.beta2 + c.one_minus_beta2 * (g * g);
+    const T denom = std::sqrt(exp_avg_sq[i]) / c.bias2_sqrt + c.eps;
+    param[i] -= c.step_size * (exp_avg[i] / denom);
+  }
+}
+
+// One parameter's update: its tensors and its step's coefficients in both float types.
+struct Update {
+  Tensor param, grad, exp_avg, exp_avg_sq;
+  AdamCoefficients<float> f32;
+  AdamCoefficients<double> f64;
+};
+
+// Runs every update as one parallel loop over chunks of kUpdateGrain elements: a model has hundreds
+// of small tensors, and a parallel loop per tensor would be mostly task overhead. Each element is
+// updated once, by the same formula, so the result does not depend on the chunking or the threads.
+void run_updates(const std::vector<Update>& updates, const char* name) {
+  std::vector<std::pair<size_t, int64_t>> chunks;  // (update, first element)
+  for (size_t u = 0; u < updates.size(); ++u)
+    for (int64_t first = 0; first < updates[u].param.numel(); first += kUpdateGrain) chunks.emplace_back(u, first);
+  parallel_for(static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const auto [u, first] = chunks[static_cast<size_t>(c)];
+      const Update& up = updates[u];
+      const int64_t n = std::min(kUpdateGrain, up.param.numel() - first);
+      dispatch_floating(up.param.dtype(), name, [&]<class T>() {
+        const AdamCoefficients<T>* coefficients;
+        if constexpr (std::is_same_v<T, float>) coefficients = &up.f32;
+        else coefficients = &up.f64;
+        adam_update<T>(up.param.data<T>() + first, up.grad.data<T>() + first, up.exp_avg.data<T>() + first,
+                       up.exp_avg_sq.data<T>() + first, n, *coefficients);
+      });
     }
   });
 }
@@ -81,6 +111,7 @@ Adam::Adam(std::string name, std::vector<ParamGroup<AdamOptions>> groups, bool d
 
 void Adam::step() {
   for (const AdamOptions& o : options_) validate(o, name());
+  std::vector<Update> updates;
   for (size_t g = 0; g < num_param_groups(); ++g) {
     const AdamOptions& o = options_[g];
     for (size_t i = group_begin(g); i < group_end(g); ++i) {
@@ -90,12 +121,12 @@ void Adam::step() {
       ParamState& s = state(i);
       if (s.buffers.empty()) s.buffers = {zeros_like(p), zeros_like(p)};
       ++s.step;
-      dispatch_floating(p.dtype(), name().c_str(), [&]<class T>() {
-        const AdamCoefficients<T> c(o, s.step, decoupled_weight_decay_);
-        adam_update<T>(p.data<T>(), grad.data<T>(), s.buffers[0].data<T>(), s.buffers[1].data<T>(), p.numel(), c);
-      });
+      dispatch_floating(p.dtype(), name().c_str(), []<class T>() {});
+      updates.push_back({p, grad, s.buffers[0], s.buffers[1], AdamCoefficients<float>(o, s.step, decoupled_weight_decay_),
+                         AdamCoefficients<double>(o, s.step, decoupled_weight_decay_)});
     }
   }
+  run_updates(updates, name().c_str());
 }
 
 std::vector<std::pair<std::string, double>> Adam::group_hyperparameters(size_t group) const {
