@@ -11,10 +11,6 @@
 #include <string>
 #include <type_traits>
 #include <vector>
-#include <functional>
-#include <cstdlib>
-#include <cstdio>
-#include <cstring>
 
 #include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
@@ -175,8 +171,7 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
   const Heads<T> dQ = need_dq ? heads_of<T>(dq) : Heads<T>{}, dK = need_dk ? heads_of<T>(dk_heads) : Heads<T>{},
                  dV = need_dv ? heads_of<T>(dv_heads) : Heads<T>{};
   const T scale = T(g.scale);
-  auto run = [&](int64_t n, const std::function<void(int64_t)>& f) { if (std::getenv("ATT_SERIAL")) { for (int64_t t = 0; t < n; ++t) f(t); } else parallel_tasks(n, f); };
-  run(g.B * g.H, [&](int64_t task) {
+  parallel_tasks(g.B * g.H, [&](int64_t task) {
     const int64_t h = task % g.H, b = task / g.H, kv_head = h / g.group();
     const T *q_h = Q.at(b, h), *k_h = K.at(b, kv_head), *v_h = V.at(b, kv_head);
     const T* do_h = dO.at(b, h);
@@ -198,10 +193,7 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
       delta[static_cast<size_t>(i)] = static_cast<T>(d);
     }
 
-    std::vector<T> p_storage(static_cast<size_t>(g.T * kKeyBlock + 64)), ds_storage(p_storage.size());
-    T* p_data = std::getenv("ALIGN") ? reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p_storage.data()) + 63) & ~uintptr_t(63)) : p_storage.data();
-    T* ds_data = std::getenv("ALIGN") ? reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(ds_storage.data()) + 63) & ~uintptr_t(63)) : ds_storage.data();
-    struct Buf { T* d; T* data() { return d; } } p{p_data}, ds{ds_data};
+    std::vector<T> p(static_cast<size_t>(g.T * kKeyBlock)), ds(p.size());
     for (int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
       const int64_t nk = std::min(kKeyBlock, g.S - j0), i0 = g.first_row_seeing(j0), rows = g.T - i0;
       gemm<T>(false, true, rows, nk, g.Dqk, scale, q_h + i0 * Q.ld, Q.ld, k_h + j0 * K.ld, K.ld, T(0), p.data(), nk);
@@ -291,28 +283,12 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const Tensor lse = Tensor::empty({g.B, g.H, g.T}, q.dtype());
   dispatch_floating(q.dtype(), "scaled_dot_product_attention",
                     [&]<class T>() { attention_forward<T>(g, qc, kc, vc, out, lse); });
-  if (std::getenv("LATENT_TRACE")) {
-    for (const Tensor* t : {&qc, &kc, &vc, &out, &lse}) {
-      uint64_t h = 1469598103934665603ull;
-      for (double d : t->to(kFloat64).to_vector<double>()) { uint64_t b; std::memcpy(&b, &d, 8); h = (h ^ b) * 1099511628211ull; }
-      std::fprintf(stderr, "fwd %016llx ", (unsigned long long)h);
-    }
-    std::fprintf(stderr, "\n");
-  }
 
   const bool need_dq = q.requires_grad(), need_dk = k.requires_grad(), need_dv = v.requires_grad();
   return autograd::record(
       "scaled_dot_product_attention", out, {q, k, v},
       [g, qc, kc, vc, out = out.detach(), lse, need_dq, need_dk, need_dv](const Tensor& grad) -> std::vector<Tensor> {
         const Tensor dout = blas_ready(grad);
-        if (std::getenv("LATENT_TRACE")) {
-          for (const Tensor* t : {&qc, &kc, &vc, &out, &lse, &dout}) {
-            uint64_t h = 1469598103934665603ull;
-            for (double d : t->to(kFloat64).to_vector<double>()) { uint64_t b; std::memcpy(&b, &d, 8); h = (h ^ b) * 1099511628211ull; }
-            std::fprintf(stderr, "bwd %016llx ", (unsigned long long)h);
-          }
-          std::fprintf(stderr, "\n");
-        }
         const DType dtype = out.dtype();
         // Gradients are laid out like their inputs; per-head dk/dv only exist when a kv head is shared.
         const Tensor dq = need_dq ? empty_heads(g.B, g.H, g.T, g.Dqk, is_sequence_major(qc), dtype) : Tensor();
@@ -322,26 +298,10 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         const Tensor dk_heads = need_dk && grouped ? Tensor::empty({g.B, g.H, g.S, g.Dqk}, dtype) : dk;
         const Tensor dv_heads = need_dv && grouped ? Tensor::empty({g.B, g.H, g.S, g.Dv}, dtype) : dv;
         dispatch_floating(dtype, "scaled_dot_product_attention", [&]<class T>() {
-          auto hk = [&](const char* tag) { if (!std::getenv("LATENT_TRACE")) return; uint64_t h = 1469598103934665603ull;
-            for (double d : kc.to(kFloat64).to_vector<double>()) { uint64_t b; std::memcpy(&b, &d, 8); h = (h ^ b) * 1099511628211ull; }
-            std::fprintf(stderr, "k %s %016llx %p %p %p %p\n", tag, (unsigned long long)h, (void*)kc.data<T>(), (void*)(dq.defined()? dq.data<T>() : nullptr), (void*)(dk_heads.defined() ? dk_heads.data<T>() : nullptr), (void*)(dv_heads.defined()? dv_heads.data<T>() : nullptr)); };
-          hk("before");
           attention_backward<T>(g, qc, kc, vc, out, lse, dout, dq, dk_heads, dv_heads);
-          hk("after");
           if (need_dk && grouped) sum_groups<T>(dk_heads, dk, g.group());
           if (need_dv && grouped) sum_groups<T>(dv_heads, dv, g.group());
         });
-        if (const char* path = std::getenv("LATENT_DUMP")) {
-          static int call = 0;
-          if (++call == 3) {
-            std::FILE* f = std::fopen(path, "wb");
-            for (const Tensor* t : {&qc, &kc, &vc, &out, &lse, &dout, &dq}) {
-              const std::vector<float> v = t->to_vector<float>();
-              std::fwrite(v.data(), 4, v.size(), f);
-            }
-            std::fclose(f);
-          }
-        }
         return {dq, dk, dv};
       });
 }

@@ -1,8 +1,5 @@
 // The backward engine: count how many gradients each node waits for, then run nodes as their
 // gradients complete, newest first. An explicit work list, so graph depth is limited by memory only.
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <queue>
 #include <unordered_map>
 
@@ -77,15 +74,6 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     if (input_grads.size() != node->next_edges.size())
       throw Error(node->name() + ": backward returned " + std::to_string(input_grads.size()) + " gradients for " +
                   std::to_string(node->next_edges.size()) + " inputs");
-    if (std::getenv("LATENT_TRACE")) {
-      std::string line = node->name();
-      for (const Tensor& g : input_grads) {
-        uint64_t h = 1469598103934665603ull;
-        if (g.defined()) for (double d : g.to(kFloat64).to_vector<double>()) { uint64_t b; std::memcpy(&b, &d, 8); h = (h ^ b) * 1099511628211ull; }
-        char buf[32]; std::snprintf(buf, sizeof buf, " %016llx", (unsigned long long)h); line += buf;
-      }
-      std::fprintf(stderr, "%s\n", line.c_str());
-    }
     if (!retain_graph) node->release_saved();
     for (size_t i = 0; i < node->next_edges.size(); ++i) {
       const Edge& e = node->next_edges[i];

@@ -13,19 +13,22 @@ namespace latent::fast_math {
 // clamped at -87 so that 2^n stays a normal float; the clamped values (< 2e-38) are negligible
 // against the exp(0) = 1 they are summed or compared with. n is rounded by adding and removing
 // 1.5 * 2^23. Double precision keeps std::exp: its callers are gradchecks, not hot loops.
+// Every multiply-add is an explicit fma: the compiler vectorises these loops but also keeps scalar
+// paths (remainders, run-time alias checks) and, left to itself, may fuse different pairs in each,
+// so the same input could round differently depending on where a buffer happens to sit in memory.
 inline float exp_nonpositive(float x) {
   constexpr float kRound = 12582912.0f;
   x = std::max(x, -87.0f);
-  const float n = (x * 1.44269504088896341f + kRound) - kRound;
-  float r = x - n * 0.693359375f;  // ln2 split in two for an exact first product
-  r = r + n * 2.12194440e-4f;
+  const float n = std::fma(x, 1.44269504088896341f, kRound) - kRound;
+  float r = std::fma(n, -0.693359375f, x);  // ln2 split in two for an exact first product
+  r = std::fma(n, 2.12194440e-4f, r);
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  p = std::fma(p * r, r, r) + 1.0f;
   return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
 }
 inline double exp_nonpositive(double x) { return std::exp(x); }

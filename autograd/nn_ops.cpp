@@ -57,13 +57,40 @@ template <class Fn> void for_each_row(const Rows& rows, Fn&& fn) {
   });
 }
 
-// log(sum(exp(x))) of a contiguous row, shifted by its max so exp stays in range.
-template <class T> double row_logsumexp(const T* x, int64_t n) {
+// sum of f(j) for j < n in T over one vector register's worth of interleaved partial sums (16 in f32,
+// 8 in f64), added in a fixed order: it vectorises (a single running sum is a serial chain) and
+// never depends on the threads.
+template <class T, class F> T lane_sum(int64_t n, F f) {
+  constexpr int kLanes = 64 / sizeof(T);
+  T lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] += f(j + l);
+  T total = 0;
+  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  for (; j < n; ++j) total += f(j);
+  return total;
+}
+
+template <class T> T lane_max(const T* x, int64_t n) {
+  constexpr int kLanes = 64 / sizeof(T);
+  T lanes[kLanes];
+  std::fill_n(lanes, kLanes, -std::numeric_limits<T>::infinity());
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] = std::max(lanes[l], x[j + l]);
   T m = -std::numeric_limits<T>::infinity();
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
-  double total = 0;
-  for (int64_t j = 0; j < n; ++j) total += std::exp(x[j] - m);
-  return static_cast<double>(m) + std::log(total);
+  for (int l = 0; l < kLanes; ++l) m = std::max(m, lanes[l]);
+  for (; j < n; ++j) m = std::max(m, x[j]);
+  return m;
+}
+
+// log(sum(exp(x))) of a contiguous row, shifted by its max so exp stays in range (and <= 1, the
+// domain of fast_math's vectorisable exp).
+template <class T> double row_logsumexp(const T* x, int64_t n) {
+  const T m = lane_max(x, n);
+  const T total = lane_sum<T>(n, [&](int64_t j) { return fast_math::exp_nonpositive(x[j] - m); });
+  return static_cast<double>(m) + std::log(static_cast<double>(total));
 }
 
 // ---- softmax family ---------------------------------------------------------------------------
@@ -132,21 +159,6 @@ template <class T> Tensor sum_partials(const Tensor& partials) {
     }
   });
   return out;
-}
-
-// sum of f(j) for j < n in T over one vector register's worth of interleaved partial sums (16 in f32,
-// 8 in f64), added in a fixed order: it vectorises (a single running sum is a serial chain) and
-// never depends on the threads.
-template <class T, class F> T lane_sum(int64_t n, F f) {
-  constexpr int kLanes = 64 / sizeof(T);
-  T lanes[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] += f(j + l);
-  T total = 0;
-  for (int l = 0; l < kLanes; ++l) total += lanes[l];
-  for (; j < n; ++j) total += f(j);
-  return total;
 }
 
 // layer_norm and rms_norm, which differ only in centring (and rms_norm has no bias):
@@ -374,7 +386,7 @@ template <class T> void swiglu_forward(const T* gate, const T* up, T* out, int64
 template <class T> void swiglu_backward(const T* gate, const T* up, const T* dout, T* dgate, T* dup, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const T g = gate[i], s = fast_math::sigmoid(g), d = dout[i];
-    dgate[i] = d * up[i] * s * (T(1) + g * (T(1) - s));
+    dgate[i] = d * up[i] * s * std::fma(g, T(1) - s, T(1));
     dup[i] = d * g * s;
   }
 }
@@ -445,10 +457,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
           std::fill_n(pdx + at, rows.size, T(0));
           return;
         }
-        for (int64_t j = 0; j < rows.size; ++j) {
-          const double onehot = j == pt[r] ? 1.0 : 0.0;
-          pdx[at + j] = static_cast<T>((std::exp(px[at + j] - plse[r]) - onehot) * scale);
-        }
+        const T shift = static_cast<T>(plse[r]), g = static_cast<T>(scale);
+        for (int64_t j = 0; j < rows.size; ++j) pdx[at + j] = fast_math::exp_nonpositive(px[at + j] - shift) * g;
+        pdx[at + pt[r]] -= g;  // the one-hot term
       });
       return {dx};
     };

@@ -57,10 +57,10 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-"$python" - "$results" "$rounds" "$steps" <<'EOF'
+"$python" - "$results" "$rounds" "$steps" "$shapes" "$thread_counts" <<'EOF'
 import statistics, sys
 from collections import defaultdict
-path, rounds, steps = sys.argv[1], sys.argv[2], sys.argv[3]
+path, rounds, steps, shapes, thread_counts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(), sys.argv[5].split()
 runs = defaultdict(list)
 for line in open(path):
     who, shape, threads, tps, mfu, rss, allocs = line.split()
@@ -70,7 +70,7 @@ def med(key, i):
 print(f"Medians of {rounds} alternating rounds, {steps} timed steps each (DeepSeek-V3 'small', full training step).\n")
 print("| shape | threads | latent tokens/s | PyTorch tokens/s | ratio | latent MFU | PyTorch MFU | latent peak RSS MB | PyTorch peak RSS MB | latent OS allocs/step |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for (who, shape, threads) in sorted(k for k in runs if k[0] == "latent"):
+for shape, threads in ((s, t) for s in shapes for t in thread_counts):
     ours, theirs = ("latent", shape, threads), ("pytorch", shape, threads)
     b, t = shape.split("x")
     allocs = "/".join(sorted({r[3] for r in runs[ours]}))

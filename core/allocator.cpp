@@ -4,7 +4,6 @@
 
 #include <bit>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
@@ -36,7 +35,6 @@ size_t size_class(size_t nbytes) {
   return (nbytes + step - 1) / step * step;
 }
 
-static void* poison(void* p, size_t n) { static const bool on = std::getenv("LATENT_POISON") != nullptr; if (on) std::memset(p, 0xFF, n); return p; }
 void* allocate(size_t nbytes) {
   const size_t block = size_class(nbytes);
   Cache& c = cache();
@@ -49,7 +47,7 @@ void* allocate(size_t nbytes) {
       void* p = list.back();
       list.pop_back();
       c.stats.bytes_cached -= static_cast<int64_t>(block);
-      return poison(p, block);
+      return p;
     }
     ++c.stats.os_allocations;
   }
@@ -59,13 +57,12 @@ void* allocate(size_t nbytes) {
     c.stats.bytes_in_use -= static_cast<int64_t>(block);
     throw Error("allocator: out of memory allocating " + std::to_string(nbytes) + " bytes");
   }
-  return poison(p, block);
+  return p;
 }
 
 void deallocate(void* ptr, size_t nbytes) {
   if (ptr == nullptr) return;
   const size_t block = size_class(nbytes);
-  if (std::getenv("LATENT_POISON_FREE")) std::memset(ptr, 0xFF, block);
   Cache& c = cache();
   std::lock_guard lock(c.mutex);
   c.free_blocks[block].push_back(ptr);

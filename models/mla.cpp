@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "../autograd/node.hpp"
@@ -23,14 +24,16 @@ std::shared_ptr<nn::Linear> projection(int64_t in, int64_t out, double std) {
 
 // RoPE on one head's rope dims at position t (nn::RotaryEmbedding's convention and tables: adjacent
 // pairs, (a, b) -> (a c - b s, a s + b c)); with `transposed` the inverse rotation, which is the
-// backward: (ga, gb) -> (ga c + gb s, -ga s + gb c).
+// backward: (ga, gb) -> (ga c + gb s, -ga s + gb c). The multiply-adds are explicit fmas: left to
+// the compiler, the vectorised loop and its scalar fallback (picked at run time from the buffers'
+// addresses) may fuse different pairs, and the result would depend on where memory happened to be.
 template <class T>
 void rotate(const T* in, T* out, const T* cos, const T* sin, int64_t half, bool transposed) {
   const T sign = transposed ? T(-1) : T(1);
   for (int64_t i = 0; i < half; ++i) {
     const T a = in[2 * i], b = in[2 * i + 1], c = cos[i], s = sign * sin[i];
-    out[2 * i] = a * c - b * s;
-    out[2 * i + 1] = a * s + b * c;
+    out[2 * i] = std::fma(a, c, -(b * s));
+    out[2 * i + 1] = std::fma(a, s, b * c);
   }
 }
 
@@ -51,9 +54,13 @@ HeadsOutput mla_heads(const Tensor& q, const Tensor& kv, const Tensor& k_pe, con
   const int64_t B = q.size(0), L = q.size(1), H = q.size(2), D = q.size(3), half = (D - nope) / 2,
                 V = kv.size(3) - nope;
   const DType dtype = q.dtype();
+  if (L > rope.max_position_embeddings())
+    throw Error("MLA: " + std::to_string(L) + " positions exceed max_position_embeddings " +
+                std::to_string(rope.max_position_embeddings()));
   return dispatch_floating(dtype, "MLA", [&]<class T>() {
     const Tensor cos = rope.cos(dtype), sin = rope.sin(dtype);  // [max_positions, half]
-    const Tensor qc = contiguous_copy(q.detach()), kvc = contiguous_copy(kv.detach()), pe = contiguous_copy(k_pe.detach());
+    const Tensor qc = contiguous_copy(q.detach()), kvc = contiguous_copy(kv.detach());
+    const Tensor pe = contiguous_copy(k_pe.detach());
     Tensor query = Tensor::empty({B, L, H, D}, dtype), key = Tensor::empty({B, L, H, D}, dtype);
     const T *pq = qc.data<T>(), *pkv = kvc.data<T>(), *ppe = pe.data<T>(), *pc = cos.data<T>(), *ps = sin.data<T>();
     T *pquery = query.data<T>(), *pkey = key.data<T>();

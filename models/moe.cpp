@@ -6,11 +6,10 @@
 #include <numeric>
 #include <type_traits>
 
-#include <cblas.h>
-
 #include "../autograd/node.hpp"
 #include "../autograd/ops.hpp"
 #include "../core/factory.hpp"
+#include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "../nn/init.hpp"
@@ -50,6 +49,7 @@ struct ExpertDispatch {
     int64_t first, rows, width, activations;  // its rows, its I, and where its [rows, I] activations start
   };
   int64_t tokens = 0, routed_rows = 0, activation_size = 0;
+  bool shared = false;                            // rows [N*K, N*K + N) exist
   std::vector<int64_t> token, slot, row_of_slot;  // per routed row: token, slot n*K+k; per slot: its row
   std::vector<Expert> experts;                    // only experts with rows
   std::vector<Tensor> weights;                    // gate, up, down of each expert: the op's inputs after x and w
@@ -61,21 +61,10 @@ struct ExpertDispatch {
                        expert >= 0 ? first : routed_rows + first, rows, width, activation_size});
     activation_size += rows * width;
     weights.insert(weights.end(), {g, mlp.up_proj->weight, mlp.down_proj->weight});
+    shared = shared || expert < 0;
   }
-  int64_t rows() const { return routed_rows + (experts.empty() || experts.front().routed ? 0 : tokens); }
+  int64_t rows() const { return routed_rows + (shared ? tokens : 0); }
 };
-
-// C = op(A) op(B) + beta C on the calling thread: experts are already parallel tasks, so their
-// products must not fan out across the pool again as latent::gemm's would.
-template <class T>
-void serial_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                 int64_t ldb, T beta, T* C, int64_t ldc) {
-  const auto opa = trans_a ? CblasTrans : CblasNoTrans, opb = trans_b ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, opa, opb, int(M), int(N), int(K), 1.0f, A, int(lda), B, int(ldb), beta, C, int(ldc));
-  else
-    cblas_dgemm(CblasRowMajor, opa, opb, int(M), int(N), int(K), 1.0, A, int(lda), B, int(ldb), beta, C, int(ldc));
-}
 
 // The expert's input rows: x itself for a shared expert, else its tokens gathered into `buffer`.
 template <class T>
@@ -90,11 +79,10 @@ const T* expert_rows(const ExpertDispatch& d, const ExpertDispatch::Expert& e, c
 // y_t (or dx_t) = its shared row (if any) + its routed rows in slot order.
 template <class T>
 void sum_rows_per_token(const ExpertDispatch& d, const T* rows, T* out, int64_t K, int64_t D) {
-  const bool shared = d.rows() > d.routed_rows;
   parallel_for(d.tokens, std::max<int64_t>(1, 4096 / D), [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       T* o = out + n * D;
-      if (shared)
+      if (d.shared)
         std::copy_n(rows + (d.routed_rows + n) * D, D, o);
       else
         std::fill_n(o, D, T(0));
@@ -125,10 +113,10 @@ Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     const T* xe = expert_rows(d, e, px, saved.gathered_x.data<T>(), D);
     T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations, *out = prows + e.first * D;
-    serial_gemm<T>(false, true, e.rows, e.width, D, xe, D, e.gate.data<T>(), D, T(0), g, e.width);
-    serial_gemm<T>(false, true, e.rows, e.width, D, xe, D, e.up.data<T>(), D, T(0), u, e.width);
+    gemm_serial<T>(false, true, e.rows, e.width, D, T(1), xe, D, e.gate.data<T>(), D, T(0), g, e.width);
+    gemm_serial<T>(false, true, e.rows, e.width, D, T(1), xe, D, e.up.data<T>(), D, T(0), u, e.width);
     swiglu_forward(g, u, h, e.rows * e.width);
-    serial_gemm<T>(false, true, e.rows, D, e.width, h, e.width, e.down.data<T>(), e.width, T(0), out, D);
+    gemm_serial<T>(false, true, e.rows, D, e.width, T(1), h, e.width, e.down.data<T>(), e.width, T(0), out, D);
     if (e.routed)
       for (int64_t r = 0; r < e.rows; ++r) {
         const T w = pw[d.slot[static_cast<size_t>(e.first + r)]];
@@ -170,7 +158,7 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
     const T* dye = expert_rows(d, e, pdy, gathered_dy.data<T>(), D);
     const T *g = pg + at, *u = pu + at, *h = ph + at, *hw = h;
     T *dh = pdh + at, *dg = pdg + at, *du = pdu + at;
-    serial_gemm<T>(false, false, n, I, D, dye, D, e.down.data<T>(), I, T(0), dh, I);
+    gemm_serial<T>(false, false, n, I, D, T(1), dye, D, e.down.data<T>(), I, T(0), dh, I);
     if (e.routed) {
       for (int64_t r = 0; r < n; ++r) {
         const int64_t slot = d.slot[static_cast<size_t>(e.first + r)];
@@ -187,14 +175,14 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
       hw = phw + at;
     }
     const Tensor* expert_grads = grads.data() + 2 + 3 * i;
-    if (expert_grads[2].defined()) serial_gemm<T>(true, false, D, I, n, dye, D, hw, I, T(0), expert_grads[2].data<T>(), I);
+    if (expert_grads[2].defined()) gemm_serial<T>(true, false, D, I, n, T(1), dye, D, hw, I, T(0), expert_grads[2].data<T>(), I);
     swiglu_backward(g, u, dh, dg, du, n * I);
-    if (expert_grads[0].defined()) serial_gemm<T>(true, false, I, D, n, dg, I, xe, D, T(0), expert_grads[0].data<T>(), D);
-    if (expert_grads[1].defined()) serial_gemm<T>(true, false, I, D, n, du, I, xe, D, T(0), expert_grads[1].data<T>(), D);
+    if (expert_grads[0].defined()) gemm_serial<T>(true, false, I, D, n, T(1), dg, I, xe, D, T(0), expert_grads[0].data<T>(), D);
+    if (expert_grads[1].defined()) gemm_serial<T>(true, false, I, D, n, T(1), du, I, xe, D, T(0), expert_grads[1].data<T>(), D);
     if (need_x) {
       T* dxe = dx_rows.data<T>() + e.first * D;
-      serial_gemm<T>(false, false, n, D, I, dg, I, e.gate.data<T>(), D, T(0), dxe, D);
-      serial_gemm<T>(false, false, n, D, I, du, I, e.up.data<T>(), D, T(1), dxe, D);
+      gemm_serial<T>(false, false, n, D, I, T(1), dg, I, e.gate.data<T>(), D, T(0), dxe, D);
+      gemm_serial<T>(false, false, n, D, I, T(1), du, I, e.up.data<T>(), D, T(1), dxe, D);
     }
   });
   if (need_x) {
@@ -260,20 +248,21 @@ MoEGate::Routing MoEGate::route(const Tensor& x) const {
   r.expert_ids = Tensor::empty({N, K}, kInt64);
   int64_t* ids = r.expert_ids.data<int64_t>();
   parallel_for(N, 256, [&](int64_t begin, int64_t end) {
-    std::vector<double> choice(static_cast<size_t>(E)), group_score(static_cast<size_t>(n_group_));
+    std::vector<double> choice(static_cast<size_t>(E)), group_score(static_cast<size_t>(n_group_)), members;
     std::vector<int64_t> kept_groups, picked;
+    std::vector<bool> kept(static_cast<size_t>(n_group_));
     for (int64_t n = begin; n < end; ++n) {
       for (int64_t e = 0; e < E; ++e) choice[static_cast<size_t>(e)] = s[n * E + e] + bias[static_cast<size_t>(e)];
       if (grouped) {
         // V3: a group's score is the sum of its two best biased scores; V2: its best score.
         for (int64_t g = 0; g < n_group_; ++g) {
-          std::vector<double> members(choice.begin() + g * per_group, choice.begin() + (g + 1) * per_group);
+          members.assign(choice.begin() + g * per_group, choice.begin() + (g + 1) * per_group);
           std::sort(members.begin(), members.end(), std::greater<>());
           group_score[static_cast<size_t>(g)] =
               topk_method_ == "noaux_tc" ? members[0] + (members.size() > 1 ? members[1] : 0.0) : members[0];
         }
         top_indices(group_score, topk_group_, kept_groups);
-        std::vector<bool> kept(static_cast<size_t>(n_group_), false);
+        std::fill(kept.begin(), kept.end(), false);
         for (int64_t g : kept_groups) kept[static_cast<size_t>(g)] = true;
         for (int64_t e = 0; e < E; ++e)  // experts of dropped groups can never be selected
           if (!kept[static_cast<size_t>(e / per_group)]) choice[static_cast<size_t>(e)] = -std::numeric_limits<double>::infinity();
@@ -303,13 +292,15 @@ Tensor MoEGate::balance_loss(const Routing& routing, int64_t batch, int64_t seq_
   const double unit = static_cast<double>(E) / static_cast<double>(K * seq_len);
   if (sigmoid_) {  // V3: plain top-K of the unbiased scores, without group limits
     const std::vector<double> s = routing.scores.detach().to(kFloat64).to_vector<double>();
-    std::vector<double> row(static_cast<size_t>(E));
-    std::vector<int64_t> picked;
-    for (int64_t n = 0; n < batch * seq_len; ++n) {
-      std::copy(s.begin() + n * E, s.begin() + (n + 1) * E, row.begin());
-      top_indices(row, K, picked);
-      for (int64_t e : picked) f[static_cast<size_t>((n / seq_len) * E + e)] += unit;
-    }
+    parallel_for(batch, 1, [&](int64_t begin, int64_t end) {  // a sequence's counts are its own
+      std::vector<double> row(static_cast<size_t>(E));
+      std::vector<int64_t> picked;
+      for (int64_t n = begin * seq_len; n < end * seq_len; ++n) {
+        std::copy(s.begin() + n * E, s.begin() + (n + 1) * E, row.begin());
+        top_indices(row, K, picked);
+        for (int64_t e : picked) f[static_cast<size_t>((n / seq_len) * E + e)] += unit;
+      }
+    });
   } else {  // V2: the experts actually selected
     const std::vector<int64_t> ids = routing.expert_ids.to_vector<int64_t>();
     for (int64_t n = 0; n < batch * seq_len; ++n)

@@ -44,8 +44,8 @@ void rotate_pairs(const Tensor& x, Tensor& out, const std::vector<int64_t>& posi
       const T *c = pc + positions[static_cast<size_t>(t)] * half, *s = ps + positions[static_cast<size_t>(t)] * half;
       for (int64_t i = 0; i < half; ++i) {
         const T a = in[2 * i], bb = in[2 * i + 1], si = sign * s[i];
-        o[2 * i] = a * c[i] - bb * si;
-        o[2 * i + 1] = a * si + bb * c[i];
+        o[2 * i] = std::fma(a, c[i], -(bb * si));  // explicit fmas: the same rounding on every code path
+        o[2 * i + 1] = std::fma(a, si, bb * c[i]);
       }
     }
   });

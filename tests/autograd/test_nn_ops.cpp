@@ -287,6 +287,47 @@ TEST_CASE("dropout is deterministic given the generator and scales what it keeps
   CHECK_THROWS_WITH(dropout(x, 1.5, true, &c), Catch::Contains("dropout") && Catch::Contains("1.5"));
 }
 
+TEST_CASE("swiglu matches hand-computed values and stays finite at large gates", "[nn_ops][swiglu]") {
+  // silu(g) * u = g / (1 + e^-g) * u.
+  const double s1 = 1 / (1 + std::exp(-1.0)), s2 = 1 / (1 + std::exp(2.0));
+  for (DType dt : {kFloat32, kFloat64}) {
+    const Tensor g = from_vector<double>({1, -2, 0, 100, -100}).to(dt), u = from_vector<double>({2, 3, 5, 0.5, 7}).to(dt);
+    require_close(swiglu(g, u), {s1 * 2, -2 * s2 * 3, 0, 50, -100 * 7 * std::exp(-100.0)}, 1e-6);
+  }
+  // d/dg = u s (1 + g (1 - s)), d/du = g s: at g = 1, u = 2 and at g = -2, u = 3.
+  const Tensor g = from_vector<double>({1, -2}).requires_grad_(), u = from_vector<double>({2, 3}).requires_grad_();
+  swiglu(g, u).backward(ones({2}, kFloat64));
+  require_close(g.grad(), {2 * s1 * (1 + (1 - s1)), 3 * s2 * (1 - 2 * (1 - s2))}, 1e-12);
+  require_close(u.grad(), {s1, -2 * s2}, 1e-12);
+}
+
+TEST_CASE("swiglu passes gradcheck and equals silu(gate) * up", "[nn_ops][swiglu][gradcheck]") {
+  const Tensor g = randn64({3, 7}, 30), u = randn64({3, 7}, 31);
+  CHECK(autograd::gradcheck([](auto& v) { return swiglu(v[0], v[1]); }, {g, u}));
+  CHECK(autograd::gradcheck([](auto& v) { return swiglu(v[0].t(), v[1].t()); }, {g, u}));  // strided inputs
+  require_same_as_reference([](auto& v) { return swiglu(v[0], v[1]); }, [](auto& v) { return silu(v[0]) * v[1]; },
+                            {randn64({4, 33}, 32), randn64({4, 33}, 33)});
+  // f32 against f64, over enough elements to cover the vectorised body and its remainder.
+  const Tensor g64 = randn64({5, 37}, 34), u64 = randn64({5, 37}, 35);
+  require_close(swiglu(g64.to(kFloat32), u64.to(kFloat32)), swiglu(g64, u64), 1e-5);
+}
+
+TEST_CASE("swiglu is bitwise identical for any thread count", "[nn_ops][swiglu]") {
+  // Large enough to be split into several parallel chunks.
+  const Tensor g = randn64({300, 257}, 36), u = randn64({300, 257}, 37);
+  auto run = [&](int threads) {
+    set_num_threads(threads);
+    const Tensor gs = g.detach().to(kFloat32).requires_grad_(), us = u.detach().to(kFloat32).requires_grad_();
+    const Tensor y = swiglu(gs, us);
+    y.backward(y.detach());
+    return std::vector<std::vector<float>>{y.to_vector<float>(), gs.grad().to_vector<float>(), us.grad().to_vector<float>()};
+  };
+  const int before = get_num_threads();
+  const auto one = run(1), two = run(2);
+  set_num_threads(before);
+  CHECK(one == two);
+}
+
 TEST_CASE("nn ops reject bad inputs with errors naming the op", "[nn_ops]") {
   const Tensor x = randn64({2, 4}, 25);
   CHECK_THROWS_WITH(softmax(x, 2), Catch::Contains("softmax") && Catch::Contains("dim 2"));
@@ -309,4 +350,8 @@ TEST_CASE("nn ops reject bad inputs with errors naming the op", "[nn_ops]") {
   CHECK_THROWS_WITH(cross_entropy(x, from_vector<int64_t>({-1, 0})), Catch::Contains("target -1"));
   CHECK_THROWS_WITH(nll_loss(x, from_vector<int64_t>({0, 7})), Catch::Contains("nll_loss") && Catch::Contains("target 7"));
   CHECK_THROWS_WITH(mse_loss(x, randn64({4, 2}, 27)), Catch::Contains("mse_loss") && Catch::Contains("[4, 2]"));
+  CHECK_THROWS_WITH(swiglu(x, randn64({4, 2}, 28)),
+                    Catch::Contains("swiglu") && Catch::Contains("[2, 4]") && Catch::Contains("[4, 2]"));
+  CHECK_THROWS_WITH(swiglu(x, x.to(kFloat32)), Catch::Contains("swiglu") && Catch::Contains("float32"));
+  CHECK_THROWS_WITH(swiglu(arange(3), arange(3)), Catch::Contains("swiglu") && Catch::Contains("floating"));
 }
