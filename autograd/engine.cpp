@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "../core/factory.hpp"
+#include "anomaly.hpp"
 #include "grad_mode.hpp"
 #include "node.hpp"
 #include "ops.hpp"
@@ -43,6 +44,7 @@ void accumulate(Tensor& slot, Tensor g) {
 
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_roots, bool retain_graph) {
   NoGradGuard no_grad;  // gradients of gradients are not recorded
+  BackwardScope backward_scope;  // anomaly mode checks what nodes return, not the ops inside them
   std::unordered_map<Node*, std::vector<Tensor>> buffers;
   std::vector<std::shared_ptr<Node>> root_nodes;  // keep roots alive while we run
   for (size_t i = 0; i < roots.size(); ++i) {
@@ -70,10 +72,17 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     std::vector<Tensor> grads = std::move(buffers[node]);
     buffers.erase(node);
     grads.resize(static_cast<size_t>(node->num_outputs));
+    const bool anomaly = is_anomaly_enabled();
+    const std::vector<Tensor> incoming = anomaly ? grads : std::vector<Tensor>();
     std::vector<Tensor> input_grads = node->apply(std::move(grads));
     if (input_grads.size() != node->next_edges.size())
       throw Error(node->name() + ": backward returned " + std::to_string(input_grads.size()) + " gradients for " +
                   std::to_string(node->next_edges.size()) + " inputs");
+    if (anomaly) [[unlikely]] {
+      std::vector<bool> flowing;
+      for (const Edge& e : node->next_edges) flowing.push_back(e.node != nullptr);
+      check_backward(*node, input_grads, flowing, incoming);
+    }
     if (!retain_graph) node->release_saved();
     for (size_t i = 0; i < node->next_edges.size(); ++i) {
       const Edge& e = node->next_edges[i];

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "../core/factory.hpp"
+#include "anomaly.hpp"
 #include "grad_mode.hpp"
 #include "node.hpp"
 
@@ -120,6 +121,9 @@ template <class Op> struct Function {
       if constexpr (std::is_same_v<Result, Tensor>) outputs = {Op::forward(&node->ctx, std::forward<Args>(args)...)};
       else outputs = Op::forward(&node->ctx, std::forward<Args>(args)...);
     }
+    // Checked whether or not a node is recorded, like the library's own ops (anomaly.hpp).
+    if (is_anomaly_enabled()) [[unlikely]]
+      check_forward(node->name(), outputs, inputs);
     if (any_requires_grad(inputs)) {
       // Results handed out are fresh handles: the context may have saved the originals, and a saved
       // output that pointed back at this node would keep the graph alive forever.

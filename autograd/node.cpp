@@ -7,6 +7,7 @@
 
 #include "../core/elementwise.hpp"
 #include "../core/strided.hpp"
+#include "anomaly.hpp"
 #include "grad_mode.hpp"
 #include "ops.hpp"
 
@@ -139,7 +140,11 @@ bool any_requires_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-void set_history(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node) {
+namespace {
+
+void mark_outputs(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node) {
+  if (is_anomaly_enabled()) [[unlikely]]
+    node->forward_module = current_module_label();
   for (size_t i = 0; i < outs.size(); ++i) {
     if (!outs[i].defined()) continue;
     TensorImpl& impl = outs[i].impl();
@@ -149,22 +154,37 @@ void set_history(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node) {
   }
 }
 
-std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
-                                 BackwardFn fn) {
+std::vector<Tensor> attach(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs, BackwardFn fn) {
   if (!any_requires_grad(inputs)) return outs;
   auto node = std::make_shared<LambdaNode>(name, std::move(fn));
   node->num_outputs = static_cast<int>(outs.size());
   node->next_edges.reserve(inputs.size());
   for (const Tensor& t : inputs) node->next_edges.push_back(gradient_edge(t));
-  set_history(outs, node);
+  mark_outputs(outs, node);
   return outs;
+}
+
+}  // namespace
+
+void set_history(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node) {
+  // Anomaly checks of Function outputs happen in Function::apply, which has the inputs at hand.
+  mark_outputs(outs, node);
+}
+
+std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
+                                 BackwardFn fn) {
+  if (is_anomaly_enabled()) [[unlikely]]
+    check_forward(name, outs, inputs);
+  return attach(name, std::move(outs), inputs, std::move(fn));
 }
 
 Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs,
               std::function<std::vector<Tensor>(const Tensor& grad)> fn) {
+  if (is_anomaly_enabled()) [[unlikely]]
+    check_forward(name, {out}, inputs);
   if (!any_requires_grad(inputs)) return out;
-  return record_multi(name, {std::move(out)}, inputs,
-                      [fn = std::move(fn)](const std::vector<Tensor>& grads) { return fn(grads[0]); })[0];
+  return attach(name, {std::move(out)}, inputs,
+                [fn = std::move(fn)](const std::vector<Tensor>& grads) { return fn(grads[0]); })[0];
 }
 
 }  // namespace latent::autograd

@@ -36,6 +36,8 @@ class Node {
   std::vector<Edge> next_edges;
   uint64_t sequence_nr;  // creation order: later nodes run first among the ready ones
   int num_outputs = 1;
+  // Anomaly mode only (anomaly.hpp): the module whose forward recorded this node, for error messages.
+  std::shared_ptr<const std::string> forward_module;
 };
 
 // The sink for a leaf tensor: adds incoming gradients into its .grad().
@@ -83,12 +85,14 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 // Attaches a backward closure to the results of an op: fn receives one gradient per output and
 // returns one per input (undefined where an input needs none). Does nothing when no input requires
 // grad or grad mode is off. Used by the library's own ops; users write a Function (function.hpp).
+// In anomaly mode the results are checked for NaN/Inf here, whether or not a node is recorded.
 Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs,
               std::function<std::vector<Tensor>(const Tensor& grad)> fn);
 std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
                                  BackwardFn fn);
 
-// Marks outs as produced by `node` (which already has its edges). Used by record and Function.
+// Marks outs as produced by `node` (which already has its edges). Used by Function; in anomaly mode
+// it checks outs for NaN/Inf under the node's name and tags the node with the current module.
 void set_history(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node);
 
 // Runs the backward pass from `roots` seeded with `grad_roots` (see engine.cpp).

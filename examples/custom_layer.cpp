@@ -67,7 +67,10 @@ class GatedMLP : public nn::Module {
         alpha(register_parameter("alpha", ones({hidden_features}))),  // starts as SiLU: x * sigmoid(x)
         fc2(register_module("fc2", std::make_shared<nn::Linear>(hidden_features, out_features))) {}
 
-  Tensor forward(const Tensor& x) const { return fc2->forward(LearnedSwish::apply(fc1->forward(x), alpha)); }
+  Tensor forward(const Tensor& x) const {
+    nn::ForwardScope scope(*this);  // names this module in anomaly-mode errors (autograd/anomaly.hpp)
+    return fc2->forward(LearnedSwish::apply(fc1->forward(x), alpha));
+  }
 
   std::shared_ptr<nn::Linear> fc1;
   Tensor alpha;  // a handle on the registered parameter: same data, same gradient

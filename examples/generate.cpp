@@ -14,6 +14,20 @@
 
 using namespace latent;
 
+namespace {
+
+// Refuses a model whose weights cannot fit in this machine before allocating any of them: loading
+// holds the file's tensors and the model's float32 parameters at once, 8 bytes per parameter.
+void check_memory(const models::DeepSeekV3Config& config) {
+  const double bytes = 8.0 * double(config.num_parameters());
+  const double physical = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  if (physical > 0 && bytes > physical)
+    throw Error(fmt::format("{} parameters need about {:.1f} GB to load; this machine has {:.1f} GB",
+                            config.num_parameters(), bytes / 1e9, physical / 1e9));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"latent-generate: continue a prompt with a trained DeepSeek-V3 (byte-level)"};
   std::string dir, prompt;
@@ -46,6 +60,7 @@ int main(int argc, char** argv) {
       prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
     if (prompt.empty()) throw Error("the prompt is empty");
+    check_memory(models::DeepSeekV3Config::from_json_file((std::filesystem::path(dir) / "config.json").string()));
     const auto model = models::DeepSeekV3::from_pretrained(dir);
     model->eval();
     std::vector<int64_t> ids;

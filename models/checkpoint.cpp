@@ -1,12 +1,14 @@
-// Checkpoint staging, commit and recovery.
+// Checkpoint staging, commit, roll-forward and recovery (the protocol is stated in checkpoint.hpp).
 #include "checkpoint.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cstdlib>
 #include <filesystem>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "../nn/io/atomic_file.hpp"
 #include "../nn/io/json.hpp"
@@ -16,63 +18,140 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kStaging = ".staging";
-constexpr const char* kCommit = "COMMITTED";
+constexpr const char* kCommitMarker = "COMMITTED";
+constexpr const char* kRequiredFiles[] = {"config.json", "model.safetensors", "optimizer.safetensors",
+                                          "trainer_state.json"};
 
-void sync_directory(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) throw Error("checkpoint: cannot open directory '" + dir.string() + "'");
-  ::fsync(fd);
-  ::close(fd);
+// Runs one filesystem step, turning std::filesystem's exceptions into latent::Error naming the op.
+template <class Step>
+auto checked(const char* op, const std::string& dir, Step&& step) {
+  try {
+    return step();
+  } catch (const fs::filesystem_error& e) {
+    throw Error(fmt::format("{}: '{}': {}", op, dir, e.what()));
+  }
 }
 
-// Moves every staged file into place, then drops the staging directory (the marker with it). Safe to
-// repeat after a crash part-way: the marker stays until the last file has moved.
+// Creates dir and its missing parents, syncing each new entry's parent so the directory itself
+// survives a power loss (the files later renamed into it would otherwise have nowhere to be).
+void create_directories_durably(fs::path dir) {
+  dir = fs::absolute(dir).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();  // "runs/x/" names "runs/x"
+  std::vector<fs::path> missing;
+  for (fs::path p = dir; !fs::exists(p) && p != p.parent_path(); p = p.parent_path()) missing.push_back(p);
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    fs::create_directory(*it);
+    io::sync_directory(it->parent_path().string());
+  }
+  if (!fs::is_directory(dir)) throw Error("save_checkpoint: '" + dir.string() + "' exists and is not a directory");
+}
+
+// Deletes the staging directory, the commit marker last: until the marker is gone a crash here
+// still reads as "committed", and then nothing is left in S to move.
+void remove_staging(const fs::path& dir) {
+  const fs::path staging = dir / kStaging;
+  if (!fs::is_directory(staging)) {
+    fs::remove(staging);
+  } else {
+    for (const auto& entry : fs::directory_iterator(staging))
+      if (entry.path().filename() != kCommitMarker) fs::remove_all(entry.path());
+    if (fs::remove(staging / kCommitMarker)) io::crash_point("removed the commit marker", (staging / kCommitMarker).string());
+    fs::remove(staging);
+  }
+  io::crash_point("removed the staging directory", staging.string());
+  io::sync_directory(dir.string());
+}
+
+// Steps 4 and 5 of the protocol. Every staged file is complete (written atomically before the
+// commit), so moving them in any order and resuming the moves after a crash is safe.
 void roll_forward(const fs::path& dir) {
   const fs::path staging = dir / kStaging;
   std::vector<fs::path> staged;
-  for (const auto& entry : fs::directory_iterator(staging))
-    if (entry.is_regular_file() && entry.path().filename() != kCommit) staged.push_back(entry.path());
+  for (const auto& entry : fs::directory_iterator(staging)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name != kCommitMarker && !io::is_temporary_name(name)) staged.push_back(entry.path());
+  }
   std::sort(staged.begin(), staged.end());
-  for (const fs::path& file : staged) fs::rename(file, dir / file.filename());
-  sync_directory(dir);
-  fs::remove_all(staging);
-  sync_directory(dir);
+  for (const fs::path& file : staged) {
+    fs::rename(file, dir / file.filename());
+    io::crash_point("moved into the checkpoint", (dir / file.filename()).string());
+  }
+  io::sync_directory(dir.string());  // the moves are durable before the marker can disappear
+  io::crash_point("synced", dir.string());
+  remove_staging(dir);
+}
+
+// The kill point LATENT_FAULT_INJECT=<save>:<point> asks of this save (0: none); see checkpoint.hpp.
+int64_t injected_crash_point() {
+  static std::atomic<int64_t> saves_in_process{0};
+  const int64_t save = ++saves_in_process;
+  const char* spec = std::getenv("LATENT_FAULT_INJECT");
+  if (spec == nullptr || *spec == '\0') return 0;
+  const std::string_view text(spec);
+  const size_t colon = text.find(':');
+  int64_t wanted_save = 0, point = 0;
+  const auto parse = [](std::string_view digits, int64_t& value) {
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    return error == std::errc() && end == digits.data() + digits.size() && value > 0;
+  };
+  if (colon == std::string_view::npos || !parse(text.substr(0, colon), wanted_save) || !parse(text.substr(colon + 1), point))
+    throw Error(fmt::format("LATENT_FAULT_INJECT: expected <save>:<point> with positive integers, got '{}'", text));
+  return save == wanted_save ? point : 0;
+}
+
+void write_trainer_state(const std::string& path, const TrainerState& state) {
+  const nlohmann::json j = {{"step", state.step},
+                            {"sampler", {{"seed", state.sampler_seed}, {"offset", state.sampler_offset}}},
+                            {"tokens_seen", state.tokens_seen},
+                            {"elapsed_seconds", state.elapsed_seconds},
+                            {"hyperparameters", state.hyperparameters}};
+  io::write_json_file_atomic(path, j);
 }
 
 }  // namespace
 
 void recover_checkpoint(const std::string& dir_name) {
-  const fs::path dir(dir_name), staging = dir / kStaging;
-  if (!fs::exists(staging)) return;
-  if (fs::exists(staging / kCommit)) roll_forward(dir);
-  else fs::remove_all(staging);  // the save never committed: the previous checkpoint stands
+  checked("recover_checkpoint", dir_name, [&] {
+    const fs::path dir(dir_name), staging = dir / kStaging;
+    if (!fs::exists(fs::symlink_status(staging))) return;
+    if (fs::is_directory(staging) && fs::exists(staging / kCommitMarker)) roll_forward(dir);
+    else remove_staging(dir);  // the save never committed: the previous checkpoint stands
+  });
 }
 
 void save_checkpoint(const std::string& dir_name, const DeepSeekV3& model, const optim::Optimizer& optimizer,
                      const TrainerState& state, const TrainingLog& log) {
+  const io::CrashPoints crash_points(injected_crash_point());
   const fs::path dir(dir_name), staging = dir / kStaging;
-  fs::create_directories(dir);
-  recover_checkpoint(dir_name);
-  fs::create_directories(staging);
-  model.save_pretrained(staging.string());
-  optimizer.save((staging / "optimizer.safetensors").string());
-  log.write_csv((staging / "metrics.csv").string());
-  log.write_svg((staging / "loss.svg").string());
-  nlohmann::json j = {{"step", state.step},
-                      {"sampler", {{"seed", state.sampler_seed}, {"offset", state.sampler_offset}}},
-                      {"tokens_seen", state.tokens_seen},
-                      {"elapsed_seconds", state.elapsed_seconds},
-                      {"hyperparameters", state.hyperparameters}};
-  io::write_json_file_atomic((staging / "trainer_state.json").string(), j);
-  sync_directory(staging);
-  io::write_file_atomic((staging / kCommit).string(), std::to_string(state.step) + "\n");  // the commit point
-  roll_forward(dir);
+  checked("save_checkpoint", dir_name, [&] {
+    create_directories_durably(dir);
+    recover_checkpoint(dir_name);
+    fs::create_directory(staging);
+    io::sync_directory(dir.string());
+    io::crash_point("created", staging.string());
+    try {
+      model.save_pretrained(staging.string());
+      optimizer.save((staging / "optimizer.safetensors").string());
+      log.write_csv((staging / "metrics.csv").string());
+      log.write_svg((staging / "loss.svg").string());
+      write_trainer_state((staging / "trainer_state.json").string(), state);
+      io::write_file_atomic((staging / kCommitMarker).string(), std::to_string(state.step) + "\n");  // the commit
+    } catch (...) {
+      // Without the marker the save did not happen: DIR is untouched, and the half-written staging
+      // (it may be large) goes now rather than at the next recovery. With it (only a failed fsync of
+      // S after the commit rename), recovery will finish the save.
+      std::error_code ignored;
+      if (!fs::exists(staging / kCommitMarker, ignored)) fs::remove_all(staging, ignored);
+      throw;
+    }
+    roll_forward(dir);
+  });
 }
 
 bool is_checkpoint(const std::string& dir_name) {
   if (!fs::is_directory(dir_name)) return false;
   recover_checkpoint(dir_name);
-  for (const char* name : {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"})
+  for (const char* name : kRequiredFiles)
     if (!fs::is_regular_file(fs::path(dir_name) / name)) return false;
   return true;
 }

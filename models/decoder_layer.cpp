@@ -31,9 +31,13 @@ Tensor DecoderLayer::feed_forward(const Tensor& h) {
   return h + (moe ? moe->forward(x) : dense_mlp->forward(x));
 }
 
-Tensor DecoderLayer::forward(const Tensor& h) { return feed_forward(h + self_attn->forward(input_layernorm->forward(h))); }
+Tensor DecoderLayer::forward(const Tensor& h) {
+  nn::ForwardScope scope(*this);
+  return feed_forward(h + self_attn->forward(input_layernorm->forward(h)));
+}
 
 Tensor DecoderLayer::forward_absorbed(const Tensor& h, LatentCache& cache) {
+  nn::ForwardScope scope(*this);
   return feed_forward(h + self_attn->forward_absorbed(input_layernorm->forward(h), cache));
 }
 
@@ -51,6 +55,7 @@ MTPLayer::MTPLayer(const DeepSeekV3Config& c, std::shared_ptr<const nn::RotaryEm
 }
 
 Tensor MTPLayer::forward(const Tensor& embedded, const Tensor& previous) {
+  nn::ForwardScope scope(*this);
   const Tensor x = eh_proj->forward(cat({enorm->forward(embedded), hnorm->forward(previous)}, -1));
   return DecoderLayer::forward(x);
 }

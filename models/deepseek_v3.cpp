@@ -69,11 +69,13 @@ Tensor DeepSeekV3::hidden_states(const Tensor& input_ids) {
 }
 
 Tensor DeepSeekV3::forward(const Tensor& input_ids) {
+  nn::ForwardScope scope(*this);
   check_ids(input_ids, "DeepSeekV3::forward", config_.max_position_embeddings);
   return head(hidden_states(input_ids));
 }
 
 DeepSeekV3::Losses DeepSeekV3::loss(const Tensor& ids, double mtp_lambda) {
+  nn::ForwardScope scope(*this);
   check_ids(ids, "DeepSeekV3::loss", config_.max_position_embeddings + 1);
   const int64_t B = ids.size(0), T = ids.size(1) - 1, V = config_.vocab_size, D = config_.num_nextn_predict_layers;
   if (T <= D)
@@ -135,6 +137,7 @@ std::vector<LatentCache> DeepSeekV3::make_caches(int64_t batch, int64_t capacity
 }
 
 Tensor DeepSeekV3::forward_absorbed(const Tensor& ids, std::vector<LatentCache>& caches) {
+  nn::ForwardScope scope(*this);
   if (static_cast<int64_t>(caches.size()) != config_.num_hidden_layers)
     throw Error("forward_absorbed: " + std::to_string(caches.size()) + " caches for " + std::to_string(config_.num_hidden_layers) + " layers");
   check_ids(ids, "DeepSeekV3::forward_absorbed", caches.empty() ? 0 : caches[0].capacity() - caches[0].length);

@@ -2,6 +2,9 @@
 #include "deepseek_v3_config.hpp"
 
 #include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
@@ -124,18 +127,96 @@ void require(bool ok, const std::string& key, const std::string& what) {
   if (!ok) throw Error("config: key '" + key + "' " + what);
 }
 
+// Hostile configs name sizes whose products do not fit in 64 bits (hidden_size 2^62) or that no
+// machine could allocate (hidden_size 10^12); these limits refuse them before anything is built.
+// They are far above any released model: DeepSeek-V3 has 61 + 1 layers, 256 experts and 6.7e11
+// parameters.
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxExperts = 65536;
+constexpr int64_t kMaxElements = int64_t{1} << 40;  // parameters and RoPE tables: 4 TiB as float32
+
+// int64 arithmetic that throws where it would overflow.
+struct CountOverflow {};
+int64_t add(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) throw CountOverflow{};
+  return r;
+}
+int64_t mul(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) throw CountOverflow{};
+  return r;
+}
+
+// Layers l in [first_k_dense_replace, num_hidden_layers) with l % moe_layer_freq == 0, counted
+// without a loop over a (possibly hostile) layer count.
+int64_t num_moe_layers(const DeepSeekV3Config& c) {
+  const auto multiples_below = [&](int64_t n) { return n > 0 ? (n - 1) / c.moe_layer_freq + 1 : 0; };
+  const int64_t first = std::clamp<int64_t>(c.first_k_dense_replace, 0, c.num_hidden_layers);
+  return multiples_below(c.num_hidden_layers) - multiples_below(first);
+}
+
+// The counts of MODEL.md / spec section 10, and the elements a model of this config allocates
+// (MTP modules and RoPE tables included). Throws CountOverflow past int64.
+struct ParameterCounts {
+  int64_t main_model, activated, allocated;
+};
+ParameterCounts parameter_counts_unchecked(const DeepSeekV3Config& c) {
+  const int64_t d = c.hidden_size, H = c.num_attention_heads, qk = add(c.qk_nope_head_dim, c.qk_rope_head_dim);
+  const int64_t q = c.q_lora_rank > 0 ? add(add(mul(d, c.q_lora_rank), c.q_lora_rank), mul(mul(c.q_lora_rank, H), qk))
+                                      : mul(mul(d, H), qk);
+  const int64_t attention =
+      add(add(add(add(q, mul(d, add(c.kv_lora_rank, c.qk_rope_head_dim))), c.kv_lora_rank),
+              mul(mul(c.kv_lora_rank, H), add(c.qk_nope_head_dim, c.v_head_dim))),
+          mul(mul(H, c.v_head_dim), d));
+  const int64_t expert = mul(mul(3, d), c.moe_intermediate_size);
+  const int64_t gate = add(mul(c.n_routed_experts, d), c.topk_method == "noaux_tc" ? c.n_routed_experts : 0);
+  const int64_t norms = mul(2, d);
+  const int64_t dense_layer = add(add(attention, mul(mul(3, d), c.intermediate_size)), norms);
+  const int64_t moe_layer = add(add(add(attention, mul(add(c.n_routed_experts, c.n_shared_experts), expert)), gate), norms);
+  const int64_t moe_layer_active =
+      add(add(add(attention, mul(add(c.num_experts_per_tok, c.n_shared_experts), expert)), gate), norms);
+  const int64_t moe_layers = num_moe_layers(c), dense_layers = c.num_hidden_layers - moe_layers;
+  const int64_t embed = mul(c.vocab_size, d);
+
+  ParameterCounts n{};
+  n.main_model = add(add(add(mul(moe_layers, moe_layer), mul(dense_layers, dense_layer)), add(embed, d)),
+                     c.tie_word_embeddings ? 0 : embed);
+  n.activated = add(add(add(mul(moe_layers, moe_layer_active), mul(dense_layers, dense_layer)), mul(2, embed)), d);
+  // An MTP module: an MoE layer, two norms and eh_proj [d, 2d]; its embedding and head are shared.
+  const int64_t mtp_module = add(add(moe_layer, norms), mul(2, mul(d, d)));
+  const int64_t rope_tables = mul(c.max_position_embeddings, c.qk_rope_head_dim);  // cos and sin, half each
+  n.allocated = add(add(n.main_model, mul(c.num_nextn_predict_layers, mtp_module)), rope_tables);
+  return n;
+}
+
+ParameterCounts parameter_counts(const DeepSeekV3Config& c) {
+  try {
+    return parameter_counts_unchecked(c);
+  } catch (const CountOverflow&) {
+    throw Error(fmt::format("config: sizes too large: the parameter count of hidden_size {}, vocab_size {}, "
+                            "num_hidden_layers {}, n_routed_experts {} x moe_intermediate_size {} overflows 64 bits",
+                            c.hidden_size, c.vocab_size, c.num_hidden_layers, c.n_routed_experts,
+                            c.moe_intermediate_size));
+  }
+}
+
+void check_model_size(const DeepSeekV3Config& c) {
+  const int64_t elements = parameter_counts(c).allocated;
+  if (elements > kMaxElements)
+    throw Error(fmt::format("config: sizes too large: the model would allocate {} parameters and RoPE table entries, "
+                            "more than latent's limit of 2^40 ({}); hidden_size {}, vocab_size {}, num_hidden_layers {}, "
+                            "max_position_embeddings {}",
+                            elements, kMaxElements, c.hidden_size, c.vocab_size, c.num_hidden_layers,
+                            c.max_position_embeddings));
+}
+
 }  // namespace
 
 DeepSeekV3Config DeepSeekV3Config::from_json_file(const std::string& path) { return from_json(io::read_json_file(path), path); }
 
 DeepSeekV3Config DeepSeekV3Config::from_json_string(const std::string& text, const std::string& origin) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw Error(origin + ": invalid JSON: " + e.what());
-  }
-  return from_json(j, origin);
+  return from_json(io::parse_json(text, origin), origin);
 }
 
 void DeepSeekV3Config::to_json_file(const std::string& path) const {
@@ -164,12 +245,19 @@ void DeepSeekV3Config::validate() const {
   require(rms_norm_eps > 0, "rms_norm_eps", "must be positive");
   require(rope_theta > 0, "rope_theta", "must be positive");
   require(hidden_act == "silu", "hidden_act", "must be 'silu', got '" + hidden_act + "'");
-  if (first_k_dense_replace > 0) positive(intermediate_size, "intermediate_size");
-  bool any_moe = num_nextn_predict_layers > 0;
-  for (int64_t l = 0; l < num_hidden_layers; ++l) any_moe = any_moe || is_moe_layer(l);
-  if (any_moe) {
+  if (num_hidden_layers > num_moe_layers(*this)) positive(intermediate_size, "intermediate_size");
+  require(num_hidden_layers + num_nextn_predict_layers <= kMaxLayers, "num_hidden_layers",
+          fmt::format("({}) plus num_nextn_predict_layers ({}) exceeds latent's limit of {} layers", num_hidden_layers,
+                      num_nextn_predict_layers, kMaxLayers));
+  for (const auto& [value, key] : {std::pair{routed_scaling_factor, "routed_scaling_factor"}, {rope_theta, "rope_theta"},
+                                   {rms_norm_eps, "rms_norm_eps"}, {aux_loss_alpha, "aux_loss_alpha"},
+                                   {initializer_range, "initializer_range"}})
+    require(std::isfinite(value), key, fmt::format("must be finite, got {}", value));
+  if (num_nextn_predict_layers > 0 || num_moe_layers(*this) > 0) {
     positive(moe_intermediate_size, "moe_intermediate_size");
     positive(n_routed_experts, "n_routed_experts");
+    require(n_routed_experts <= kMaxExperts, "n_routed_experts",
+            fmt::format("({}) exceeds latent's limit of {} experts per layer", n_routed_experts, kMaxExperts));
     positive(num_experts_per_tok, "num_experts_per_tok");
     positive(n_group, "n_group");
     positive(topk_group, "topk_group");
@@ -189,49 +277,24 @@ void DeepSeekV3Config::validate() const {
             fmt::format("({}) exceeds the {} experts the kept groups offer", num_experts_per_tok, selectable));
   }
   if (rope_scaling) {
+    for (const auto& [value, key] : {std::pair{rope_scaling->factor, "rope_scaling.factor"},
+                                     {rope_scaling->beta_fast, "rope_scaling.beta_fast"},
+                                     {rope_scaling->beta_slow, "rope_scaling.beta_slow"},
+                                     {rope_scaling->mscale, "rope_scaling.mscale"},
+                                     {rope_scaling->mscale_all_dim, "rope_scaling.mscale_all_dim"}})
+      require(std::isfinite(value), key, fmt::format("must be finite, got {}", value));
     require(rope_scaling->factor > 0, "rope_scaling.factor", "must be positive");
     require(rope_scaling->original_max_position_embeddings > 0, "rope_scaling.original_max_position_embeddings",
             "must be positive");
     require(rope_scaling->beta_fast > 0 && rope_scaling->beta_slow > 0, "rope_scaling.beta_fast",
             "and beta_slow must be positive");
   }
+  check_model_size(*this);
 }
 
-namespace {
-// Per-layer counts of MODEL.md / spec section 10.
-struct Counts {
-  int64_t attention, expert, dense_layer, moe_layer, moe_layer_active;
-};
-Counts layer_counts(const DeepSeekV3Config& c) {
-  const int64_t d = c.hidden_size, H = c.num_attention_heads, qk = c.qk_head_dim();
-  const int64_t q = c.q_lora_rank > 0 ? d * c.q_lora_rank + c.q_lora_rank + c.q_lora_rank * H * qk : d * H * qk;
-  Counts n{};
-  n.attention = q + d * (c.kv_lora_rank + c.qk_rope_head_dim) + c.kv_lora_rank +
-                c.kv_lora_rank * H * (c.qk_nope_head_dim + c.v_head_dim) + H * c.v_head_dim * d;
-  n.expert = 3 * d * c.moe_intermediate_size;
-  const int64_t bias = c.topk_method == "noaux_tc" ? c.n_routed_experts : 0;
-  const int64_t gate = c.n_routed_experts * d + bias;
-  n.dense_layer = n.attention + 3 * d * c.intermediate_size + 2 * d;
-  n.moe_layer = n.attention + (c.n_routed_experts + c.n_shared_experts) * n.expert + gate + 2 * d;
-  n.moe_layer_active = n.attention + (c.num_experts_per_tok + c.n_shared_experts) * n.expert + gate + 2 * d;
-  return n;
-}
-}  // namespace
+int64_t DeepSeekV3Config::num_parameters() const { return parameter_counts(*this).main_model; }
 
-int64_t DeepSeekV3Config::num_parameters() const {
-  const Counts n = layer_counts(*this);
-  int64_t total = 0;
-  for (int64_t l = 0; l < num_hidden_layers; ++l) total += is_moe_layer(l) ? n.moe_layer : n.dense_layer;
-  const int64_t embed = vocab_size * hidden_size;
-  return total + embed + hidden_size + (tie_word_embeddings ? 0 : embed);
-}
-
-int64_t DeepSeekV3Config::num_activated_parameters() const {
-  const Counts n = layer_counts(*this);
-  int64_t total = 0;
-  for (int64_t l = 0; l < num_hidden_layers; ++l) total += is_moe_layer(l) ? n.moe_layer_active : n.dense_layer;
-  return total + 2 * vocab_size * hidden_size + hidden_size;  // a token passes through the embedding and the head
-}
+int64_t DeepSeekV3Config::num_activated_parameters() const { return parameter_counts(*this).activated; }
 
 DeepSeekV3Config DeepSeekV3Config::preset(const std::string& name) {
   DeepSeekV3Config c;

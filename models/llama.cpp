@@ -80,6 +80,7 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c) {
 }
 
 Tensor LlamaDecoderLayer::forward(const Tensor& h, nn::KVCache* cache) const {
+  nn::ForwardScope scope(*this);
   const Tensor x = h + self_attn->forward(input_layernorm->forward(h), cache);
   return x + mlp->forward(post_attention_layernorm->forward(x));
 }
@@ -133,6 +134,7 @@ Tensor Llama::head(const Tensor& h) const {
 }
 
 Tensor Llama::logits(const Tensor& input_ids) {
+  nn::ForwardScope scope(*this);
   Tensor h = model->embed_tokens->forward(input_ids);
   for (size_t l = 0; l < model->layers->size(); ++l) h = model->layers->at<LlamaDecoderLayer>(l)->forward(h);
   return head(h);
@@ -157,6 +159,7 @@ Tensor Llama::forward(const Tensor& input_ids, std::vector<nn::KVCache>& caches)
     throw Error("Llama::forward: " + std::to_string(caches.size()) + " KV caches for " +
                 std::to_string(config_.num_hidden_layers) + " layers (use make_caches)");
   check_ids(input_ids, "Llama::forward (KV cache)", caches[0].capacity() - caches[0].length());
+  nn::ForwardScope scope(*this);
   NoGradGuard no_grad;
   Tensor h = model->embed_tokens->forward(input_ids);
   for (size_t l = 0; l < model->layers->size(); ++l) h = model->layers->at<LlamaDecoderLayer>(l)->forward(h, &caches[l]);
@@ -166,6 +169,7 @@ Tensor Llama::forward(const Tensor& input_ids, std::vector<nn::KVCache>& caches)
 Tensor Llama::loss(const Tensor& ids) { return loss(ids, ids); }
 
 Tensor Llama::loss(const Tensor& ids, const Tensor& labels) {
+  nn::ForwardScope scope(*this);
   check_ids(ids, "Llama::loss", config_.max_position_embeddings + 1);
   if (ids.size(1) < 2)
     throw Error("Llama::loss: ids " + shape_str(ids.shape()) + " hold no (input, target) pair; need [B, T+1], T >= 1");

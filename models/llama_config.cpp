@@ -2,6 +2,8 @@
 #include "llama_config.hpp"
 
 #include <fmt/format.h>
+
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
@@ -15,6 +17,47 @@ using nlohmann::json;
 // context: the file being read, or "LlamaConfig" for a config built in code.
 void require(bool ok, const std::string& key, const std::string& what, const std::string& context) {
   if (!ok) throw Error(context + ": key '" + key + "' " + what);
+}
+
+// Hostile configs name sizes whose products overflow 64 bits or that no machine could allocate;
+// these limits refuse them before anything is built (Llama 3.1 405B has 126 layers, 4e11 parameters).
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxElements = int64_t{1} << 40;  // parameters and RoPE tables: 4 TiB as float32
+
+// int64 arithmetic that throws where it would overflow.
+struct CountOverflow {};
+int64_t add(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) throw CountOverflow{};
+  return r;
+}
+int64_t mul(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) throw CountOverflow{};
+  return r;
+}
+
+int64_t count_parameters(const LlamaConfig& c) {
+  const int64_t d = c.hidden_size, q_width = mul(c.num_attention_heads, c.head_dim),
+                kv_width = mul(c.num_key_value_heads, c.head_dim);
+  const int64_t attention = add(add(mul(d, q_width), mul(mul(2, d), kv_width)), mul(q_width, d));
+  const int64_t biases = c.attention_bias ? add(add(q_width, mul(2, kv_width)), d) : 0;
+  const int64_t layer = add(add(add(attention, biases), mul(mul(3, d), c.intermediate_size)), mul(2, d));
+  const int64_t embedding = mul(c.vocab_size, d);
+  return add(add(add(embedding, mul(c.num_hidden_layers, layer)), d), c.tie_word_embeddings ? 0 : embedding);
+}
+
+std::string sizes(const LlamaConfig& c) {
+  return fmt::format("hidden_size {}, intermediate_size {}, vocab_size {}, num_hidden_layers {}, head_dim {}",
+                     c.hidden_size, c.intermediate_size, c.vocab_size, c.num_hidden_layers, c.head_dim);
+}
+
+int64_t checked_parameter_count(const LlamaConfig& c, const std::string& context) {
+  try {
+    return count_parameters(c);
+  } catch (const CountOverflow&) {
+    throw Error(context + ": sizes too large: the parameter count overflows 64 bits (" + sizes(c) + ")");
+  }
 }
 
 void check(const LlamaConfig& c, const std::string& context) {
@@ -41,6 +84,18 @@ void check(const LlamaConfig& c, const std::string& context) {
           context);
   require(c.hidden_act == "silu", "hidden_act", "must be 'silu', got '" + c.hidden_act + "'", context);
   require(c.model_type == "llama", "model_type", "must be 'llama', got '" + c.model_type + "'", context);
+  for (const auto& [value, key] : {std::pair{c.rms_norm_eps, "rms_norm_eps"}, {c.rope_theta, "rope_theta"},
+                                   {c.initializer_range, "initializer_range"}})
+    require(std::isfinite(value), key, fmt::format("must be finite, got {}", value), context);
+  require(c.num_hidden_layers <= kMaxLayers, "num_hidden_layers",
+          fmt::format("({}) exceeds latent's limit of {} layers", c.num_hidden_layers, kMaxLayers), context);
+  const int64_t parameters = checked_parameter_count(c, context);
+  int64_t rope_tables = 0, elements = 0;  // cos and sin, head_dim / 2 each per position
+  if (__builtin_mul_overflow(c.max_position_embeddings, c.head_dim, &rope_tables) ||
+      __builtin_add_overflow(parameters, rope_tables, &elements) || elements > kMaxElements)
+    throw Error(fmt::format("{}: sizes too large: the model would allocate more than latent's limit of 2^40 ({}) "
+                            "parameters and RoPE table entries ({}, max_position_embeddings {})",
+                            context, kMaxElements, sizes(c), c.max_position_embeddings));
 }
 
 LlamaConfig from_json(const json& j, const std::string& origin) {
@@ -120,13 +175,6 @@ std::string LlamaConfig::to_json_string() const { return to_json(*this).dump(2);
 
 void LlamaConfig::validate() const { check(*this, "LlamaConfig"); }
 
-int64_t LlamaConfig::num_parameters() const {
-  const int64_t d = hidden_size, q_width = num_attention_heads * head_dim, kv_width = num_key_value_heads * head_dim;
-  const int64_t attention = d * q_width + 2 * d * kv_width + q_width * d +
-                            (attention_bias ? q_width + 2 * kv_width + d : 0);
-  const int64_t layer = attention + 3 * d * intermediate_size + 2 * d;
-  const int64_t embedding = vocab_size * d;
-  return embedding + num_hidden_layers * layer + d + (tie_word_embeddings ? 0 : embedding);
-}
+int64_t LlamaConfig::num_parameters() const { return checked_parameter_count(*this, "LlamaConfig"); }
 
 }  // namespace latent::models

@@ -166,6 +166,7 @@ Tensor MultiHeadLatentAttention::queries(const Tensor& x) const {
 }
 
 Tensor MultiHeadLatentAttention::forward(const Tensor& x) const {
+  nn::ForwardScope scope(*this);
   const int64_t B = x.size(0), T = x.size(1);
   const Tensor q = queries(x);
   const Tensor compressed = kv_a_proj_with_mqa->forward(x);  // [B, T, kv_rank + rope_dim]
@@ -181,6 +182,7 @@ Tensor MultiHeadLatentAttention::forward(const Tensor& x) const {
 //   q_lat = q_nope W_UK,  score = (q_lat . c + q_pe . k_pe) * scale,  o = (softmax(score) c) W_UV^T.
 // The latent c acts as a single key/value head shared by every query head (MQA over the cache).
 Tensor MultiHeadLatentAttention::forward_absorbed(const Tensor& x, LatentCache& cache) const {
+  nn::ForwardScope scope(*this);
   const int64_t B = x.size(0), T = x.size(1), start = cache.length;
   if (cache.kv.size(0) != B) throw Error("MLA: cache batch " + std::to_string(cache.kv.size(0)) + " differs from input batch " + std::to_string(B));
   if (start + T > cache.capacity())

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <type_traits>
 
+#include "../autograd/anomaly.hpp"
 #include "../autograd/node.hpp"
 #include "../autograd/ops.hpp"
 #include "../core/factory.hpp"
@@ -216,6 +217,25 @@ Tensor experts_op(const Tensor& x, const Tensor& weights, ExpertDispatch dispatc
   });
 }
 
+// The same y as experts_op, composed from each expert module's own forward: anomaly mode takes this
+// path so that a NaN or Inf is reported inside the expert that made it, forward and backward
+// ("model.layers.1.mlp.experts.5.down_proj"), which the fused op, one node for all experts, cannot
+// tell. Tokens sum their rows in another order than experts_op: equal up to rounding.
+Tensor experts_module_by_module(const nn::ModuleList& experts, const nn::SwiGLU* shared, const Tensor& x,
+                                const Tensor& weights, const ExpertDispatch& d, const std::vector<int64_t>& offsets) {
+  Tensor y = shared ? shared->forward(x) : zeros(x.shape(), x.dtype());
+  const Tensor slot_weights = reshape(weights, {d.routed_rows});
+  for (size_t e = 0; e < experts.size(); ++e) {
+    const auto first = static_cast<ptrdiff_t>(offsets[e]), last = static_cast<ptrdiff_t>(offsets[e + 1]);
+    if (first == last) continue;
+    auto rows_of = [&](const std::vector<int64_t>& v) { return from_vector(std::vector<int64_t>(v.begin() + first, v.begin() + last)); };
+    const Tensor tokens = rows_of(d.token);
+    const Tensor out = experts.at<nn::SwiGLU>(e)->forward(index_select(x, 0, tokens));
+    y = index_add(y, 0, tokens, out * unsqueeze(index_select(slot_weights, 0, rows_of(d.slot)), 1));
+  }
+  return y;
+}
+
 }  // namespace
 
 MoEGate::MoEGate(const DeepSeekV3Config& c)
@@ -234,6 +254,7 @@ MoEGate::MoEGate(const DeepSeekV3Config& c)
 }
 
 MoEGate::Routing MoEGate::route(const Tensor& x) const {
+  nn::ForwardScope scope(*this);
   const Tensor logits = linear(x, weight);
   Routing r;
   r.scores = sigmoid_ ? sigmoid(logits) : softmax(logits, -1);
@@ -286,6 +307,7 @@ MoEGate::Routing MoEGate::route(const Tensor& x) const {
 }
 
 Tensor MoEGate::balance_loss(const Routing& routing, int64_t batch, int64_t seq_len) const {
+  nn::ForwardScope scope(*this);
   const int64_t E = n_routed_experts_, K = top_k_;
   // f_i = E / (K T) * #{t : expert i counted for token t}; no gradient flows through f.
   std::vector<double> f(static_cast<size_t>(batch * E), 0.0);
@@ -324,6 +346,7 @@ DeepSeekMoE::DeepSeekMoE(const DeepSeekV3Config& c) {
 }
 
 Tensor DeepSeekMoE::forward(const Tensor& x) {
+  nn::ForwardScope scope(*this);
   if (x.dim() != 3) throw Error("DeepSeekMoE: input must be [B, T, hidden], got " + shape_str(x.shape()));
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2), N = B * T;
   const Tensor flat = reshape(x, {N, D});
@@ -354,7 +377,9 @@ Tensor DeepSeekMoE::forward(const Tensor& x) {
   for (int64_t e = 0; e < E; ++e)  // an idle expert costs nothing (and gets no gradient)
     if (loads[static_cast<size_t>(e)] > 0)
       dispatch.add(*experts->at<nn::SwiGLU>(static_cast<size_t>(e)), e, offsets[static_cast<size_t>(e)], loads[static_cast<size_t>(e)]);
-  const Tensor y = experts_op(flat, routing.weights, std::move(dispatch));
+  const Tensor y = autograd::is_anomaly_enabled()
+                       ? experts_module_by_module(*experts, shared_experts.get(), flat, routing.weights, dispatch, offsets)
+                       : experts_op(flat, routing.weights, std::move(dispatch));
 
   stats_.expert_ids = routing.expert_ids;
   stats_.loads = from_vector(loads);

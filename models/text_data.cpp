@@ -90,10 +90,16 @@ void ByteCorpus::split(std::vector<int64_t> bytes, double val_fraction, const st
   train_ = std::move(bytes);
 }
 
-BatchSampler::BatchSampler(const std::vector<int64_t>& tokens, int64_t batch, int64_t seq_len, uint64_t seed)
-    : tokens_(&tokens), batch_(batch), seq_len_(seq_len), generator_(seed) {
+BatchSampler::BatchSampler(const std::vector<int64_t>& tokens, int64_t batch, int64_t seq_len, uint64_t seed, BatchShard shard)
+    : tokens_(&tokens), batch_(batch), seq_len_(seq_len), shard_(shard), generator_(seed) {
   if (batch <= 0 || seq_len <= 0)
     throw Error("BatchSampler: batch and seq_len must be positive, got " + std::to_string(batch) + ", " + std::to_string(seq_len));
+  if (shard.count <= 0 || shard.index < 0 || shard.index >= shard.count)
+    throw Error("BatchSampler: shard " + std::to_string(shard.index) + " of " + std::to_string(shard.count) +
+                " is out of range");
+  if (batch % shard.count != 0)
+    throw Error("BatchSampler: batch " + std::to_string(batch) + " does not split into " + std::to_string(shard.count) +
+                " equal shards");
   if (static_cast<int64_t>(tokens.size()) < seq_len + 1)
     throw Error("BatchSampler: " + std::to_string(tokens.size()) + " tokens cannot fill a window of " +
                 std::to_string(seq_len + 1) + "; use a shorter --seq or more data");
@@ -101,11 +107,13 @@ BatchSampler::BatchSampler(const std::vector<int64_t>& tokens, int64_t batch, in
 
 Tensor BatchSampler::next() {
   const int64_t windows = static_cast<int64_t>(tokens_->size()) - seq_len_;
-  Tensor out = Tensor::empty({batch_, seq_len_ + 1}, kInt64);
+  const int64_t rows = batch_ / shard_.count, first_row = shard_.index * rows;
+  Tensor out = Tensor::empty({rows, seq_len_ + 1}, kInt64);
   int64_t* p = out.data<int64_t>();
-  const uint64_t first = generator_.advance(static_cast<uint64_t>(batch_));
-  for (int64_t b = 0; b < batch_; ++b) {
-    const auto start = std::min<int64_t>(windows - 1, static_cast<int64_t>(generator_.uniform(first + uint64_t(b)) * double(windows)));
+  const uint64_t first = generator_.advance(static_cast<uint64_t>(batch_));  // the whole global batch
+  for (int64_t b = 0; b < rows; ++b) {
+    const uint64_t draw = first + uint64_t(first_row + b);
+    const auto start = std::min<int64_t>(windows - 1, static_cast<int64_t>(generator_.uniform(draw) * double(windows)));
     std::copy_n(tokens_->begin() + start, seq_len_ + 1, p + b * (seq_len_ + 1));
   }
   return out;

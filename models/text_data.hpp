@@ -33,12 +33,23 @@ class ByteCorpus {
   std::vector<std::string> files_;
 };
 
+// Which rows of each global batch a data-parallel rank trains on: shard `index` of `count` equal shards.
+struct BatchShard {
+  int64_t index = 0, count = 1;
+};
+
 // Draws [batch, seq_len + 1] windows at uniformly random offsets from a token stream.
+//
+// With a shard, `batch` is still the global batch: every rank's generator advances by all of its rows,
+// and rank r draws only rows [r*batch/count, (r+1)*batch/count), exactly the rows one process with the
+// whole batch would have there. So the ranks together see the single-process batch, and the sampler
+// state (seed, offset) is the same on every rank and for every world size.
 class BatchSampler {
  public:
-  BatchSampler(const std::vector<int64_t>& tokens, int64_t batch, int64_t seq_len, uint64_t seed);
-  Tensor next();  // Int64 [batch, seq_len + 1]
-  // Every window in order (for evaluation): at most max_batches batches of consecutive windows.
+  BatchSampler(const std::vector<int64_t>& tokens, int64_t batch, int64_t seq_len, uint64_t seed, BatchShard shard = {});
+  Tensor next();  // Int64 [batch / shard.count, seq_len + 1]
+  // Every window in order (for evaluation; whole batches, the shard does not apply): at most
+  // max_batches batches of consecutive windows.
   std::vector<Tensor> sequential(int64_t max_batches) const;
 
   uint64_t seed() const { return generator_.seed(); }
@@ -48,6 +59,7 @@ class BatchSampler {
  private:
   const std::vector<int64_t>* tokens_;
   int64_t batch_, seq_len_;
+  BatchShard shard_;
   Generator generator_;
 };
 

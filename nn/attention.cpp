@@ -67,6 +67,7 @@ CausalSelfAttention::CausalSelfAttention(int64_t hidden, int64_t heads, int64_t 
 }
 
 Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) const {
+  ForwardScope scope(*this);
   if (x.dim() != 3 || x.size(2) != hidden_size)
     throw Error("CausalSelfAttention: expected x [B, T, " + std::to_string(hidden_size) + "], got " +
                 shape_str(x.shape()));

@@ -12,6 +12,9 @@ Dropout::Dropout(double probability, std::shared_ptr<Generator> generator)
   if (!(p >= 0 && p <= 1)) throw Error("Dropout: p must be in [0, 1], got " + std::to_string(p));
 }
 
-Tensor Dropout::forward(const Tensor& x) const { return dropout(x, p, is_training(), generator_.get()); }
+Tensor Dropout::forward(const Tensor& x) const {
+  ForwardScope scope(*this);
+  return dropout(x, p, is_training(), generator_.get());
+}
 
 }  // namespace latent::nn

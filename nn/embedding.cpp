@@ -13,6 +13,9 @@ Embedding::Embedding(int64_t n, int64_t dim) : num_embeddings(n), embedding_dim(
   init::normal_(weight);
 }
 
-Tensor Embedding::forward(const Tensor& ids) const { return embedding(weight, ids); }
+Tensor Embedding::forward(const Tensor& ids) const {
+  ForwardScope scope(*this);
+  return embedding(weight, ids);
+}
 
 }  // namespace latent::nn

@@ -20,6 +20,9 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_f
   }
 }
 
-Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) const {
+  ForwardScope scope(*this);
+  return linear(x, weight, bias);
+}
 
 }  // namespace latent::nn

@@ -10,6 +10,9 @@ SwiGLU::SwiGLU(int64_t hidden, int64_t intermediate)
       up_proj(register_module("up_proj", std::make_shared<Linear>(hidden, intermediate, false))),
       down_proj(register_module("down_proj", std::make_shared<Linear>(intermediate, hidden, false))) {}
 
-Tensor SwiGLU::forward(const Tensor& x) const { return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x))); }
+Tensor SwiGLU::forward(const Tensor& x) const {
+  ForwardScope scope(*this);
+  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));
+}
 
 }  // namespace latent::nn

@@ -2,12 +2,17 @@
 #include "module.hpp"
 
 #include <algorithm>
+#include <typeinfo>
 
+#include "../autograd/node.hpp"
 #include "../core/strided.hpp"
 
 namespace latent::nn {
 
-Module::~Module() = default;
+Module::~Module() {
+  for (auto& [_, child] : children_)
+    if (child->parent_ == this) child->parent_ = nullptr;
+}
 
 void Module::check_new_name(const std::string& name) const {
   if (name.empty() || name.find('.') != std::string::npos)
@@ -40,7 +45,32 @@ Tensor& Module::register_buffer(const std::string& name, Tensor t) {
 void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
   check_new_name(name);
   if (!m) throw Error("Module: submodule '" + name + "' is null");
+  for (const Module* ancestor = this; ancestor; ancestor = ancestor->parent_)
+    if (ancestor == m.get()) throw Error("Module: submodule '" + name + "' is this module or one of its parents (a cycle)");
+  if (!m->parent_) m->parent_ = this;  // a module shared by two parents keeps its first path
   children_.emplace_back(name, std::move(m));
+}
+
+std::string Module::module_path() const {
+  std::vector<const std::string*> names;
+  for (const Module* m = this; m->parent_; m = m->parent_)
+    for (const auto& [name, child] : m->parent_->children_)
+      if (child.get() == m) {
+        names.push_back(&name);
+        break;
+      }
+  std::string path;
+  for (auto it = names.rbegin(); it != names.rend(); ++it) path += (path.empty() ? "" : ".") + **it;
+  return path;
+}
+
+void ForwardScope::enter(const Module& module) {
+  std::string label = module.module_path();
+  if (label.empty()) {  // a root: its class name, without namespaces
+    label = autograd::type_name(typeid(module));
+    if (const size_t colon = label.rfind("::"); colon != std::string::npos) label.erase(0, colon + 2);
+  }
+  label_.emplace(std::move(label));
 }
 
 template <class Visit> void Module::visit(const std::string& prefix, Visit&& fn) const {

@@ -1,13 +1,25 @@
 // nn::Module: the base of every layer and model. Parameters, buffers and submodules are registered
 // by name in the constructor, so checkpoint names ("model.layers.0.mlp.gate_proj.weight") fall out
 // of the module tree.
+//
+// A forward opens with `ForwardScope scope(*this);`. In anomaly mode (autograd/anomaly.hpp) that
+// makes the module's path the one NaN/Inf errors name ("model.layers.2.mlp.experts.5.down_proj"),
+// for the ops it runs and for their backward; otherwise it costs one flag test. User modules do the
+// same:
+//
+//   Tensor MyBlock::forward(const Tensor& x) const {
+//     latent::nn::ForwardScope scope(*this);
+//     return proj->forward(latent::relu(x));
+//   }
 #pragma once
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "../autograd/anomaly.hpp"
 #include "../core/tensor.hpp"
 
 namespace latent::nn {
@@ -33,6 +45,9 @@ class Module {
   // Converts every parameter and buffer to dtype in place: existing handles see the new dtype.
   void to(DType dtype);
   int64_t num_parameters() const;  // elements over all parameters
+  // Dotted path from the root of the tree this module was first registered in, as named_parameters()
+  // spells it ("model.layers.2.mlp"); "" for a root. Built on demand by walking up the parents.
+  std::string module_path() const;
 
  protected:
   Tensor& register_parameter(const std::string& name, Tensor t);  // marks t as requiring grad
@@ -51,6 +66,26 @@ class Module {
   std::vector<std::pair<std::string, std::unique_ptr<Tensor>>> parameters_, buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
+  // The module this one was first registered in (its name there is found in parent_->children_).
+  // Parents own their children, so a parent outlives them unless the child is shared beyond the
+  // tree; a dying parent unlinks its children.
+  const Module* parent_ = nullptr;
+};
+
+// The current module of this thread in anomaly mode, for the duration of one forward (RAII, nests).
+// The label is the module's path, or for a root its class name ("DeepSeekV3"). Off, it does nothing.
+class ForwardScope {
+ public:
+  explicit ForwardScope(const Module& module) {
+    if (autograd::is_anomaly_enabled()) [[unlikely]]
+      enter(module);
+  }
+  ForwardScope(const ForwardScope&) = delete;
+  ForwardScope& operator=(const ForwardScope&) = delete;
+
+ private:
+  void enter(const Module& module);
+  std::optional<autograd::ModuleLabelScope> label_;
 };
 
 // An indexed list of submodules, registered as "0", "1", ... (HF's `layers.N.` names).

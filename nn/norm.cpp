@@ -11,7 +11,10 @@ RMSNorm::RMSNorm(int64_t d, double e) : dim(d), eps(e) {
   weight = register_parameter("weight", ones({d}));
 }
 
-Tensor RMSNorm::forward(const Tensor& x) const { return rms_norm(x, weight, eps); }
+Tensor RMSNorm::forward(const Tensor& x) const {
+  ForwardScope scope(*this);
+  return rms_norm(x, weight, eps);
+}
 
 LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
   if (d <= 0) throw Error("LayerNorm: dim must be positive, got " + std::to_string(d));
@@ -22,6 +25,7 @@ LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
 }
 
 Tensor LayerNorm::forward(const Tensor& x) const {
+  ForwardScope scope(*this);
   if (x.dim() == 0 || x.size(-1) != dim)
     throw Error("LayerNorm: input " + shape_str(x.shape()) + " does not end in " + std::to_string(dim));
   return layer_norm(x, weight, bias, eps);

@@ -9,6 +9,7 @@
 #include "core/random.hpp"
 #include "core/tensor.hpp"
 
+#include "autograd/anomaly.hpp"
 #include "autograd/function.hpp"
 #include "autograd/grad_mode.hpp"
 #include "autograd/gradcheck.hpp"
@@ -29,11 +30,13 @@
 
 #include "optim/adam.hpp"
 #include "optim/clip_grad.hpp"
+#include "optim/distributed.hpp"
 #include "optim/lr_schedule.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/sgd.hpp"
 
 #include "models/checkpoint.hpp"
+#include "models/data_parallel.hpp"
 #include "models/decoder_layer.hpp"
 #include "models/deepseek_v3.hpp"
 #include "models/deepseek_v3_config.hpp"

@@ -1,10 +1,13 @@
-// write_file_atomic: temporary file, fsync, rename, directory fsync; cleanup on every failure path.
+// write_file_atomic: temporary file, fsync, rename, directory fsync; cleanup on every failure path;
+// and the crash points tests arm to kill the process between those steps.
 #include "atomic_file.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -17,24 +20,64 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
-// fsync of the directory entry is what makes a completed rename survive a power loss. Some file
-// systems cannot fsync directories (EINVAL); there is nothing more to be done on those.
-void sync_directory(const std::string& path) {
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::string dir = parent.empty() ? std::string(".") : parent.string();
+std::atomic<int64_t> crash_at{0};        // 0: crash points are unarmed
+std::atomic<int64_t> crash_points_seen{0};
+
+// Returns fsync's errno (0 on success) so callers can word the error for what they were doing.
+int fsync_directory(const std::string& dir, bool& opened) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    throw Error(fmt::format("{}: written, but its directory could not be opened to sync it: {}", path, errno_text()));
+  opened = fd >= 0;
+  if (!opened) return errno;
   const int rc = ::fsync(fd);
   const int saved_errno = errno;
   ::close(fd);
-  if (rc != 0 && saved_errno != EINVAL) {
-    throw Error(
-        fmt::format("{}: written, but its directory could not be synced: {}", path, std::strerror(saved_errno)));
+  return rc != 0 && saved_errno != EINVAL ? saved_errno : 0;
+}
+
+void sync_parent_directory(const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
+  bool opened = false;
+  if (const int error = fsync_directory(dir, opened); error != 0) {
+    throw Error(fmt::format("{}: written, but its directory could not be {}: {}", path,
+                            opened ? "synced" : "opened to sync it", std::strerror(error)));
   }
 }
 
 }  // namespace
+
+void sync_directory(const std::string& dir) {
+  bool opened = false;
+  if (const int error = fsync_directory(dir, opened); error != 0)
+    throw Error(fmt::format("{}: cannot {} directory: {}", dir, opened ? "sync the" : "open the", std::strerror(error)));
+}
+
+bool is_temporary_name(std::string_view file_name) {
+  const size_t marker = file_name.rfind(".tmp.");
+  if (marker == std::string_view::npos || marker + 5 == file_name.size()) return false;
+  for (char c : file_name.substr(marker + 5))
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+CrashPoints::CrashPoints(int64_t kill_at) {
+  crash_points_seen.store(0, std::memory_order_relaxed);
+  crash_at.store(kill_at, std::memory_order_relaxed);
+}
+
+CrashPoints::~CrashPoints() { crash_at.store(0, std::memory_order_relaxed); }
+
+void crash_point(const char* event, std::string_view subject) {
+  const int64_t target = crash_at.load(std::memory_order_relaxed);
+  if (target <= 0) return;
+  const int64_t reached = crash_points_seen.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (reached != target) return;
+  // write(2), not stdio: the message must reach stderr before the kill, and nothing else may be flushed.
+  const std::string message = fmt::format("fault injection: killed at crash point {}: {} {}\n", reached, event, subject);
+  [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, message.data(), message.size());
+  ::kill(::getpid(), SIGKILL);
+  ::_exit(137);  // not reached: SIGKILL cannot be caught
+}
 
 void write_all(std::FILE* file, const void* data, size_t nbytes, const std::string& path) {
   if (nbytes == 0) return;
@@ -46,13 +89,16 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
   std::FILE* file = std::fopen(temporary.c_str(), "wb");
   if (!file) throw Error(path + ": cannot create temporary file " + temporary + ": " + errno_text());
   try {
+    crash_point("created", temporary);
     write(file);
+    crash_point("wrote (partly still buffered)", temporary);
     if (std::ferror(file)) throw Error(path + ": write failed");
     if (std::fflush(file) != 0) throw Error(path + ": write failed: " + errno_text());
     if (::fsync(::fileno(file)) != 0) throw Error(path + ": fsync failed: " + errno_text());
     std::FILE* closing = file;
     file = nullptr;  // fclose releases the stream even when it reports an error
     if (std::fclose(closing) != 0) throw Error(path + ": closing the temporary file failed: " + errno_text());
+    crash_point("synced", temporary);
     if (std::rename(temporary.c_str(), path.c_str()) != 0)
       throw Error(path + ": cannot replace it with " + temporary + ": " + errno_text());
   } catch (...) {
@@ -60,7 +106,8 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
     std::remove(temporary.c_str());
     throw;
   }
-  sync_directory(path);
+  crash_point("renamed into place (directory not yet synced)", path);
+  sync_parent_directory(path);
 }
 
 void write_file_atomic(const std::string& path, std::string_view contents) {

@@ -142,6 +142,12 @@ nlohmann::json parse_json(std::string_view text, const std::string& source) {
     return nlohmann::json::parse(text.begin(), text.end(), check_duplicates);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(prefix(source) + "invalid JSON at " + line_and_column(text, e.byte) + ": " + parse_error_reason(e));
+  } catch (const nlohmann::json::out_of_range& e) {
+    // A number beyond double's range (1e400): nlohmann refuses it with an exception of its own,
+    // "[json.exception.out_of_range.406] number overflow parsing '1e400'".
+    const std::string what = e.what();
+    const size_t end_of_tag = what.find("] ");
+    throw Error(prefix(source) + "invalid JSON: " + (end_of_tag == std::string::npos ? what : what.substr(end_of_tag + 2)));
   }
 }
 

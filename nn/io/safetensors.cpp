@@ -149,6 +149,10 @@ SafetensorsTensorInfo parse_entry(const std::string& name, const nlohmann::json&
       fail_tensor(source, name,
                   "'shape' element " + std::to_string(i) + " must be a non-negative integer, got " +
                       describe_json_value(shape_json[i]));
+    // latent's sizes are int64.
+    if (*dim > static_cast<uint64_t>(INT64_MAX))
+      fail_tensor(source, name,
+                  "'shape' element " + std::to_string(i) + " = " + std::to_string(*dim) + " is too large");
     dims.push_back(*dim);
   }
 
@@ -168,12 +172,18 @@ SafetensorsTensorInfo parse_entry(const std::string& name, const nlohmann::json&
     fail_tensor(source, name,
                 offsets + " run past the end of the data section (" + std::to_string(data_size) + " bytes)");
 
-  // The reference multiplies left to right and refuses any overflow, even when a later 0 would
-  // make the product small again; so do we.
-  uint64_t numel = 1, nbytes = 0;
-  for (uint64_t dim : dims)
-    if (__builtin_mul_overflow(numel, dim, &numel))
+  // latent computes element counts and strides as int64 products of dimensions, zeros aside: the
+  // strides of an empty [0, 2^62, 4] overflow although it has no elements. So the product of the
+  // non-zero dimensions must fit in int64 (the reference only refuses a left-to-right product
+  // that overflows 64 unsigned bits; every file this refuses, it refuses too or cannot index).
+  uint64_t extent = 1, nbytes = 0;
+  bool empty = false;
+  for (uint64_t dim : dims) {
+    if (dim == 0) empty = true;
+    else if (__builtin_mul_overflow(extent, dim, &extent) || extent > static_cast<uint64_t>(INT64_MAX))
       fail_tensor(source, name, "shape " + u64_shape_str(dims) + " has more elements than fit in 64 bits");
+  }
+  const uint64_t numel = empty ? 0 : extent;
   if (__builtin_mul_overflow(numel, file_dtype->size, &nbytes))
     fail_tensor(source, name, "shape " + u64_shape_str(dims) + " of " + dtype + " is more bytes than fit in 64 bits");
   if (nbytes != *end - *begin)
@@ -182,13 +192,7 @@ SafetensorsTensorInfo parse_entry(const std::string& name, const nlohmann::json&
                     offsets + " span " + std::to_string(*end - *begin));
 
   SafetensorsTensorInfo info{dtype, {}, *begin, *end};
-  for (size_t i = 0; i < dims.size(); ++i) {
-    // Only reachable with a zero elsewhere in the shape; latent's sizes are int64.
-    if (dims[i] > static_cast<uint64_t>(INT64_MAX))
-      fail_tensor(source, name,
-                  "'shape' element " + std::to_string(i) + " = " + std::to_string(dims[i]) + " is too large");
-    info.shape.push_back(static_cast<int64_t>(dims[i]));
-  }
+  for (uint64_t dim : dims) info.shape.push_back(static_cast<int64_t>(dim));
   return info;
 }
 

@@ -2,6 +2,7 @@
 // impossible configs with the offending key named.
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "../helpers.hpp"
 
@@ -68,4 +69,73 @@ TEST_CASE("invalid configs are refused naming the key", "[dsv3][config]") {
   refused(with("hidden_act", "\"gelu\""), "hidden_act");
   refused("{not json", "invalid JSON");
   CHECK_THROWS_WITH(DeepSeekV3Config::from_json_file("/nonexistent/config.json"), Catch::Contains("/nonexistent/config.json"));
+}
+
+// Sizes no machine could hold are refused by validation, before a model allocates anything, and
+// without counting layer by layer (10^18 layers must not take 10^18 steps).
+TEST_CASE("absurd sizes are refused before anything is allocated", "[dsv3][config][hostile]") {
+  const std::string base = DeepSeekV3Config::preset("tiny").to_json_string();
+  auto with = [&](const std::map<std::string, std::string>& edits) {
+    auto j = nlohmann::json::parse(base);
+    for (const auto& [key, value] : edits) j[key] = nlohmann::json::parse(value);
+    return j.dump();
+  };
+  auto refused = [&](const std::string& text, const std::string& needle) {
+    INFO(text);
+    CHECK_THROWS_WITH(DeepSeekV3Config::from_json_string(text), Catch::Contains(needle));
+  };
+  // 256 x 10^12 embedding entries alone exceed 2^40.
+  refused(with({{"hidden_size", "1000000000000"}}), "sizes too large");
+  refused(with({{"vocab_size", "1000000000000"}}), "sizes too large: the model would allocate");
+  refused(with({{"hidden_size", "4611686018427387904"}, {"vocab_size", "4611686018427387904"}}), "overflows 64 bits");
+  refused(with({{"qk_nope_head_dim", "9223372036854775806"}}), "overflows 64 bits");  // nope + rope overflows
+  refused(with({{"num_hidden_layers", "1000000000000000000"}}), "exceeds latent's limit of 4096 layers");
+  refused(with({{"num_nextn_predict_layers", "1000000000000000000"}}), "exceeds latent's limit of 4096 layers");
+  refused(with({{"n_routed_experts", "1000000000"}, {"n_group", "1"}, {"topk_group", "1"}}),
+          "exceeds latent's limit of 65536 experts");
+  refused(with({{"max_position_embeddings", "1000000000000000"}}), "max_position_embeddings 1000000000000000");
+  refused(with({{"moe_intermediate_size", "1000000000"}}), "sizes too large");  // 9 experts x 3 x 64 x 10^9 x 3 layers
+
+  // The limit sits far above the released model, whose count is unchanged.
+  const auto big = DeepSeekV3Config::preset("deepseek-v3-671b");
+  CHECK(DeepSeekV3Config::from_json_string(big.to_json_string()).num_parameters() == 671'026'419'200LL);
+}
+
+TEST_CASE("non-finite numbers and a dense layer without intermediate_size are refused", "[dsv3][config][hostile]") {
+  const std::string base = DeepSeekV3Config::preset("tiny").to_json_string();
+  // JSON has no infinity; a number beyond double's range is refused by the parser.
+  const std::string theta = "\"rope_theta\": 10000.0";
+  std::string huge_theta = base;
+  REQUIRE(huge_theta.find(theta) != std::string::npos);
+  huge_theta.replace(huge_theta.find(theta), theta.size(), "\"rope_theta\": 1e400");
+  CHECK_THROWS_WITH(DeepSeekV3Config::from_json_string(huge_theta, "big/config.json"),
+                    Catch::Contains("big/config.json: invalid JSON: number overflow parsing '1e400'"));
+  // A config built in code can hold one; written out it would become null.
+  for (double DeepSeekV3Config::*field : {&DeepSeekV3Config::rope_theta, &DeepSeekV3Config::rms_norm_eps,
+                                          &DeepSeekV3Config::routed_scaling_factor, &DeepSeekV3Config::aux_loss_alpha,
+                                          &DeepSeekV3Config::initializer_range}) {
+    DeepSeekV3Config c = DeepSeekV3Config::preset("tiny");
+    c.*field = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_WITH(c.validate(), Catch::Contains("must be finite, got inf"));
+    c.*field = std::numeric_limits<double>::quiet_NaN();
+    CHECK_THROWS_AS(c.validate(), Error);
+  }
+  DeepSeekV3Config yarn = DeepSeekV3Config::preset("tiny");
+  yarn.rope_scaling->mscale = -std::numeric_limits<double>::infinity();
+  CHECK_THROWS_WITH(yarn.validate(), Catch::Contains("key 'rope_scaling.mscale' must be finite, got -inf"));
+
+  // first_k_dense_replace 0 with moe_layer_freq 2: layer 1 is dense and needs intermediate_size.
+  auto j = nlohmann::json::parse(base);
+  j["first_k_dense_replace"] = 0, j["moe_layer_freq"] = 2, j["intermediate_size"] = 0;
+  CHECK_THROWS_WITH(DeepSeekV3Config::from_json_string(j.dump()),
+                    Catch::Contains("key 'intermediate_size' must be positive, got 0"));
+  j["moe_layer_freq"] = 1;  // every layer MoE: intermediate_size is unused
+  CHECK_NOTHROW(DeepSeekV3Config::from_json_string(j.dump()));
+}
+
+TEST_CASE("a config.json that repeats a key is refused", "[dsv3][config][hostile]") {
+  std::string text = DeepSeekV3Config::preset("tiny").to_json_string();
+  text.insert(1, "\"vocab_size\": 512,");
+  CHECK_THROWS_WITH(DeepSeekV3Config::from_json_string(text, "dup/config.json"),
+                    Catch::Contains("dup/config.json") && Catch::Contains("vocab_size"));
 }

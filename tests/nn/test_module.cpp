@@ -1,4 +1,6 @@
-// nn::Module: registration order, dotted names, state dicts, modes, dtype conversion.
+// nn::Module: registration order, dotted names, state dicts, modes, dtype conversion, module paths.
+#include <limits>
+
 #include "../helpers.hpp"
 
 using namespace latent;
@@ -70,4 +72,75 @@ TEST_CASE("train/eval propagate; zero_grad clears; to() converts in place", "[mo
   net.to(kFloat64);
   CHECK(net.block->fc->weight.dtype() == kFloat64);
   CHECK(net.block->fc->forward(ones({1, 3}, kFloat64)).dtype() == kFloat64);
+}
+
+TEST_CASE("module_path is the dotted prefix of the module's parameter names", "[module][anomaly]") {
+  Net net;
+  CHECK(net.module_path().empty());
+  CHECK(net.block->module_path() == "block");
+  CHECK(net.block->fc->module_path() == "block.fc");
+  for (auto& [name, t] : net.named_parameters()) {  // every parameter name is its owner's path + its own name
+    const size_t dot = name.rfind('.');
+    if (dot == std::string::npos) continue;
+    bool owner_found = false;
+    for (const nn::Module* m : {static_cast<const nn::Module*>(net.embed.get()), static_cast<const nn::Module*>(net.block.get()),
+                                static_cast<const nn::Module*>(net.block->fc.get()), static_cast<const nn::Module*>(net.block->norm.get())})
+      owner_found = owner_found || m->module_path() == name.substr(0, dot);
+    CHECK(owner_found);
+  }
+  nn::ModuleList list;
+  auto first = list.push_back(std::make_shared<Block>());
+  auto second = list.push_back(std::make_shared<Block>());
+  CHECK(first->module_path() == "0");
+  CHECK(second->norm->module_path() == "1.norm");
+}
+
+TEST_CASE("a module shared by two parents keeps its first path; a dead parent unlinks its children", "[module][anomaly]") {
+  struct Holder : nn::Module {
+    explicit Holder(std::shared_ptr<nn::Linear> shared) { inner = register_module("inner", std::move(shared)); }
+    std::shared_ptr<nn::Linear> inner;
+  };
+  auto shared = std::make_shared<nn::Linear>(2, 2);
+  auto a = std::make_shared<Holder>(shared);
+  {
+    Holder b(shared);
+    CHECK(shared->module_path() == "inner");
+  }
+  CHECK(shared->module_path() == "inner");  // still a's
+  a.reset();
+  CHECK(shared->module_path().empty());  // an orphan is a root again
+}
+
+TEST_CASE("registering a module under itself or a descendant is refused", "[module][anomaly]") {
+  struct Open : nn::Module {
+    void add(const std::string& name, std::shared_ptr<nn::Module> m) { register_module(name, std::move(m)); }
+  };
+  auto root = std::make_shared<Open>(), child = std::make_shared<Open>();
+  root->add("child", child);
+  CHECK_THROWS_WITH(child->add("root", root), "Module: submodule 'root' is this module or one of its parents (a cycle)");
+  CHECK_THROWS_WITH(root->add("self", root), "Module: submodule 'self' is this module or one of its parents (a cycle)");
+}
+
+TEST_CASE("ForwardScope labels ops with the module path in anomaly mode only, and nests", "[module][anomaly]") {
+  Net net;
+  {
+    nn::ForwardScope scope(*net.block);
+    CHECK(autograd::current_module_label() == nullptr);  // off: nothing pushed
+  }
+  autograd::DetectAnomalyGuard anomaly;
+  {
+    nn::ForwardScope outer(net);
+    CHECK(*autograd::current_module_label() == "Net");  // a root: its class name
+    {
+      nn::ForwardScope inner(*net.block->fc);
+      CHECK(*autograd::current_module_label() == "block.fc");
+    }
+    CHECK(*autograd::current_module_label() == "Net");
+  }
+  CHECK(autograd::current_module_label() == nullptr);
+  // The library's layers open their scope: a NaN weight is reported with the layer's path.
+  net.block->norm->weight.detach().fill_(std::numeric_limits<double>::quiet_NaN());
+  CHECK_THROWS_WITH(net.block->norm->forward(ones({2, 2})),
+                    "anomaly: forward of 'rms_norm' produced NaN in its output [2, 2] (4 of 4 values, first at [0, 0]); "
+                    "its input 1 [2] already held NaN; it ran in module block.norm");
 }

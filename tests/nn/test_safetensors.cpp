@@ -509,3 +509,41 @@ TEST_CASE("write_file_atomic replaces the contents", "[safetensors]") {
   CHECK(read_bytes(path).empty());
   CHECK(directory_listing(dir.path) == std::vector<std::string>{"a.txt"});
 }
+
+// Headers written by hand to claim what the file does not hold. Each is refused by validation; a
+// loader that trusted the declared sizes would try to allocate terabytes first.
+TEST_CASE("hostile headers are refused before anything is allocated for them", "[safetensors][hostile]") {
+  const auto file_of = [](const std::string& header, size_t data_bytes) {
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char(uint64_t(header.size()) >> (8 * i));
+    return bytes + header + std::string(data_bytes, '\x7f');
+  };
+  const auto refused = [](const std::string& bytes, const std::string& problem) {
+    INFO(bytes.substr(8));
+    CHECK_THROWS_WITH(io::parse_safetensors(bytes.data(), bytes.size(), "hostile"),
+                      Catch::StartsWith("safetensors: hostile: ") && Catch::Contains(problem));
+  };
+  // A terabyte tensor whose offsets agree with its shape, in a 16-byte data section.
+  refused(file_of(R"({"a":{"dtype":"F32","shape":[262144,1048576],"data_offsets":[0,1099511627776]}})", 16),
+          "data_offsets [0, 1099511627776] run past the end of the data section (16 bytes)");
+  // The largest header length there is: refused by the limit, with no 64-bit wrap-around in the
+  // "runs past the end" comparison.
+  std::string longest(8, '\xff');
+  refused(longest + "{}", "header length 18446744073709551615 exceeds the limit");
+  refused(file_of(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0.0,8.0]}})", 8),
+          "'data_offsets' must be [begin, end] with non-negative integers, got array [0.0,8.0]");
+  refused(file_of(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,1e300]}})", 8),
+          "'data_offsets' must be [begin, end] with non-negative integers");
+  refused(file_of(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[NaN,8]}})", 8), "invalid JSON");
+  refused(file_of(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
+          "tensor 'b': data_offsets [0, 8] overlap tensor 'a' (data_offsets [0, 8])");
+  // Found by fuzzing: empty, yet its dimensions multiply past int64 (latent's sizes and strides),
+  // left to right or right to left.
+  refused(file_of(R"({"a":{"dtype":"F32","shape":[4294947296,4294967296,0],"data_offsets":[0,0]}})", 0),
+          "shape [4294947296, 4294967296, 0] has more elements than fit in 64 bits");
+  refused(file_of(R"({"a":{"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]}})", 0),
+          "shape [0, 4611686018427387904, 4] has more elements than fit in 64 bits");
+  // Zero elements need no bytes, however large the other dimensions.
+  const std::string empty = file_of(R"({"a":{"dtype":"F64","shape":[0,9223372036854775807],"data_offsets":[0,0]}})", 0);
+  CHECK(io::parse_safetensors(empty.data(), empty.size()).tensors.at("a").shape() == Shape{0, INT64_MAX});
+}

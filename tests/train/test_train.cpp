@@ -1,6 +1,6 @@
 // End-to-end tests of the training job: latent-train and latent-generate run as a user runs them (on
 // the tiny preset, small batches and a generated corpus), then their files are read back through the
-// library: checkpoints, exact resume, falling loss, refused inputs, crash recovery, generation.
+// library: checkpoints, exact resume, falling loss, refused inputs, non-finite losses, crash recovery, generation.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -485,6 +485,109 @@ TEST_CASE("bad input is refused before training with one clear message and a non
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("already at step 2 of 2; pass a larger --steps") != std::string::npos);
   }
+}
+
+TEST_CASE("a diverging run stops at its first non-finite loss and keeps the last good checkpoint", "[train][nonfinite]") {
+  const std::string train = program("LATENT_TRAIN");
+  TempDir dir;
+  const std::string corpus = write_corpus(dir), out = dir / "run";
+  // A learning rate of 1000 blows the weights up within a few steps: a real divergence, no hook.
+  const Run r = run(train, tiny_args(corpus, out, 40, {"--lr", "1e3", "--min-lr", "1e3", "--warmup", "0", "--save-every", "2"}));
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 1);
+  const std::vector<std::string> lines = lines_of(r.err);
+  REQUIRE(!lines.empty());
+  const std::string& error = lines.back();
+  CHECK(error.rfind("latent-train: error: non-finite loss at step ", 0) == 0);
+  CHECK(error.find(" = nan") != std::string::npos);  // names the term(s), e.g. "ce = nan, total = nan"
+  CHECK(r.err.find("latent-train: error") == r.err.rfind("latent-train: error"));  // one error line
+  const int64_t bad_step = std::stoll(error.substr(std::string("latent-train: error: non-finite loss at step ").size()));
+  REQUIRE(bad_step > 1);
+  REQUIRE(bad_step < 40);
+  // The checkpoint is the last save before the bad step, untouched, and finite.
+  const int64_t saved_step = (bad_step - 1) / 2 * 2;
+  CHECK(error.find("stopped without saving, the checkpoint of step " + std::to_string(saved_step) + " in '" + out + "' is intact") !=
+        std::string::npos);
+  const nlohmann::json state = nlohmann::json::parse(read_file(out + "/trainer_state.json"));
+  CHECK(state["step"] == saved_step);
+  for (const auto& [name, t] : io::load_safetensors(out + "/model.safetensors")) {
+    INFO(name);
+    const std::vector<double> values = t.to(kFloat64).to_vector<double>();
+    CHECK(std::all_of(values.begin(), values.end(), [](double v) { return std::isfinite(v); }));
+  }
+}
+
+TEST_CASE("--on-nonfinite skip steps over non-finite batches, counts them, and stops after --max-skips in a row",
+          "[train][nonfinite]") {
+  const std::string train = program("LATENT_TRAIN");
+  TempDir dir;
+  const std::string corpus = write_corpus(dir);
+  // LATENT_TRAIN_TEST_NONFINITE (a test-only hook of latent-train) makes the cross-entropy NaN at the
+  // listed steps, as a bad batch would, at steps chosen by the test.
+  struct Hook {
+    explicit Hook(const char* steps) { ::setenv("LATENT_TRAIN_TEST_NONFINITE", steps, 1); }
+    ~Hook() { ::unsetenv("LATENT_TRAIN_TEST_NONFINITE"); }
+  };
+
+  SECTION("two bad steps are skipped and the run finishes") {
+    const Hook hook("3,4");
+    const std::string out = dir / "skip";
+    const Run r = run(train, tiny_args(corpus, out, 6, {"--on-nonfinite", "skip", "--log-every", "1"}));
+    INFO(r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.err.find("non-finite loss at step 3: ce = nan, total = nan: step skipped (no update; 1 skipped so far, 1 in a row)") !=
+          std::string::npos);
+    CHECK(r.err.find("non-finite loss at step 4: ce = nan, total = nan: step skipped (no update; 2 skipped so far, 2 in a row)") !=
+          std::string::npos);
+    CHECK(r.err.find("step     5/6 | loss") != std::string::npos);
+    CHECK(r.err.find("| skipped 2") != std::string::npos);
+    CHECK(r.out.find("trained to step 6") != std::string::npos);
+    CHECK(r.out.find("2 non-finite step(s) skipped") != std::string::npos);
+    // The skipped steps are in the next logged row's "skipped" cell, and had no update: AdamW counted 4.
+    const Csv csv = read_csv(out + "/metrics.csv");
+    CHECK(csv.steps() == std::vector<int64_t>{1, 2, 5, 6});
+    CHECK(csv.rows[2][csv.column("skipped")] == "2");
+    CHECK(csv.rows[3][csv.column("skipped")] == "0");
+    CHECK(io::load_safetensors(out + "/optimizer.safetensors").at("state.0.step").item() == 4);
+    CHECK(nlohmann::json::parse(read_file(out + "/trainer_state.json"))["tokens_seen"] == 4 * 2 * 32);
+  }
+  SECTION("more than --max-skips consecutive bad steps stop the run") {
+    const Hook hook("2,3,4");
+    const Run r = run(train, tiny_args(corpus, dir / "stop", 6, {"--on-nonfinite", "skip", "--max-skips", "2"}));
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 1);
+    CHECK(lines_of(r.err).back() ==
+          "latent-train: error: non-finite loss at step 4: ce = nan, total = nan; 3 consecutive steps non-finite, more than "
+          "--max-skips 2; stopped without saving, no checkpoint was saved yet in '" + dir / "stop" +
+              "' (lower --lr, or resume from the checkpoint)");
+  }
+  SECTION("a real divergence: every step after it is non-finite, so skipping ends at --max-skips") {
+    const Run r = run(train, tiny_args(corpus, dir / "diverged", 40, {"--lr", "1e3", "--min-lr", "1e3", "--warmup", "0",
+                                                                    "--on-nonfinite", "skip", "--max-skips", "3"}));
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 1);
+    CHECK(lines_of(r.err).back().find("4 consecutive steps non-finite, more than --max-skips 3") != std::string::npos);
+  }
+  SECTION("an unknown policy is refused") {
+    const Run r = run(train, tiny_args(corpus, dir / "bad", 6, {"--on-nonfinite", "ignore"}));
+    CHECK(r.exit_code == 1);
+    CHECK(r.err == "latent-train: error: --on-nonfinite must be 'stop' or 'skip', got 'ignore'\n");
+  }
+}
+
+TEST_CASE("--detect-anomaly names the first op that produced NaN or Inf, and its module", "[train][nonfinite]") {
+  const std::string train = program("LATENT_TRAIN");
+  TempDir dir;
+  const std::string corpus = write_corpus(dir);
+  std::vector<std::string> args = tiny_args(corpus, dir / "run", 40, {"--lr", "1e3", "--min-lr", "1e3", "--warmup", "0"});
+  args.push_back("--detect-anomaly");
+  const Run r = run(train, args);
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 1);
+  const std::string error = lines_of(r.err).back();
+  CHECK(error.rfind("latent-train: error: anomaly: ", 0) == 0);
+  CHECK(error.find("module model.") != std::string::npos);
+  CHECK(r.err.find("non-finite loss") == std::string::npos);  // caught inside the step, before the loss check
 }
 
 TEST_CASE("checkpoints survive a crash at any point of a save", "[train][checkpoint]") {

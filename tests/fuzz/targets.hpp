@@ -1,0 +1,44 @@
+// The fuzz targets' entry points, shared by the libFuzzer executables and the Catch2 replay test.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string_view>
+
+namespace latent::fuzz {
+
+// Thrown when an input is accepted but breaks a property every accepted input must have (a loaded
+// file does not round-trip, a loaded model cannot run). latent::Error means "refused", which is
+// fine; this means a bug, and the fuzzer turns it into a crash.
+struct InvariantBroken : std::logic_error {
+  using std::logic_error::logic_error;
+};
+
+// Each target feeds `data` to one reader of untrusted files. It returns when the input is accepted
+// (and the accepted result behaves), throws latent::Error when the input is refused, and throws
+// anything else (InvariantBroken included) or crashes only on a bug.
+using TargetFunction = void (*)(const uint8_t* data, size_t size);
+
+struct Target {
+  std::string_view name;  // also the folder of its corpus and regressions: tests/fuzz/corpus/<name>/
+  TargetFunction run;
+};
+
+// safetensors:        io::parse_safetensors of the bytes; accepted files must re-serialise to
+//                     files that parse to the same tensors and metadata.
+// deepseek_v3_config: DeepSeekV3Config::from_json_string; accepted configs must round-trip
+//                     through to_json_string and count their parameters without overflow.
+// llama_config:       the same for LlamaConfig.
+// trainer_state:      models::load_trainer_state of a checkpoint directory whose
+//                     trainer_state.json holds the bytes.
+// optimizer_state:    AdamW::load_state_dict of the safetensors in the bytes, then a step; the
+//                     loaded state must round-trip through state_dict().
+// model_dir:          DeepSeekV3::from_pretrained of a directory holding config.json (the bytes
+//                     before the first NUL) and model.safetensors (the bytes after it); an
+//                     accepted model must run a forward pass. Configs too big to build quickly
+//                     are skipped, not loaded.
+const Target* find_target(std::string_view name);
+const Target* targets_begin();
+const Target* targets_end();
+
+}  // namespace latent::fuzz
