@@ -29,7 +29,8 @@ inline float exp_nonpositive(float x) {
   p = std::fma(p, r, 1.6666665459e-1f);
   p = std::fma(p, r, 5.0000001201e-1f);
   p = std::fma(p * r, r, r) + 1.0f;
-  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  // A NaN input must come out NaN (p already is), not reach the float -> int conversion (UB).
+  return p * std::bit_cast<float>((static_cast<int32_t>(n == n ? n : 0.0f) + 127) << 23);
 }
 inline double exp_nonpositive(double x) { return std::exp(x); }
 

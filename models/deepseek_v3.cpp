@@ -157,14 +157,14 @@ Tensor DeepSeekV3::generate(const Tensor& prompt_ids, const GenerateOptions& opt
   if (prompt_ids.dim() != 1 || prompt_ids.numel() == 0)
     throw Error("generate: prompt must be a non-empty 1-D int64 tensor, got " + shape_str(prompt_ids.shape()));
   if (options.max_new_tokens < 0) throw Error("generate: max_new_tokens must be >= 0");
-  if (options.temperature < 0) throw Error("generate: temperature must be >= 0");
+  if (!(options.temperature >= 0)) throw Error("generate: temperature must be >= 0, got " + std::to_string(options.temperature));
   if (options.top_k < 0) throw Error("generate: top_k must be >= 0");
-  const int64_t prompt_length = prompt_ids.numel(), total = prompt_length + options.max_new_tokens;
-  if (total > config_.max_position_embeddings)
+  const int64_t prompt_length = prompt_ids.numel();
+  if (options.max_new_tokens > config_.max_position_embeddings - prompt_length)  // no overflow for huge counts
     throw Error("generate: prompt of " + std::to_string(prompt_length) + " plus " + std::to_string(options.max_new_tokens) +
                 " new tokens exceeds max_position_embeddings " + std::to_string(config_.max_position_embeddings));
   NoGradGuard no_grad;
-  std::vector<LatentCache> caches = make_caches(1, total);
+  std::vector<LatentCache> caches = make_caches(1, prompt_length + options.max_new_tokens);
   std::vector<int64_t> tokens = prompt_ids.to_vector<int64_t>();
   Generator gen(options.seed);
   Tensor logits = forward_absorbed(reshape(prompt_ids, {1, prompt_length}), caches);

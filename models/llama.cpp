@@ -199,13 +199,13 @@ Tensor Llama::generate(const Tensor& prompt_ids, const GenerateOptions& options,
   if (!(options.temperature >= 0))
     throw Error("Llama::generate: temperature must be >= 0, got " + std::to_string(options.temperature));
   if (options.top_k < 0) throw Error("Llama::generate: top_k must be >= 0, got " + std::to_string(options.top_k));
-  const int64_t prompt_length = prompt_ids.numel(), total = prompt_length + options.max_new_tokens;
-  if (total > config_.max_position_embeddings)
+  const int64_t prompt_length = prompt_ids.numel();
+  if (options.max_new_tokens > config_.max_position_embeddings - prompt_length)  // no overflow for huge counts
     throw Error("Llama::generate: prompt of " + std::to_string(prompt_length) + " plus " +
                 std::to_string(options.max_new_tokens) + " new tokens exceeds max_position_embeddings " +
                 std::to_string(config_.max_position_embeddings));
   NoGradGuard no_grad;
-  std::vector<nn::KVCache> caches = make_caches(total);
+  std::vector<nn::KVCache> caches = make_caches(prompt_length + options.max_new_tokens);
   std::vector<int64_t> tokens = prompt_ids.to_vector<int64_t>();
   Generator gen(options.seed);
   // The prompt fills the caches in one pass; each new token then costs one position.

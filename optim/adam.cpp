@@ -80,7 +80,8 @@ void run_updates(const std::vector<Update>& updates, const char* name) {
     for (int64_t first = 0; first < updates[u].param.numel(); first += kUpdateGrain) chunks.emplace_back(u, first);
   parallel_for(static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
-      const auto [u, first] = chunks[static_cast<size_t>(c)];
+      const size_t u = chunks[static_cast<size_t>(c)].first;
+      const int64_t first = chunks[static_cast<size_t>(c)].second;
       const Update& up = updates[u];
       const int64_t n = std::min(kUpdateGrain, up.param.numel() - first);
       dispatch_floating(up.param.dtype(), name, [&]<class T>() {

@@ -29,7 +29,8 @@ class Chunks {
   template <class Fn> void for_each(Fn&& fn) const {
     parallel_for(size(), 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
-        const auto [t, first] = spans_[static_cast<size_t>(c)];
+        const auto t = spans_[static_cast<size_t>(c)].first;
+        const int64_t first = spans_[static_cast<size_t>(c)].second;
         const Tensor& tensor = tensors_[t];
         const int64_t n = std::min(kNormGrain, tensor.numel() - first);
         dispatch_floating(tensor.dtype(), "clip_grad_norm", [&]<class T>() { fn(c, tensor.data<T>() + first, n); });

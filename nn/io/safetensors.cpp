@@ -174,8 +174,9 @@ SafetensorsTensorInfo parse_entry(const std::string& name, const nlohmann::json&
 
   // latent computes element counts and strides as int64 products of dimensions, zeros aside: the
   // strides of an empty [0, 2^62, 4] overflow although it has no elements. So the product of the
-  // non-zero dimensions must fit in int64 (the reference only refuses a left-to-right product
-  // that overflows 64 unsigned bits; every file this refuses, it refuses too or cannot index).
+  // non-zero dimensions must fit in int64. This is stricter than the reference, which refuses only
+  // a left-to-right product past 64 unsigned bits: what it accepts beyond that is empty tensors
+  // with dimensions no int64 size could hold.
   uint64_t extent = 1, nbytes = 0;
   bool empty = false;
   for (uint64_t dim : dims) {

@@ -41,8 +41,9 @@ TEST_CASE("elementwise gradients pass gradcheck, with broadcast and non-contiguo
       {"mul", [](auto& v) { return v[0] * v[1]; }},
       {"div", [](auto& v) { return v[0] / (v[1] * v[1] + 1.0); }},
   };
-  for (auto& [name, fn] : binary) {
+  for (auto& [name, f] : binary) {
     INFO(name);
+    const F& fn = f;  // a plain reference: clang 14 cannot capture structured bindings
     CHECK(autograd::gradcheck(fn, {a, b}));
     CHECK(autograd::gradcheck([&](auto& v) { return fn({v[0], v[1].transpose(0, 1)}); }, {a, c}));
   }
@@ -55,8 +56,9 @@ TEST_CASE("elementwise gradients pass gradcheck, with broadcast and non-contiguo
       {"neg", [](auto& v) { return -v[0]; }},          {"scalar", [](auto& v) { return 3.0 - v[0] * 2.0 + 1.0; }},
       {"rdiv", [](auto& v) { return 2.0 / v[0]; }},
   };
-  for (auto& [name, fn] : unary) {
+  for (auto& [name, f] : unary) {
     INFO(name);
+    const F& fn = f;  // a plain reference: clang 14 cannot capture structured bindings
     CHECK(autograd::gradcheck(fn, {pos}));
     CHECK(autograd::gradcheck([&](auto& v) { return fn({v[0].transpose(0, 1)}); }, {pos}));
   }
