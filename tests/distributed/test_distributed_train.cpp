@@ -11,39 +11,16 @@
 #include <sstream>
 
 #include "../helpers.hpp"
+#include "../programs.hpp"
 
 using namespace latent;
 namespace fs = std::filesystem;
+using latent::testing::program;
+using latent::testing::quote;
+using latent::testing::read_file;
+using latent::testing::TempDir;
 
 namespace {
-
-std::string env_path(const char* variable) {
-  const char* path = std::getenv(variable);
-  if (!path || !fs::exists(path)) FAIL(variable << " must name the built program (meson sets it for `meson test`)");
-  return path;
-}
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "latent-mpi-test-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
-    path = pattern;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 size_t count(const std::string& text, const std::string& what) {
   size_t n = 0;
@@ -74,16 +51,16 @@ std::string words(const std::vector<std::string>& args) {
   return out;
 }
 
-std::string mpirun() { return quote(env_path("LATENT_MPIRUN")) + " --allow-run-as-root --oversubscribe "; }
+std::string mpirun() { return quote(program("LATENT_MPIRUN")) + " --allow-run-as-root --oversubscribe "; }
 
 // One process with two threads, the way a single machine runs latent-train.
 Run train_alone(const std::vector<std::string>& args, const std::string& environment = "") {
-  return shell(quote(env_path("LATENT_TRAIN")) + " " + words(args) + "--threads 2", environment);
+  return shell(quote(program("LATENT_TRAIN")) + " " + words(args) + "--threads 2", environment);
 }
 
 // Two ranks, one thread each (the default under mpirun on this two-core machine, made explicit).
 Run train_two_ranks(const std::vector<std::string>& args, const std::string& environment = "") {
-  return shell(mpirun() + "-np 2 " + quote(env_path("LATENT_TRAIN")) + " " + words(args) + "--threads 1", environment);
+  return shell(mpirun() + "-np 2 " + quote(program("LATENT_TRAIN")) + " " + words(args) + "--threads 1", environment);
 }
 
 std::string write_corpus(const TempDir& dir) {
@@ -133,9 +110,9 @@ TEST_CASE("2 ranks x half batch leave the checkpoint of 1 process x whole batch;
 
   // MPMD launch: rank 0 works in dir/rank0, rank 1 in dir/rank1, both with the relative --out "run".
   fs::create_directories(dir / "rank0"), fs::create_directories(dir / "rank1");
-  const std::string program = quote(env_path("LATENT_TRAIN")) + " " + words(tiny_args(corpus, "run", 8)) + "--threads 1";
-  const Run ranks = shell(mpirun() + "-np 1 -wdir " + quote(dir / "rank0") + " " + program + " : -np 1 -wdir " +
-                          quote(dir / "rank1") + " " + program);
+  const std::string command = quote(program("LATENT_TRAIN")) + " " + words(tiny_args(corpus, "run", 8)) + "--threads 1";
+  const Run ranks = shell(mpirun() + "-np 1 -wdir " + quote(dir / "rank0") + " " + command + " : -np 1 -wdir " +
+                          quote(dir / "rank1") + " " + command);
   REQUIRE(ranks.exit_code == 0);
   CHECK(fs::is_directory(dir / "rank0/run"));
   CHECK_FALSE(fs::exists(dir / "rank1/run"));  // rank 1 wrote nothing

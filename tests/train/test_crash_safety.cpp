@@ -17,35 +17,17 @@
 #include <thread>
 
 #include "../helpers.hpp"
+#include "../programs.hpp"
 
 extern char** environ;
 
 using namespace latent;
 namespace fs = std::filesystem;
+using latent::testing::program;
+using latent::testing::read_file;
+using latent::testing::TempDir;
 
 namespace {
-
-std::string program(const char* variable) {
-  const char* path = std::getenv(variable);
-  if (!path || !fs::exists(path)) FAIL(variable << " must name the built program (meson sets it for `meson test`)");
-  return path;
-}
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "latent-crash-test-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
-    path = pattern;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 // A started latent-train; stdout and stderr go to files so a killed process leaves what it printed.
 struct Process {
