@@ -53,16 +53,6 @@ NonFinite scan(const Tensor& t) {
 
 std::string kind(const NonFinite& f) { return f.nan && f.inf ? "NaN and Inf" : f.nan ? "NaN" : "Inf"; }
 
-// "[0, 5]": the multi-index of flat position `flat` in a row-major tensor of `shape`.
-std::string index_str(int64_t flat, const Shape& shape) {
-  Shape index(shape.size());
-  for (size_t d = shape.size(); d-- > 0;) {
-    index[d] = flat % shape[d];
-    flat /= shape[d];
-  }
-  return shape_str(index);
-}
-
 std::string details(const NonFinite& f, const Tensor& t) {
   return " (" + std::to_string(f.nan + f.inf) + " of " + std::to_string(t.numel()) + " values, first at " +
          index_str(f.first, t.shape()) + ")";

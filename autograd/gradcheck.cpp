@@ -18,15 +18,6 @@ double projected(const std::function<Tensor(const std::vector<Tensor>&)>& fn, co
   return sum(mul(fn(inputs), weights)).item();
 }
 
-std::string index_str(int64_t flat, const Shape& shape) {
-  Shape index(shape.size());
-  for (size_t d = shape.size(); d-- > 0;) {
-    index[d] = flat % shape[d];
-    flat /= shape[d];
-  }
-  return shape_str(index);
-}
-
 }  // namespace
 
 bool gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn, const std::vector<Tensor>& inputs,

@@ -103,6 +103,7 @@ class Tensor {
 Shape contiguous_strides(const Shape& shape);
 int64_t shape_numel(const Shape& shape);
 std::string shape_str(const Shape& shape);                 // "[2, 3]"
+std::string index_str(int64_t flat, const Shape& shape);   // flat position -> "[0, 5]" (row-major)
 int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op);  // negative dims, range-checked
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "../core/checked_int.hpp"
 #include "../core/error.hpp"
 #include "../nn/io/json.hpp"
 
@@ -135,18 +136,9 @@ constexpr int64_t kMaxLayers = 4096;
 constexpr int64_t kMaxExperts = 65536;
 constexpr int64_t kMaxElements = int64_t{1} << 40;  // parameters and RoPE tables: 4 TiB as float32
 
-// int64 arithmetic that throws where it would overflow.
-struct CountOverflow {};
-int64_t add(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_add_overflow(a, b, &r)) throw CountOverflow{};
-  return r;
-}
-int64_t mul(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) throw CountOverflow{};
-  return r;
-}
+using checked::add;
+using checked::mul;
+using CountOverflow = checked::Overflow;
 
 // Layers l in [first_k_dense_replace, num_hidden_layers) with l % moe_layer_freq == 0, counted
 // without a loop over a (possibly hostile) layer count.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "../core/checked_int.hpp"
 #include "../core/error.hpp"
 #include "../nn/io/json.hpp"
 
@@ -24,18 +25,9 @@ void require(bool ok, const std::string& key, const std::string& what, const std
 constexpr int64_t kMaxLayers = 4096;
 constexpr int64_t kMaxElements = int64_t{1} << 40;  // parameters and RoPE tables: 4 TiB as float32
 
-// int64 arithmetic that throws where it would overflow.
-struct CountOverflow {};
-int64_t add(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_add_overflow(a, b, &r)) throw CountOverflow{};
-  return r;
-}
-int64_t mul(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) throw CountOverflow{};
-  return r;
-}
+using checked::add;
+using checked::mul;
+using CountOverflow = checked::Overflow;
 
 int64_t count_parameters(const LlamaConfig& c) {
   const int64_t d = c.hidden_size, q_width = mul(c.num_attention_heads, c.head_dim),
