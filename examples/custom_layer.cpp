@@ -106,7 +106,7 @@ void check_gradients() {
 // forward, loss, backward, then p -= lr * grad for every parameter (optim::SGD and optim::AdamW do
 // this for you, with momentum, weight decay and state you can save). Returns first loss / last loss.
 // ---------------------------------------------------------------------------------------------
-double train() {
+double fit_sine() {
   manual_seed(0);  // Linear initialisation draws from the global generator
   GatedMLP model(1, 32, 1);
 
@@ -143,7 +143,7 @@ double train() {
 int main() {
   try {
     check_gradients();
-    const double improvement = train();
+    const double improvement = fit_sine();
     // A working op and module fit this curve easily; anything less than 10x means something broke.
     if (!(improvement > 10.0)) {
       fmt::print(stderr, "custom_layer: loss fell only {:.2f}x, expected more than 10x\n", improvement);

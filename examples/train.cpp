@@ -136,7 +136,7 @@ void check_options(const Options& o) {
   if (o.max_skips < 0) throw Error(fmt::format("--max-skips must be >= 0, got {}", o.max_skips));
 }
 
-void check_world_size(const Options& o, const optim::ProcessGroup& group) {
+void check_world_size(const Options& o, const distributed::ProcessGroup& group) {
   if (o.batch % group.size() != 0)
     throw Error(fmt::format("--batch {} does not split across {} processes; pass a multiple of {} (each process trains "
                             "on --batch / {} sequences)", o.batch, group.size(), group.size(), group.size()));
@@ -149,7 +149,7 @@ struct CollectiveError : Error {
 };
 
 // Runs fn on rank 0 only (file writes, directory recovery); what it throws is thrown on every rank.
-void on_main_rank(const optim::ProcessGroup& group, const std::function<void()>& fn) {
+void on_main_rank(const distributed::ProcessGroup& group, const std::function<void()>& fn) {
   std::string error;
   if (group.is_main()) {
     try {
@@ -163,12 +163,12 @@ void on_main_rank(const optim::ProcessGroup& group, const std::function<void()>&
 }
 
 // True on every rank when any rank has the flag (a signal may reach the ranks at different steps).
-bool on_any_rank(const optim::ProcessGroup& group, bool flag) {
+bool on_any_rank(const distributed::ProcessGroup& group, bool flag) {
   return group.size() == 1 ? flag : group.all_reduce_sum({flag ? 1.0 : 0.0})[0] > 0;
 }
 
 // The global loss terms that are NaN or Inf, as "ce = nan, total = nan" (empty when all are finite).
-std::string nonfinite_terms(const models::DeepSeekV3DataParallel::GlobalLosses& l) {
+std::string nonfinite_terms(const train::DeepSeekV3DataParallel::GlobalLosses& l) {
   std::string out;
   for (auto [name, value] : {std::pair{"ce", l.ce}, {"balance", l.balance}, {"mtp", l.mtp}, {"total", l.total}}) {
     if (std::isfinite(value)) continue;
@@ -224,13 +224,13 @@ void check_sequence_length(const Options& o, const models::DeepSeekV3Config& con
 void check_output_directory(const std::string& dir, bool overwrite) {
   if (!fs::exists(dir)) return;
   if (!fs::is_directory(dir)) throw Error(fmt::format("--out '{}' exists and is not a directory", dir));
-  models::recover_checkpoint(dir);  // a first save that crashed before its commit leaves only .staging
+  train::recover_checkpoint(dir);  // a first save that crashed before its commit leaves only .staging
   if (fs::is_empty(dir)) return;
-  if (!models::is_checkpoint(dir))
+  if (!train::is_checkpoint(dir))
     throw Error(fmt::format("--out '{}' holds files but no checkpoint; choose a new or empty directory", dir));
   if (!overwrite)
     throw Error(fmt::format("--out '{}' holds the checkpoint of a run (step {}); continue it with --resume {}, replace it "
-                            "with --overwrite, or choose another --out", dir, models::load_trainer_state(dir).step, dir));
+                            "with --overwrite, or choose another --out", dir, train::load_trainer_state(dir).step, dir));
 }
 
 std::string printable(const std::vector<int64_t>& bytes) {
@@ -312,15 +312,15 @@ std::string default_out_dir(const Options& o) {
 bool training_started = false;
 
 int run(Options o) {
-  optim::ProcessGroup& group = optim::ProcessGroup::world();
+  distributed::ProcessGroup& group = distributed::ProcessGroup::world();
   const bool main_rank = group.is_main();
 
   // Everything the user can get wrong is checked before any training starts, identically on every rank.
-  models::TrainerState state;
+  train::TrainerState state;
   std::vector<std::string> notes;
   check_model_flags(o);
   if (!o.resume_dir.empty()) {
-    state = models::load_trainer_state(o.resume_dir);  // refuses a directory that is not a checkpoint
+    state = train::load_trainer_state(o.resume_dir);  // refuses a directory that is not a checkpoint
     notes = adopt_checkpoint_hyperparameters(o, state.hyperparameters, group.size());
   }
   check_options(o);
@@ -362,14 +362,14 @@ int run(Options o) {
     set_num_threads(std::max(1, get_num_threads() / group.local_size()));
   if (o.detect_anomaly) autograd::set_detect_anomaly(true);
 
-  const models::ByteCorpus corpus(o.data);
+  const train::ByteCorpus corpus(o.data);
   if (int64_t(corpus.train().size()) < o.seq + 1)
     throw Error(fmt::format("--seq {} needs at least {} bytes of training text; the data gives {} (after holding out {} "
                             "for validation)", o.seq, o.seq + 1, corpus.train().size(), corpus.validation().size()));
   // Each rank draws its rows of the same seeded global batch (see BatchSampler).
-  models::BatchSampler sampler(corpus.train(), o.batch, o.seq, o.seed, {group.rank(), group.size()});
+  train::BatchSampler sampler(corpus.train(), o.batch, o.seq, o.seed, {group.rank(), group.size()});
   const int64_t val_seq = std::min<int64_t>(o.seq, int64_t(corpus.validation().size()) - 1);
-  const models::BatchSampler val_sampler(corpus.validation(), o.batch, val_seq, 0);
+  const train::BatchSampler val_sampler(corpus.validation(), o.batch, val_seq, 0);
   if (!o.resume_dir.empty()) {
     sampler.set_state(state.sampler_seed, state.sampler_offset);
     if (state.step >= o.steps)
@@ -391,12 +391,12 @@ int run(Options o) {
   const optim::WarmupCosineLR schedule(o.lr, o.min_lr, std::min(o.warmup, o.steps), o.steps);
   // Starts every rank from rank 0's weights and gate biases; the AdamW moments are equal already (zero,
   // or read from the same checkpoint), and every rank then takes the same steps.
-  models::DeepSeekV3DataParallel parallel(model, group);
+  train::DeepSeekV3DataParallel parallel(model, group);
 
   // "loss" is the next-token cross-entropy, the quantity val_loss measures (nats/byte); "total" adds
   // the weighted balance and MTP terms the optimizer actually minimises. "skipped" counts the steps
   // --on-nonfinite skip stepped over since the previous row.
-  models::TrainingLog log([&] {
+  train::TrainingLog log([&] {
     std::vector<std::string> cols = {"total", "balance", "mtp", "grad_norm", "skipped"};
     auto routing = routing_columns(*model);
     cols.insert(cols.end(), routing.begin(), routing.end());
@@ -435,7 +435,7 @@ int run(Options o) {
     if (group.size() > 1)
       fmt::print("  processes: {} MPI ranks, {} sequences of each batch per rank; gradients averaged in {} bucket(s) of "
                  "<= {} MB, expert loads summed over the ranks\n", group.size(), o.batch / group.size(),
-                 parallel.reducer().buckets().size(), optim::kDefaultBucketBytes >> 20);
+                 parallel.reducer().buckets().size(), distributed::kDefaultBucketBytes >> 20);
     fmt::print("  threads: {} TBB worker threads{}, BLAS single-threaded (one pool, no oversubscription)\n",
                get_num_threads(), group.size() > 1 ? " per rank" : "");
     fmt::print("  training: steps {} (from {}), AdamW lr {} -> {} (warm-up {}), wd {}, clip {}, aux_alpha {}, mtp_lambda {}, "
@@ -469,7 +469,7 @@ int run(Options o) {
   auto save = [&] {
     state.sampler_seed = sampler.seed();
     state.sampler_offset = sampler.offset();
-    on_main_rank(group, [&] { models::save_checkpoint(o.out_dir, *model, optimizer, state, log); });
+    on_main_rank(group, [&] { train::save_checkpoint(o.out_dir, *model, optimizer, state, log); });
     last_saved_step = state.step;
   };
   // Stopping on a non-finite step saves nothing: the state after a diverged batch is not worth keeping.
@@ -622,9 +622,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   for (const CLI::Option* option : app.get_options())
     if (option->count() > 0) o.given.insert(option->get_name());
-  const optim::ProcessGroup* group = nullptr;
+  const distributed::ProcessGroup* group = nullptr;
   try {
-    group = &optim::ProcessGroup::world();
+    group = &distributed::ProcessGroup::world();
     return run(o);
   } catch (const std::exception& e) {
     progress.end_line();

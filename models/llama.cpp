@@ -11,7 +11,7 @@
 #include "../core/factory.hpp"
 #include "../core/random.hpp"
 #include "../nn/init.hpp"
-#include "../nn/io/safetensors.hpp"
+#include "../io/safetensors.hpp"
 #include "model_files.hpp"
 #include "sampling.hpp"
 

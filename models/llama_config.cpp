@@ -8,7 +8,7 @@
 
 #include "../core/checked_int.hpp"
 #include "../core/error.hpp"
-#include "../nn/io/json.hpp"
+#include "../io/json.hpp"
 
 namespace latent::models {
 namespace {

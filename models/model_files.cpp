@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <vector>
 
-#include "../nn/io/safetensors.hpp"
+#include "../io/safetensors.hpp"
 
 namespace latent::models {
 

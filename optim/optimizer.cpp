@@ -8,7 +8,7 @@
 
 #include "../core/factory.hpp"
 #include "../core/strided.hpp"
-#include "../nn/io/safetensors.hpp"
+#include "../io/safetensors.hpp"
 
 namespace latent::optim {
 namespace {

@@ -5,11 +5,11 @@
 
 #include <latent/latent.hpp>
 
-#include "optim/distributed.hpp"
+#include "distributed/distributed.hpp"
 
 int main(int argc, char** argv) {
   try {
-    latent::optim::ProcessGroup::world();
+    latent::distributed::ProcessGroup::world();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;

@@ -4,13 +4,13 @@
 #include <cmath>
 
 #include "../helpers.hpp"
-#include "models/data_parallel.hpp"
+#include "train/data_parallel.hpp"
 
 using namespace latent;
 
 namespace {
 
-optim::ProcessGroup& world() { return optim::ProcessGroup::world(); }
+distributed::ProcessGroup& world() { return distributed::ProcessGroup::world(); }
 
 // The largest |a - b| over the parameters and buffers (or the parameters only) of two models.
 double max_difference(const nn::Module& a, const nn::Module& b, bool parameters_only = false) {
@@ -34,7 +34,7 @@ double max_difference(const nn::Module& a, const nn::Module& b, bool parameters_
 
 TEST_CASE("the test runs as several MPI ranks", "[distributed]") {
   INFO("run this executable with mpirun -np 2 (meson test does)");
-  REQUIRE(optim::mpi_available());
+  REQUIRE(distributed::mpi_available());
   REQUIRE(world().size() >= 2);
   REQUIRE(world().rank() < world().size());
   REQUIRE(world().local_size() == world().size());  // one machine
@@ -68,10 +68,10 @@ TEST_CASE("broadcast and all_reduce_sum give every rank the same values", "[dist
 
 TEST_CASE("broadcast_tensors refuses lists that differ between ranks, on every rank", "[distributed]") {
   const Tensor a = zeros({2, 3}), b = zeros({world().rank() == 0 ? 4 : 5});
-  REQUIRE_THROWS_WITH(optim::broadcast_tensors(world(), {a, b}),
+  REQUIRE_THROWS_WITH(distributed::broadcast_tensors(world(), {a, b}),
                       Catch::Contains("differs between ranks") && Catch::Contains("rank 0 has 2 tensors float32[2, 3] float32[4]"));
   Tensor c = full({2, 3}, double(world().rank()));
-  optim::broadcast_tensors(world(), {c, zeros({4}, kInt64)});
+  distributed::broadcast_tensors(world(), {c, zeros({4}, kInt64)});
   testing::require_close(c, std::vector<double>(6, 0.0), 0);
 }
 
@@ -80,7 +80,7 @@ TEST_CASE("GradientAllReduce averages gradients in reverse-order buckets of boun
   // p0, p1, p3: f32 (16, 8 and 12 bytes); p2: f64. Buckets of 24 bytes, filled from the last parameter.
   std::vector<Tensor> params = {zeros({4}), zeros({2}), zeros({3}, kFloat64), zeros({3})};
   for (Tensor& p : params) p.requires_grad_();
-  optim::GradientAllReduce reducer(world(), params, 24);
+  distributed::GradientAllReduce reducer(world(), params, 24);
   // p3 alone (12 B, then p2 is f64), p2 alone, p1 (8 B) then p0 (16 B) fits in 24 B exactly.
   REQUIRE(reducer.buckets() == std::vector<std::vector<size_t>>{{3}, {2}, {1, 0}});
 
@@ -97,16 +97,16 @@ TEST_CASE("GradientAllReduce averages gradients in reverse-order buckets of boun
   testing::require_close(params[2].grad(), std::vector<double>(3, (2.0 - std::ldexp(1.0, 1 - n)) / n), 1e-15);
   REQUIRE_FALSE(params[3].grad().defined());  // like a single process: the optimizer skips it
 
-  REQUIRE_THROWS_WITH(optim::GradientAllReduce(world(), {zeros({2}, kInt64)}),
+  REQUIRE_THROWS_WITH(distributed::GradientAllReduce(world(), {zeros({2}, kInt64)}),
                       Catch::Contains("only Float32 and Float64 parameters have gradients"));
 }
 
 TEST_CASE("a sharded sampler draws exactly its rows of the single-process batch", "[distributed]") {
   std::string text;
   for (int i = 0; i < 400; ++i) text += char('a' + (i * 7919) % 26);
-  const models::ByteCorpus corpus = models::ByteCorpus::from_text(text);
-  models::BatchSampler whole(corpus.train(), 6, 16, 42);
-  models::BatchSampler first(corpus.train(), 6, 16, 42, {0, 3}), last(corpus.train(), 6, 16, 42, {2, 3});
+  const train::ByteCorpus corpus = train::ByteCorpus::from_text(text);
+  train::BatchSampler whole(corpus.train(), 6, 16, 42);
+  train::BatchSampler first(corpus.train(), 6, 16, 42, {0, 3}), last(corpus.train(), 6, 16, 42, {2, 3});
   for (int step = 0; step < 3; ++step) {
     const Tensor all = whole.next(), a = first.next(), c = last.next();
     REQUIRE(a.shape() == Shape{2, 17});
@@ -115,9 +115,9 @@ TEST_CASE("a sharded sampler draws exactly its rows of the single-process batch"
     REQUIRE(a.to_vector<int64_t>() != c.to_vector<int64_t>());
   }
   REQUIRE(first.offset() == whole.offset());  // one checkpointed state for every world size
-  REQUIRE_THROWS_WITH(models::BatchSampler(corpus.train(), 7, 16, 42, {0, 2}),
+  REQUIRE_THROWS_WITH(train::BatchSampler(corpus.train(), 7, 16, 42, {0, 2}),
                       Catch::Contains("batch 7 does not split into 2 equal shards"));
-  REQUIRE_THROWS_WITH(models::BatchSampler(corpus.train(), 8, 16, 42, {2, 2}), Catch::Contains("shard 2 of 2 is out of range"));
+  REQUIRE_THROWS_WITH(train::BatchSampler(corpus.train(), 8, 16, 42, {2, 2}), Catch::Contains("shard 2 of 2 is out of range"));
 }
 
 TEST_CASE("N ranks x batch/N train a tiny DeepSeek-V3 to the weights of 1 process x batch", "[distributed]") {
@@ -125,7 +125,7 @@ TEST_CASE("N ranks x batch/N train a tiny DeepSeek-V3 to the weights of 1 proces
   const int64_t batch = 2 * n, seq = 24, steps = 6;
   std::string text;
   for (int i = 0; i < 3000; ++i) text += char(32 + (i * i + 7 * i) % 90);
-  const models::ByteCorpus corpus = models::ByteCorpus::from_text(text);
+  const train::ByteCorpus corpus = train::ByteCorpus::from_text(text);
   models::DeepSeekV3Config config = models::DeepSeekV3Config::preset("tiny");
 
   // Every rank runs the single-process reference itself (no communication), and its shard of the
@@ -134,15 +134,15 @@ TEST_CASE("N ranks x batch/N train a tiny DeepSeek-V3 to the weights of 1 proces
   auto reference = std::make_shared<models::DeepSeekV3>(config);
   manual_seed(rank == 0 ? 7 : 99);
   auto replica = std::make_shared<models::DeepSeekV3>(config);
-  models::DeepSeekV3DataParallel parallel(replica, world());
+  train::DeepSeekV3DataParallel parallel(replica, world());
   REQUIRE(max_difference(*reference, *replica) == 0);
 
   auto make_optimizer = [](models::DeepSeekV3& model) {
     return std::make_unique<optim::AdamW>(model.parameters(), optim::AdamWOptions{1e-3, 0.9, 0.95, 1e-8, 0.1});
   };
   auto reference_optimizer = make_optimizer(*reference), replica_optimizer = make_optimizer(*replica);
-  models::BatchSampler reference_sampler(corpus.train(), batch, seq, 3);
-  models::BatchSampler shard_sampler(corpus.train(), batch, seq, 3, {rank, n});
+  train::BatchSampler reference_sampler(corpus.train(), batch, seq, 3);
+  train::BatchSampler shard_sampler(corpus.train(), batch, seq, 3, {rank, n});
 
   for (int64_t step = 0; step < steps; ++step) {
     const auto reference_losses = reference->loss(reference_sampler.next());

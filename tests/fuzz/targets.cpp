@@ -14,10 +14,10 @@
 
 #include <latent/latent.hpp>
 
-#include "../../models/checkpoint.hpp"
+#include "../../train/checkpoint.hpp"
 #include "../../models/deepseek_v3.hpp"
 #include "../../models/llama_config.hpp"
-#include "../../nn/io/safetensors.hpp"
+#include "../../io/safetensors.hpp"
 #include "../../optim/adam.hpp"
 
 namespace latent::fuzz {
@@ -109,7 +109,7 @@ void run_trainer_state(const uint8_t* data, size_t size) {
   const fs::path dir = fresh_subdir("checkpoint");
   for (const char* name : {"config.json", "model.safetensors", "optimizer.safetensors"}) write_file(dir / name, "");
   write_file(dir / "trainer_state.json", std::string_view(reinterpret_cast<const char*>(data), size));
-  const models::TrainerState state = models::load_trainer_state(dir.string());
+  const train::TrainerState state = train::load_trainer_state(dir.string());
   require(state.step >= 0, "trainer_state: negative step accepted");
 }
 

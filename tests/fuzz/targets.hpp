@@ -29,7 +29,7 @@ struct Target {
 // deepseek_v3_config: DeepSeekV3Config::from_json_string; accepted configs must round-trip
 //                     through to_json_string and count their parameters without overflow.
 // llama_config:       the same for LlamaConfig.
-// trainer_state:      models::load_trainer_state of a checkpoint directory whose
+// trainer_state:      train::load_trainer_state of a checkpoint directory whose
 //                     trainer_state.json holds the bytes.
 // optimizer_state:    AdamW::load_state_dict of the safetensors in the bytes, then a step; the
 //                     loaded state must round-trip through state_dict().

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <limits>
 
-#include "../../models/checkpoint.hpp"
+#include "../../train/checkpoint.hpp"
 #include "../../models/llama.hpp"
 #include "../helpers.hpp"
 
@@ -145,11 +145,11 @@ TEST_CASE("a broken trainer_state.json is refused naming the file and the key", 
   auto refused = [&](const std::string& text, const std::string& needle) {
     write_text(state, text);
     INFO(text);
-    CHECK_THROWS_WITH(models::load_trainer_state(tmp.path.string()),
+    CHECK_THROWS_WITH(train::load_trainer_state(tmp.path.string()),
                       Catch::Contains(state.string()) && Catch::Contains(needle));
   };
   write_text(state, R"({"step": 3, "sampler": {"seed": 1, "offset": 2}})");
-  CHECK(models::load_trainer_state(tmp.path.string()).step == 3);
+  CHECK(train::load_trainer_state(tmp.path.string()).step == 3);
   refused(R"({"step": -1, "sampler": {"seed": 1, "offset": 2}})", "key 'step' must be >= 0");
   refused(R"({"step": "3", "sampler": {"seed": 1, "offset": 2}})", "key 'step' must be an integer");
   refused(R"({"step": 3})", "key 'sampler' missing");

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "../../nn/io/json.hpp"
+#include "../../io/json.hpp"
 #include "../helpers.hpp"
 
 using namespace latent;

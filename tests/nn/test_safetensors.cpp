@@ -12,8 +12,8 @@
 #include <iterator>
 #include <limits>
 
-#include "../../nn/io/atomic_file.hpp"
-#include "../../nn/io/safetensors.hpp"
+#include "../../io/atomic_file.hpp"
+#include "../../io/safetensors.hpp"
 #include "../helpers.hpp"
 
 using namespace latent;

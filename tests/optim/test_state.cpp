@@ -2,7 +2,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "nn/io/safetensors.hpp"
+#include "io/safetensors.hpp"
 #include "optim/adam.hpp"
 #include "optim/sgd.hpp"
 #include "problem.hpp"

@@ -115,7 +115,7 @@ void require_same_checkpoint(const std::string& dir, const std::string& referenc
     INFO(name);
     REQUIRE(read_file(dir + "/" + name) == read_file(reference + "/" + name));
   }
-  const models::TrainerState got = models::load_trainer_state(dir), want = models::load_trainer_state(reference);
+  const train::TrainerState got = train::load_trainer_state(dir), want = train::load_trainer_state(reference);
   REQUIRE(got.step == want.step);
   REQUIRE(got.sampler_offset == want.sampler_offset);
   REQUIRE(got.tokens_seen == want.tokens_seen);
@@ -163,7 +163,7 @@ TEST_CASE("a save killed at any of its crash points leaves the old or the new ch
     if (err.find("renamed into place (directory not yet synced) " + out + "/.staging/COMMITTED\n") != std::string::npos)
       commit_point = point;
 
-    const int64_t step = models::load_trainer_state(out).step;  // recovers
+    const int64_t step = train::load_trainer_state(out).step;  // recovers
     REQUIRE((step == 2 || step == 4));
     require_same_checkpoint(out, step == 2 ? at2 : at4);
     recovered_steps.push_back(step);
@@ -171,7 +171,7 @@ TEST_CASE("a save killed at any of its crash points leaves the old or the new ch
     run_ok(train, {"--resume", out}, io);  // every other flag comes from the checkpoint
     REQUIRE(read_file(out + "/model.safetensors") == read_file(at6 + "/model.safetensors"));
     REQUIRE(read_file(out + "/optimizer.safetensors") == read_file(at6 + "/optimizer.safetensors"));
-    REQUIRE(models::load_trainer_state(out).step == 6);
+    REQUIRE(train::load_trainer_state(out).step == 6);
     fs::remove_all(out);
   }
   // The old checkpoint up to the rename of the commit marker, the new one from there on.
@@ -199,12 +199,12 @@ TEST_CASE("a first save killed at any crash point leaves no checkpoint or a comp
       break;
     }
     REQUIRE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
-    if (models::is_checkpoint(out)) {
+    if (train::is_checkpoint(out)) {
       require_same_checkpoint(out, at2);
     } else {
       // Nothing was committed: recovery leaves an empty directory, which --resume refuses by name.
       REQUIRE(fs::is_empty(out));
-      REQUIRE_THROWS_WITH(models::load_trainer_state(out), Catch::Contains("is not a checkpoint"));
+      REQUIRE_THROWS_WITH(train::load_trainer_state(out), Catch::Contains("is not a checkpoint"));
       last_uncommitted = point;
     }
   }
@@ -234,7 +234,7 @@ TEST_CASE("kill -9 at random moments: every kill leaves a checkpoint that loads,
   std::uniform_int_distribution<int> delay_ms(30, 500);
   int64_t last_step = 0, kills = 0, kills_during_save = 0;
   for (int round = 0; round < 8; ++round) {
-    const bool resume = models::is_checkpoint(out);
+    const bool resume = train::is_checkpoint(out);
     const Process p = start(
         train, resume ? std::vector<std::string>{"--resume", out, "--save-every", "1"} : tiny_args(corpus, out, kSteps, 1), io);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
@@ -247,11 +247,11 @@ TEST_CASE("kill -9 at random moments: every kill leaves a checkpoint that loads,
     }
     ++kills;
     if (fs::exists(fs::path(out) / ".staging")) ++kills_during_save;
-    if (!models::is_checkpoint(out)) {  // killed before its first save committed
+    if (!train::is_checkpoint(out)) {  // killed before its first save committed
       REQUIRE(last_step == 0);
       continue;
     }
-    const models::TrainerState state = models::load_trainer_state(out);
+    const train::TrainerState state = train::load_trainer_state(out);
     REQUIRE(state.step >= last_step);  // a completed save is never lost
     REQUIRE(state.step <= kSteps);
     last_step = state.step;
@@ -261,9 +261,9 @@ TEST_CASE("kill -9 at random moments: every kill leaves a checkpoint that loads,
     REQUIRE(optimizer_state.at("state.0.step").item() == double(state.step));  // one save, not a mix of two
   }
   WARN(kills << " kills, " << kills_during_save << " inside a save; the chain reached step " << last_step);
-  if (!models::is_checkpoint(out) || models::load_trainer_state(out).step < kSteps)
-    run_ok(train, models::is_checkpoint(out) ? std::vector<std::string>{"--resume", out} : tiny_args(corpus, out, kSteps, 0), io);
-  REQUIRE(models::load_trainer_state(out).step == kSteps);
+  if (!train::is_checkpoint(out) || train::load_trainer_state(out).step < kSteps)
+    run_ok(train, train::is_checkpoint(out) ? std::vector<std::string>{"--resume", out} : tiny_args(corpus, out, kSteps, 0), io);
+  REQUIRE(train::load_trainer_state(out).step == kSteps);
   REQUIRE(read_file(out + "/model.safetensors") == read_file(reference + "/model.safetensors"));
   REQUIRE(read_file(out + "/optimizer.safetensors") == read_file(reference + "/optimizer.safetensors"));
 }
@@ -280,6 +280,6 @@ TEST_CASE("a malformed LATENT_FAULT_INJECT is refused at the first save, naming 
     CHECK(WEXITSTATUS(status) == 1);
     CHECK(p.err().find(std::string("LATENT_FAULT_INJECT: expected <save>:<point> with positive integers, got '") + spec +
                        "'") != std::string::npos);
-    CHECK(!models::is_checkpoint(dir / "run"));
+    CHECK(!train::is_checkpoint(dir / "run"));
   }
 }

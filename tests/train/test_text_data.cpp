@@ -31,7 +31,7 @@ std::string text_of(const std::vector<int64_t>& bytes) { return std::string(byte
 TEST_CASE("ByteCorpus joins files with a newline and holds out the tail", "[train][data]") {
   Scratch dir;
   const std::string a = dir.write("a.txt", "0123456789"), b = dir.write("b.txt", "abcdefghi");
-  const models::ByteCorpus corpus({a, b}, 0.1);
+  const train::ByteCorpus corpus({a, b}, 0.1);
   // 10 + 1 + 9 = 20 bytes; floor(20 * 0.1) = 2 held out.
   CHECK(corpus.size() == 20);
   CHECK(text_of(corpus.train()) == "0123456789\nabcdefg");
@@ -48,7 +48,7 @@ TEST_CASE("a directory contributes its files in name order, each file once", "[t
   dir.write("texts/empty", "");
   dir.write("texts/nested/c", "cccccccccc");
   fs::create_symlink("a", dir.path / "texts" / "z-link-to-a");  // like GPL -> GPL-3
-  const models::ByteCorpus corpus({(dir.path / "texts").string()}, 0.1);
+  const train::ByteCorpus corpus({(dir.path / "texts").string()}, 0.1);
   CHECK(corpus.files() == std::vector<std::string>{(dir.path / "texts" / "a").string(), (dir.path / "texts" / "b").string()});
   CHECK(text_of(corpus.train()) + text_of(corpus.validation()) == "aaaaaaaaaa\nbbbbbbbbbb");
 }
@@ -59,18 +59,18 @@ TEST_CASE("ByteCorpus refuses what cannot be text, naming the path", "[train][da
   fs::create_directories(dir.path / "only-empty");
   dir.write("only-empty/x", "");
   const std::string missing = (dir.path / "missing.txt").string();
-  CHECK_THROWS_WITH(models::ByteCorpus({missing}), "data: '" + missing + "' does not exist");
-  CHECK_THROWS_WITH(models::ByteCorpus({empty}), "data: '" + empty + "' is empty");
-  CHECK_THROWS_WITH(models::ByteCorpus({(dir.path / "only-empty").string()}), Catch::Contains("holds no non-empty files"));
-  CHECK_THROWS_WITH(models::ByteCorpus({tiny}), Catch::Contains("holds 3 bytes, too few to split off validation"));
-  CHECK_THROWS_AS(models::ByteCorpus(std::vector<std::string>{}), Error);
+  CHECK_THROWS_WITH(train::ByteCorpus({missing}), "data: '" + missing + "' does not exist");
+  CHECK_THROWS_WITH(train::ByteCorpus({empty}), "data: '" + empty + "' is empty");
+  CHECK_THROWS_WITH(train::ByteCorpus({(dir.path / "only-empty").string()}), Catch::Contains("holds no non-empty files"));
+  CHECK_THROWS_WITH(train::ByteCorpus({tiny}), Catch::Contains("holds 3 bytes, too few to split off validation"));
+  CHECK_THROWS_AS(train::ByteCorpus(std::vector<std::string>{}), Error);
 }
 
 TEST_CASE("BatchSampler draws windows of the text and resumes from its state", "[train][data]") {
   std::string text;
   for (int i = 0; i < 300; ++i) text += char('a' + i % 26);
-  const models::ByteCorpus corpus = models::ByteCorpus::from_text(text, 0.1);
-  models::BatchSampler sampler(corpus.train(), 3, 8, 42);
+  const train::ByteCorpus corpus = train::ByteCorpus::from_text(text, 0.1);
+  train::BatchSampler sampler(corpus.train(), 3, 8, 42);
 
   const Tensor first = sampler.next();
   REQUIRE(first.shape() == Shape{3, 9});
@@ -81,20 +81,20 @@ TEST_CASE("BatchSampler draws windows of the text and resumes from its state", "
 
   const uint64_t seed = sampler.seed(), offset = sampler.offset();
   const std::vector<int64_t> second = sampler.next().to_vector<int64_t>();
-  models::BatchSampler resumed(corpus.train(), 3, 8, 0);
+  train::BatchSampler resumed(corpus.train(), 3, 8, 0);
   resumed.set_state(seed, offset);
   CHECK(resumed.next().to_vector<int64_t>() == second);
-  CHECK(models::BatchSampler(corpus.train(), 3, 8, 42).next().to_vector<int64_t>() == ids);  // seeded
-  CHECK(models::BatchSampler(corpus.train(), 3, 8, 43).next().to_vector<int64_t>() != ids);
+  CHECK(train::BatchSampler(corpus.train(), 3, 8, 42).next().to_vector<int64_t>() == ids);  // seeded
+  CHECK(train::BatchSampler(corpus.train(), 3, 8, 43).next().to_vector<int64_t>() != ids);
 
-  CHECK_THROWS_WITH(models::BatchSampler(corpus.train(), 0, 8, 1), Catch::Contains("must be positive"));
-  CHECK_THROWS_WITH(models::BatchSampler(corpus.validation(), 1, 30, 1), Catch::Contains("cannot fill a window of 31"));
+  CHECK_THROWS_WITH(train::BatchSampler(corpus.train(), 0, 8, 1), Catch::Contains("must be positive"));
+  CHECK_THROWS_WITH(train::BatchSampler(corpus.validation(), 1, 30, 1), Catch::Contains("cannot fill a window of 31"));
 }
 
 TEST_CASE("BatchSampler::sequential covers the text in order, for evaluation", "[train][data]") {
   std::vector<int64_t> tokens(41);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int64_t(i);
-  const models::BatchSampler sampler(tokens, 2, 10, 0);
+  const train::BatchSampler sampler(tokens, 2, 10, 0);
   const std::vector<Tensor> batches = sampler.sequential(8);
   // 40 targets make 4 windows of 10: two batches of 2; window w starts at 10 w.
   REQUIRE(batches.size() == 2);

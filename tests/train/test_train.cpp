@@ -218,7 +218,7 @@ TEST_CASE("a run prints its summary and plain progress lines and leaves a loadab
     CHECK(!fs::exists(fs::path(out) / ".staging"));
     for (const auto& entry : fs::directory_iterator(out))
       CHECK(entry.path().filename().string().find(".tmp") == std::string::npos);
-    CHECK(models::is_checkpoint(out));
+    CHECK(train::is_checkpoint(out));
   }
 
   SECTION("the model directory loads and differs from its initialisation") {
@@ -242,7 +242,7 @@ TEST_CASE("a run prints its summary and plain progress lines and leaves a loadab
     CHECK(optimizer.at("state.0.step").item() == 12);
     CHECK(optimizer.count("state.0.exp_avg") == 1);
     CHECK(optimizer.count("state.0.exp_avg_sq") == 1);
-    const models::TrainerState state = models::load_trainer_state(out);
+    const train::TrainerState state = train::load_trainer_state(out);
     CHECK(state.step == 12);
     CHECK(state.tokens_seen == 12 * 2 * 32);
     CHECK(state.sampler_seed == 7);
@@ -308,8 +308,8 @@ TEST_CASE("resume continues the exact trajectory: 15 + 15 steps equal 30 straigh
 
   require_same_tensors(resumed + "/model.safetensors", straight + "/model.safetensors");
   require_same_tensors(resumed + "/optimizer.safetensors", straight + "/optimizer.safetensors");
-  CHECK(models::load_trainer_state(resumed).sampler_offset == models::load_trainer_state(straight).sampler_offset);
-  CHECK(models::load_trainer_state(resumed).tokens_seen == 30 * 2 * 32);
+  CHECK(train::load_trainer_state(resumed).sampler_offset == train::load_trainer_state(straight).sampler_offset);
+  CHECK(train::load_trainer_state(resumed).tokens_seen == 30 * 2 * 32);
 
   const Csv after = read_csv(resumed + "/metrics.csv"), reference = read_csv(straight + "/metrics.csv");
   CHECK(before.steps() == std::vector<int64_t>{1, 5, 10, 15});
@@ -361,7 +361,7 @@ TEST_CASE("an interrupted run saves at the end of its step and resumes onto the 
   CHECK(WEXITSTATUS(status) == 130);
   CHECK(read_file(dir / "err").find("interrupted: checkpoint at step") != std::string::npos);
 
-  const int64_t stopped = models::load_trainer_state(out).step;
+  const int64_t stopped = train::load_trainer_state(out).step;
   REQUIRE(stopped >= 1);
   const std::string target = std::to_string(stopped + 3);
   REQUIRE(run(train, {"--resume", out, "--steps", target}).exit_code == 0);
@@ -573,7 +573,7 @@ TEST_CASE("checkpoints survive a crash at any point of a save", "[train][checkpo
   static const bool trained = run(train, tiny_args(corpus, first, 4)).exit_code == 0 &&
                               run(train, {"--resume", first, "--out", second, "--steps", "8"}).exit_code == 0;
   REQUIRE(trained);
-  REQUIRE(models::load_trainer_state(second).step == 8);
+  REQUIRE(train::load_trainer_state(second).step == 8);
   const TempDir scratch;
   const fs::path target = scratch.path / "target", staging = target / ".staging";
   copy_checkpoint(first, target);
@@ -584,7 +584,7 @@ TEST_CASE("checkpoints survive a crash at any point of a save", "[train][checkpo
     write_file((staging / "optimizer.safetensors.tmp.4242").string(), "partial");
     // A reader that does not recover still sees the previous model.
     CHECK(models::DeepSeekV3::from_pretrained(target.string())->config().hidden_size == 64);
-    const models::TrainerState state = models::load_trainer_state(target.string());
+    const train::TrainerState state = train::load_trainer_state(target.string());
     CHECK(state.step == 4);
     CHECK(!fs::exists(staging));
     for (const char* name : kCheckpointFiles)
@@ -599,9 +599,9 @@ TEST_CASE("checkpoints survive a crash at any point of a save", "[train][checkpo
     write_file((staging / "COMMITTED").string(), "8\n");
     // Two files had already moved when the crash came: the directory mixes steps 4 and 8.
     for (const char* name : {"config.json", "loss.svg"}) fs::rename(staging / name, target / name);
-    CHECK(models::is_checkpoint(target.string()));
+    CHECK(train::is_checkpoint(target.string()));
     CHECK(!fs::exists(staging));
-    CHECK(models::load_trainer_state(target.string()).step == 8);
+    CHECK(train::load_trainer_state(target.string()).step == 8);
     for (const char* name : kCheckpointFiles)
       CHECK(read_file((target / name).string()) == read_file((fs::path(second) / name).string()));
     require_same_tensors((target / "model.safetensors").string(), second + "/model.safetensors");
@@ -610,7 +610,7 @@ TEST_CASE("checkpoints survive a crash at any point of a save", "[train][checkpo
   SECTION("a committed save whose files all moved only needs its staging directory removed") {
     fs::create_directories(staging);
     write_file((staging / "COMMITTED").string(), "4\n");
-    CHECK(models::load_trainer_state(target.string()).step == 4);
+    CHECK(train::load_trainer_state(target.string()).step == 4);
     CHECK(!fs::exists(staging));
   }
 
@@ -621,7 +621,7 @@ TEST_CASE("checkpoints survive a crash at any point of a save", "[train][checkpo
     const Run r = run(train, tiny_args(corpus, target.string(), 2));
     INFO(r.out << r.err);
     CHECK(r.exit_code == 0);
-    CHECK(models::load_trainer_state(target.string()).step == 2);
+    CHECK(train::load_trainer_state(target.string()).step == 2);
   }
 
   SECTION("the next save after a crash replaces stale staging and commits normally") {
@@ -630,7 +630,7 @@ TEST_CASE("checkpoints survive a crash at any point of a save", "[train][checkpo
     INFO(r.out << r.err);
     REQUIRE(r.exit_code == 0);
     CHECK(!fs::exists(staging));
-    CHECK(models::load_trainer_state(target.string()).step == 5);
+    CHECK(train::load_trainer_state(target.string()).step == 5);
   }
 }
 

@@ -29,7 +29,7 @@ struct Scratch {
 
 TEST_CASE("TrainingLog writes one row per step with empty cells for missing values", "[train][log]") {
   Scratch dir;
-  models::TrainingLog log({"grad_norm"});
+  train::TrainingLog log({"grad_norm"});
   CHECK(log.columns() == std::vector<std::string>{"step", "loss", "val_loss", "lr", "tokens_per_s", "grad_norm"});
   log.add(1, {{"loss", 5.5}, {"lr", 0.001}, {"grad_norm", 2.25}});
   log.add(2, {{"loss", 4.25}, {"val_loss", 4.5}, {"lr", 0.002}, {"tokens_per_s", 1000}});
@@ -45,11 +45,11 @@ TEST_CASE("TrainingLog writes one row per step with empty cells for missing valu
 TEST_CASE("TrainingLog reads its CSV back up to the resumed step and continues it", "[train][log]") {
   Scratch dir;
   const fs::path path = dir.path / "metrics.csv";
-  models::TrainingLog written({"grad_norm"});
+  train::TrainingLog written({"grad_norm"});
   for (int64_t step = 1; step <= 4; ++step) written.add(step, {{"loss", 6.0 - double(step)}, {"grad_norm", 0.5}});
   written.write_csv(path.string());
 
-  models::TrainingLog resumed({"grad_norm"});
+  train::TrainingLog resumed({"grad_norm"});
   resumed.load_csv(path.string(), 2);  // the checkpoint was at step 2: later rows belong to a lost future
   CHECK(resumed.rows() == 2);
   resumed.add(3, {{"loss", 2.5}});
@@ -60,11 +60,11 @@ TEST_CASE("TrainingLog reads its CSV back up to the resumed step and continues i
         "2,4,,,,0.5\n"
         "3,2.5,,,,\n");
 
-  models::TrainingLog fresh({"grad_norm"});
+  train::TrainingLog fresh({"grad_norm"});
   fresh.load_csv((dir.path / "absent.csv").string(), 10);  // a checkpoint saved before any logged step
   CHECK(fresh.rows() == 0);
 
-  models::TrainingLog other({"balance"});
+  train::TrainingLog other({"balance"});
   CHECK_THROWS_WITH(other.load_csv(path.string(), 4), Catch::Contains("that this run does not write"));
   std::ofstream(dir.path / "bad.csv") << "step,loss,val_loss,lr,tokens_per_s,grad_norm\n1,abc,,,,\n";
   CHECK_THROWS_WITH(resumed.load_csv((dir.path / "bad.csv").string(), 4), Catch::Contains("bad number 'abc'"));
@@ -72,7 +72,7 @@ TEST_CASE("TrainingLog reads its CSV back up to the resumed step and continues i
 
 TEST_CASE("loss.svg is written even before any evaluation", "[train][log]") {
   Scratch dir;
-  models::TrainingLog log;
+  train::TrainingLog log;
   log.write_svg((dir.path / "empty.svg").string());  // no rows yet: axes only
   log.add(1, {{"loss", 5.0}});
   log.write_svg((dir.path / "one.svg").string());

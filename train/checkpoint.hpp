@@ -43,10 +43,10 @@
 #include <nlohmann/json.hpp>
 
 #include "../optim/optimizer.hpp"
-#include "deepseek_v3.hpp"
+#include "../models/deepseek_v3.hpp"
 #include "training_log.hpp"
 
-namespace latent::models {
+namespace latent::train {
 
 struct TrainerState {
   int64_t step = 0;             // optimizer steps taken
@@ -59,7 +59,7 @@ struct TrainerState {
 // Saves by the protocol above. On an error before the commit (disk full, unwritable directory) the
 // staging directory is removed and DIR keeps the previous checkpoint; the error propagates as
 // latent::Error naming the directory.
-void save_checkpoint(const std::string& dir, const DeepSeekV3& model, const optim::Optimizer& optimizer,
+void save_checkpoint(const std::string& dir, const models::DeepSeekV3& model, const optim::Optimizer& optimizer,
                      const TrainerState& state, const TrainingLog& log);
 
 // True when dir holds a complete checkpoint (after recovering an interrupted save).
@@ -68,4 +68,4 @@ bool is_checkpoint(const std::string& dir);
 void recover_checkpoint(const std::string& dir);
 TrainerState load_trainer_state(const std::string& dir);  // recovers first
 
-}  // namespace latent::models
+}  // namespace latent::train

@@ -10,10 +10,10 @@
 
 #include <fmt/format.h>
 
-#include "../nn/io/atomic_file.hpp"
-#include "../nn/io/json.hpp"
+#include "../io/atomic_file.hpp"
+#include "../io/json.hpp"
 
-namespace latent::models {
+namespace latent::train {
 namespace fs = std::filesystem;
 namespace {
 
@@ -119,7 +119,7 @@ void recover_checkpoint(const std::string& dir_name) {
   });
 }
 
-void save_checkpoint(const std::string& dir_name, const DeepSeekV3& model, const optim::Optimizer& optimizer,
+void save_checkpoint(const std::string& dir_name, const models::DeepSeekV3& model, const optim::Optimizer& optimizer,
                      const TrainerState& state, const TrainingLog& log) {
   const io::CrashPoints crash_points(injected_crash_point());
   const fs::path dir(dir_name), staging = dir / kStaging;
@@ -174,4 +174,4 @@ TrainerState load_trainer_state(const std::string& dir_name) {
   return s;
 }
 
-}  // namespace latent::models
+}  // namespace latent::train

@@ -6,7 +6,7 @@
 #include <map>
 #include <string>
 
-#include "../../core/tensor.hpp"
+#include "../core/tensor.hpp"
 
 namespace latent::io {
 

@@ -1,9 +1,9 @@
 // Data parallelism over MPI: the process group of an `mpirun` job (rank, world size, collectives on
 // tensors) and the bucketed all-reduce that averages gradients over the ranks, as PyTorch DDP does.
 //
-//   optim::ProcessGroup& group = optim::ProcessGroup::world();   // a group of one outside mpirun
-//   optim::broadcast_tensors(group, model.parameters());          // every rank starts from rank 0's weights
-//   optim::GradientAllReduce reducer(group, model.parameters());
+//   distributed::ProcessGroup& group = distributed::ProcessGroup::world();   // a group of one outside mpirun
+//   distributed::broadcast_tensors(group, model.parameters());          // every rank starts from rank 0's weights
+//   distributed::GradientAllReduce reducer(group, model.parameters());
 //   loss_on_this_ranks_shard.backward();
 //   reducer.all_reduce();                                         // grad = mean over ranks of the grads
 //   optim::clip_grad_norm(params, 1.0);  optimizer.step();        // same update on every rank
@@ -19,7 +19,7 @@
 
 #include "../core/tensor.hpp"
 
-namespace latent::optim {
+namespace latent::distributed {
 
 // True when this liblatent was built with MPI support.
 bool mpi_available();
@@ -94,4 +94,4 @@ class GradientAllReduce {
   std::vector<Tensor> bucket_buffers_;  // one flat buffer per bucket, in the bucket's dtype
 };
 
-}  // namespace latent::optim
+}  // namespace latent::distributed

@@ -10,9 +10,9 @@
 #include <fmt/format.h>
 
 #include "../core/error.hpp"
-#include "../nn/io/atomic_file.hpp"
+#include "../io/atomic_file.hpp"
 
-namespace latent::models {
+namespace latent::train {
 
 TrainingLog::TrainingLog(std::vector<std::string> extra) : columns_{"step", "loss", "val_loss", "lr", "tokens_per_s"} {
   columns_.insert(columns_.end(), extra.begin(), extra.end());
@@ -131,4 +131,4 @@ void TrainingLog::write_svg(const std::string& path) const {
   io::write_file_atomic(path, svg + "</svg>\n");
 }
 
-}  // namespace latent::models
+}  // namespace latent::train

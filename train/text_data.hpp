@@ -8,7 +8,7 @@
 #include "../core/random.hpp"
 #include "../core/tensor.hpp"
 
-namespace latent::models {
+namespace latent::train {
 
 class ByteCorpus {
  public:
@@ -63,4 +63,4 @@ class BatchSampler {
   Generator generator_;
 };
 
-}  // namespace latent::models
+}  // namespace latent::train

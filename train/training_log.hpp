@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace latent::models {
+namespace latent::train {
 
 class TrainingLog {
  public:
@@ -27,4 +27,4 @@ class TrainingLog {
   std::vector<std::pair<int64_t, std::map<std::string, double>>> rows_;
 };
 
-}  // namespace latent::models
+}  // namespace latent::train

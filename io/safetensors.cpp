@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-#include "../../core/strided.hpp"
+#include "../core/strided.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
 

@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../../core/error.hpp"
+#include "../core/error.hpp"
 
 namespace latent::io {
 

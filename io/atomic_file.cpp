@@ -12,7 +12,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "../../core/error.hpp"
+#include "../core/error.hpp"
 
 namespace latent::io {
 

@@ -9,7 +9,7 @@
 
 #include "../core/factory.hpp"
 
-namespace latent::models {
+namespace latent::train {
 
 namespace {
 
@@ -138,4 +138,4 @@ std::vector<Tensor> BatchSampler::sequential(int64_t max_batches) const {
   return batches;
 }
 
-}  // namespace latent::models
+}  // namespace latent::train

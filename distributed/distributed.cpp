@@ -24,7 +24,7 @@
 #include "../core/dtype.hpp"
 #include "../core/error.hpp"
 
-namespace latent::optim {
+namespace latent::distributed {
 
 namespace {
 
@@ -296,4 +296,4 @@ void GradientAllReduce::all_reduce() {
 #endif
 }
 
-}  // namespace latent::optim
+}  // namespace latent::distributed

@@ -3,7 +3,7 @@
 // auxiliary-loss-free bias update sees the expert loads of the whole global batch (summed over ranks),
 // as the technical report specifies. The sequence-wise balance loss stays per sequence, on each rank.
 //
-//   models::DeepSeekV3DataParallel parallel(model, optim::ProcessGroup::world());   // broadcasts rank 0's state
+//   train::DeepSeekV3DataParallel parallel(model, distributed::ProcessGroup::world());   // broadcasts rank 0's state
 //   auto losses = model->loss(shard, mtp_lambda);
 //   const auto global = parallel.average_losses(losses);   // what one process with the whole batch reports
 //   losses.total.backward();
@@ -19,25 +19,25 @@
 #include <memory>
 #include <vector>
 
-#include "../optim/distributed.hpp"
-#include "deepseek_v3.hpp"
+#include "../distributed/distributed.hpp"
+#include "../models/deepseek_v3.hpp"
 
-namespace latent::models {
+namespace latent::train {
 
 class DeepSeekV3DataParallel {
  public:
   // Broadcasts rank 0's parameters and buffers (the gate biases) so every rank starts identical.
-  DeepSeekV3DataParallel(std::shared_ptr<DeepSeekV3> model, const optim::ProcessGroup& group,
-                         int64_t bucket_bytes = optim::kDefaultBucketBytes);
+  DeepSeekV3DataParallel(std::shared_ptr<models::DeepSeekV3> model, const distributed::ProcessGroup& group,
+                         int64_t bucket_bytes = distributed::kDefaultBucketBytes);
 
   struct GlobalLosses {
     double total = 0, ce = 0, balance = 0, mtp = 0;
   };
   // The mean over ranks of each term of the last loss() on the rank's shard: the global batch's losses.
   // Collective: every rank calls it each step (a NaN on one rank is then seen by all of them).
-  GlobalLosses average_losses(const DeepSeekV3::Losses& losses) const;
+  GlobalLosses average_losses(const models::DeepSeekV3::Losses& losses) const;
 
-  // After backward: every parameter's gradient becomes the mean over ranks (optim::GradientAllReduce).
+  // After backward: every parameter's gradient becomes the mean over ranks (distributed::GradientAllReduce).
   void all_reduce_gradients();
 
   // The expert loads of the last loss(), per MoE layer (as model.moe_layers() lists them), summed over
@@ -46,13 +46,13 @@ class DeepSeekV3DataParallel {
   // b_i += gamma * sign(mean(c) - c_i) per MoE layer with c the global loads; returns those loads.
   std::vector<Tensor> update_expert_bias(double gamma);
 
-  const optim::ProcessGroup& group() const { return group_; }
-  const optim::GradientAllReduce& reducer() const { return reducer_; }
+  const distributed::ProcessGroup& group() const { return group_; }
+  const distributed::GradientAllReduce& reducer() const { return reducer_; }
 
  private:
-  std::shared_ptr<DeepSeekV3> model_;
-  const optim::ProcessGroup& group_;
-  optim::GradientAllReduce reducer_;
+  std::shared_ptr<models::DeepSeekV3> model_;
+  const distributed::ProcessGroup& group_;
+  distributed::GradientAllReduce reducer_;
 };
 
-}  // namespace latent::models
+}  // namespace latent::train

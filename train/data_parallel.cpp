@@ -2,13 +2,13 @@
 #include "data_parallel.hpp"
 
 #include "../core/factory.hpp"
-#include "moe.hpp"
+#include "../models/moe.hpp"
 
-namespace latent::models {
+namespace latent::train {
 
 namespace {
 
-std::vector<Tensor> parameters_and_buffers(const DeepSeekV3& model) {
+std::vector<Tensor> parameters_and_buffers(const models::DeepSeekV3& model) {
   std::vector<Tensor> tensors = model.parameters();
   for (auto& [name, buffer] : model.named_buffers()) tensors.push_back(buffer);
   return tensors;
@@ -16,13 +16,13 @@ std::vector<Tensor> parameters_and_buffers(const DeepSeekV3& model) {
 
 }  // namespace
 
-DeepSeekV3DataParallel::DeepSeekV3DataParallel(std::shared_ptr<DeepSeekV3> model, const optim::ProcessGroup& group,
+DeepSeekV3DataParallel::DeepSeekV3DataParallel(std::shared_ptr<models::DeepSeekV3> model, const distributed::ProcessGroup& group,
                                                int64_t bucket_bytes)
     : model_(std::move(model)), group_(group), reducer_(group, model_->parameters(), bucket_bytes) {
-  optim::broadcast_tensors(group_, parameters_and_buffers(*model_), 0);
+  distributed::broadcast_tensors(group_, parameters_and_buffers(*model_), 0);
 }
 
-DeepSeekV3DataParallel::GlobalLosses DeepSeekV3DataParallel::average_losses(const DeepSeekV3::Losses& losses) const {
+DeepSeekV3DataParallel::GlobalLosses DeepSeekV3DataParallel::average_losses(const models::DeepSeekV3::Losses& losses) const {
   const std::vector<double> sums =
       group_.all_reduce_sum({losses.total.item(), losses.ce.item(), losses.balance.item(), losses.mtp.item()});
   const double ranks = double(group_.size());
@@ -63,4 +63,4 @@ std::vector<Tensor> DeepSeekV3DataParallel::update_expert_bias(double gamma) {
   return loads;
 }
 
-}  // namespace latent::models
+}  // namespace latent::train
