@@ -1,28 +1,14 @@
-// The MPI process group, tensor collectives and the bucketed gradient all-reduce.
-//
-// Determinism: a run must not depend on which rank reaches a collective first. We rely on two things.
-// (1) MPI_Allreduce is called on the same buffers in the same order by every rank, and for a fixed
-// world size and message size Open MPI's tuned component picks a fixed algorithm, so the order in which
-// the ranks' contributions are added does not change from run to run. (2) Every rank receives the same
-// bits: with two ranks the sum is a single a + b, which IEEE addition makes commutative; for more ranks
-// the algorithms Open MPI uses compute each reduced element once and distribute it (ring, Rabenseifner)
-// or add the same pairs on every rank (recursive doubling). The suite checks (2) by comparing the ranks'
-// weights bitwise after training.
+// The process group, tensor collectives and the bucketed gradient all-reduce, over the backend Meson
+// chose (backend.hpp: MPI, or a single process).
 #include "distributed.hpp"
 
 #include <algorithm>
-#include <climits>
 #include <cstdlib>
 #include <cstring>
 
-#ifdef LATENT_WITH_MPI
-#define OMPI_SKIP_MPICXX 1  // the C API is all we use; the deprecated C++ bindings warn under -Wextra
-#define MPICH_SKIP_MPICXX 1
-#include <mpi.h>
-#endif
-
 #include "../core/dtype.hpp"
 #include "../core/error.hpp"
+#include "backend.hpp"
 
 namespace latent::distributed {
 
@@ -42,27 +28,6 @@ void check_contiguous(const Tensor& tensor, const char* op) {
                 shape_str(tensor.strides()) + ")");
 }
 
-#ifdef LATENT_WITH_MPI
-MPI_Datatype mpi_type(DType dtype) {
-  switch (dtype) {
-    case DType::Float32: return MPI_FLOAT;
-    case DType::Float64: return MPI_DOUBLE;
-    case DType::Int64: return MPI_INT64_T;
-  }
-  throw Error("distributed: unsupported dtype");
-}
-
-// MPI counts are int: a tensor of more than INT_MAX elements goes in chunks.
-constexpr int64_t kMaxCount = int64_t(1) << 30;
-
-template <class Fn>
-void for_each_chunk(const Tensor& tensor, Fn&& fn) {
-  auto* base = static_cast<char*>(tensor.raw_data());
-  const int64_t element_size = int64_t(dtype_size(tensor.dtype()));
-  for (int64_t first = 0; first < tensor.numel(); first += kMaxCount)
-    fn(base + first * element_size, int(std::min(kMaxCount, tensor.numel() - first)));
-}
-#endif
 
 // Every rank agrees that `signature` (a description of what it is about to exchange) is the same as
 // rank 0's, or every rank throws: a mismatch must fail as an error, not as a hang or a truncation.
@@ -88,46 +53,17 @@ std::string layout_signature(const std::vector<Tensor>& tensors) {
 
 }  // namespace
 
-bool mpi_available() {
-#ifdef LATENT_WITH_MPI
-  return true;
-#else
-  return false;
-#endif
-}
+bool mpi_available() { return backend::available(); }
 
 ProcessGroup::ProcessGroup() {
   const int launched = launcher_world_size();
   if (launched == 0) return;  // started alone: a group of one, MPI never touched
-#ifdef LATENT_WITH_MPI
-  int initialized = 0;
-  MPI_Initialized(&initialized);
-  if (!initialized) {
-    // TBB workers never call MPI; only the thread that called world() does (MPI_THREAD_FUNNELED).
-    int provided = 0;
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-    initialized_mpi_ = true;
-  }
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-  MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  MPI_Comm local;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
-  MPI_Comm_size(local, &local_size_);
-  MPI_Comm_free(&local);
-#else
-  if (launched > 1)
-    throw Error("distributed: this process is one of " + std::to_string(launched) +
-                " ranks started by an MPI launcher, but latent was built without MPI (-Dmpi=disabled or no "
-                "libopenmpi-dev at configure time); rebuild with MPI or run a single process");
-#endif
+  const backend::World world = backend::join(launched);
+  rank_ = world.rank, size_ = world.size, local_size_ = world.local_size, owns_runtime_ = world.owns_runtime;
 }
 
 ProcessGroup::~ProcessGroup() {
-#ifdef LATENT_WITH_MPI
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (initialized_mpi_ && !finalized) MPI_Finalize();
-#endif
+  if (owns_runtime_) backend::leave(backend::World{rank_, size_, local_size_, owns_runtime_});
 }
 
 ProcessGroup& ProcessGroup::world() {
@@ -140,55 +76,39 @@ void ProcessGroup::broadcast(const Tensor& tensor, int root) const {
   if (root < 0 || root >= size_)
     throw Error("broadcast: root " + std::to_string(root) + " out of range [0, " + std::to_string(size_) + ")");
   if (size_ == 1) return;
-#ifdef LATENT_WITH_MPI
-  for_each_chunk(tensor, [&](void* data, int count) { MPI_Bcast(data, count, mpi_type(tensor.dtype()), root, MPI_COMM_WORLD); });
-#endif
+  backend::broadcast_bytes(tensor.raw_data(), tensor.numel() * int64_t(dtype_size(tensor.dtype())), root);
 }
 
 std::string ProcessGroup::broadcast(const std::string& text, int root) const {
   if (root < 0 || root >= size_)
     throw Error("broadcast: root " + std::to_string(root) + " out of range [0, " + std::to_string(size_) + ")");
   if (size_ == 1) return text;
-  std::string out = text;
-#ifdef LATENT_WITH_MPI
   int64_t length = int64_t(text.size());
-  MPI_Bcast(&length, 1, MPI_INT64_T, root, MPI_COMM_WORLD);
-  if (length > kMaxCount) throw Error("broadcast: string of " + std::to_string(length) + " bytes is too long");
+  backend::broadcast_bytes(&length, sizeof length, root);
+  std::string out = text;
   out.resize(size_t(length));
-  MPI_Bcast(out.data(), int(length), MPI_CHAR, root, MPI_COMM_WORLD);
-#endif
+  backend::broadcast_bytes(out.data(), length, root);
   return out;
 }
 
 void ProcessGroup::all_reduce_sum(const Tensor& tensor) const {
   check_contiguous(tensor, "all_reduce_sum");
   if (size_ == 1) return;
-#ifdef LATENT_WITH_MPI
-  for_each_chunk(tensor, [&](void* data, int count) {
-    MPI_Allreduce(MPI_IN_PLACE, data, count, mpi_type(tensor.dtype()), MPI_SUM, MPI_COMM_WORLD);
-  });
-#endif
+  backend::all_reduce_sum(tensor.raw_data(), tensor.numel(), tensor.dtype());
 }
 
 std::vector<double> ProcessGroup::all_reduce_sum(std::vector<double> values) const {
   if (size_ == 1 || values.empty()) return values;
-#ifdef LATENT_WITH_MPI
-  MPI_Allreduce(MPI_IN_PLACE, values.data(), int(values.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-#endif
+  backend::all_reduce_sum(values.data(), int64_t(values.size()), kFloat64);
   return values;
 }
 
 void ProcessGroup::barrier() const {
-#ifdef LATENT_WITH_MPI
-  if (size_ > 1) MPI_Barrier(MPI_COMM_WORLD);
-#endif
+  if (size_ > 1) backend::barrier();
 }
 
 void ProcessGroup::abort(int code) const {
-#ifdef LATENT_WITH_MPI
-  if (size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
-#endif
-  (void)code;
+  if (size_ > 1) backend::abort(code);
 }
 
 void broadcast_tensors(const ProcessGroup& group, const std::vector<Tensor>& tensors, int root) {
@@ -231,14 +151,12 @@ GradientAllReduce::~GradientAllReduce() = default;
 
 void GradientAllReduce::all_reduce() {
   if (group_.size() == 1) return;  // the mean over one rank is the gradient itself
-#ifdef LATENT_WITH_MPI
   // How many ranks hold a gradient for each parameter, reduced alongside the buckets.
-  std::vector<int> holders(params_.size());
+  std::vector<int64_t> holders(params_.size());
   for (size_t k = 0; k < params_.size(); ++k) holders[k] = params_[k].grad().defined() ? 1 : 0;
-  MPI_Request holders_request;
-  MPI_Iallreduce(MPI_IN_PLACE, holders.data(), int(holders.size()), MPI_INT, MPI_SUM, MPI_COMM_WORLD, &holders_request);
-
-  std::vector<MPI_Request> requests(bucket_params_.size(), MPI_REQUEST_NULL);
+  backend::AsyncSums sums;
+  const size_t holders_sum = sums.start(holders.data(), int64_t(holders.size()), kInt64);
+  std::vector<size_t> bucket_sums;
   for (size_t b = 0; b < bucket_params_.size(); ++b) {
     const Tensor& buffer = bucket_buffers_[b];
     dispatch_floating(buffer.dtype(), "GradientAllReduce", [&]<class T>() {
@@ -258,22 +176,14 @@ void GradientAllReduce::all_reduce() {
         out += p.numel();
       }
     });
-    for_each_chunk(buffer, [&](void* data, int count) {
-      if (buffer.numel() > kMaxCount) {  // rare: a bucket beyond 2^30 elements goes blocking, chunk by chunk
-        MPI_Allreduce(MPI_IN_PLACE, data, count, mpi_type(buffer.dtype()), MPI_SUM, MPI_COMM_WORLD);
-      } else {
-        MPI_Iallreduce(MPI_IN_PLACE, data, count, mpi_type(buffer.dtype()), MPI_SUM, MPI_COMM_WORLD, &requests[b]);
-      }
-    });
-    // Open MPI advances non-blocking collectives only inside MPI calls: poke the ones in flight.
-    int done = 0;
-    MPI_Testall(int(b + 1), requests.data(), &done, MPI_STATUSES_IGNORE);
+    bucket_sums.push_back(sums.start(buffer.raw_data(), buffer.numel(), buffer.dtype()));
+    sums.progress();
   }
-  MPI_Wait(&holders_request, MPI_STATUS_IGNORE);
+  sums.wait(holders_sum);
 
   // grad = (sum over ranks) / N, written into the rank's own gradient tensor when it has a usable one.
   for (size_t b = 0; b < bucket_params_.size(); ++b) {
-    MPI_Wait(&requests[b], MPI_STATUS_IGNORE);
+    sums.wait(bucket_sums[b]);
     const Tensor& buffer = bucket_buffers_[b];
     dispatch_floating(buffer.dtype(), "GradientAllReduce", [&]<class T>() {
       const T* in = buffer.data<T>();
@@ -293,7 +203,6 @@ void GradientAllReduce::all_reduce() {
       }
     });
   }
-#endif
 }
 
 }  // namespace latent::distributed

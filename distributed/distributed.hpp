@@ -55,7 +55,7 @@ class ProcessGroup {
   ProcessGroup();
   ~ProcessGroup();
   int rank_ = 0, size_ = 1, local_size_ = 1;
-  bool initialized_mpi_ = false;  // we called MPI_Init, so we call MPI_Finalize
+  bool owns_runtime_ = false;  // this process initialised MPI, so it finalises it
 };
 
 // Root's values of every tensor on every rank (in place; parameters and buffers at the start of a run).

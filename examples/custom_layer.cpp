@@ -1,7 +1,7 @@
 // Tutorial: extending latent from your own code — a differentiable op with a hand-written backward,
 // a module built on it, gradient checks for both, and a short training run that uses them.
 //
-// In the latent tree:   ninja -C build examples/custom_layer && build/examples/custom_layer
+// In the latent tree:   ninja -C build examples/latent-custom-layer && build/examples/latent-custom-layer
 // Against an install:   g++ -std=c++20 -O2 custom_layer.cpp $(pkg-config --cflags --libs latent)
 #include <latent/latent.hpp>
 

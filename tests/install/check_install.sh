@@ -37,9 +37,19 @@ libdir="$(pkg_config --variable=libdir latent)"
 
 step "installed tree under $staged_prefix"
 for f in "$staged_prefix/include/latent/latent.hpp" "$libdir/liblatent.so" "$pc_file" \
-         "$staged_prefix/bin/latent-custom-layer"; do
+         "$staged_prefix/bin/latent-train" "$staged_prefix/bin/latent-generate"; do
   [ -e "$f" ] || fail "missing from the install: ${f#"$stage"}"
   echo "  ${f#"$stage"}"
+done
+[ ! -e "$staged_prefix/bin/latent-custom-layer" ] || fail "the tutorial program was installed into bin/"
+# Installed programs must find liblatent without LD_LIBRARY_PATH: their RUNPATH names the final libdir.
+final_libdir="${libdir#"$stage"}"
+for program in latent-train latent-generate; do
+  runpath="$(readelf -d "$staged_prefix/bin/$program" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')"
+  case ":$runpath:" in
+    *":$final_libdir:"*) echo "  $program RUNPATH $runpath" ;;
+    *) fail "$program's RUNPATH is '$runpath', not $final_libdir: it would need LD_LIBRARY_PATH" ;;
+  esac
 done
 flags=("$(pkg_config --cflags latent)" "$(pkg_config --libs latent)")
 echo "  pkg-config --cflags --libs latent: ${flags[*]}"
@@ -66,8 +76,8 @@ for source in "$here/api_program.cpp" "$source_root/examples/custom_layer.cpp"; 
   run_staged "$program"
 done
 
-step "run the installed latent-custom-layer example"
-run_staged "$staged_prefix/bin/latent-custom-layer" >/dev/null
+step "run the installed latent-train --help"
+LD_LIBRARY_PATH="$libdir" "$staged_prefix/bin/latent-train" --help >/dev/null
 echo "  ok"
 
 # --- (c): latent as a Meson subproject ----------------------------------------------------------
@@ -87,5 +97,14 @@ EOF
   -Dlatent:tests=false -Dlatent:native=false >/dev/null
 "$meson_cmd" compile -C "$project/build" >/dev/null
 "$project/build/api_program"
+
+# A debug parent still gets an optimised liblatent, and is told so at configure time.
+step "Meson subproject inside a debug parent: configure only"
+"$meson_cmd" setup "$project/build-debug" "$project" --force-fallback-for=latent -Dbuildtype=debug \
+  -Dlatent:tests=false -Dlatent:native=false >"$work/debug-setup.log"
+grep -q "building liblatent with optimization=3" "$work/debug-setup.log" || fail "no configure-time note for a debug parent"
+grep -A4 'liblatent.so.*core_tensor.cpp.o: ' "$project/build-debug/build.ninja" | grep -q -- ' -O3' \
+  || fail "liblatent is not compiled with -O3 inside a debug parent"
+echo "  configure note present; liblatent compiles with -O3"
 
 step "all install checks passed"
