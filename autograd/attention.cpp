@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../core/gemm.hpp"
@@ -248,29 +249,29 @@ std::string shapes_of(const Tensor& q, const Tensor& k, const Tensor& v) {
 }
 
 Geometry check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
-  const std::string op = "scaled_dot_product_attention: ";
-  if (!q.defined() || !k.defined() || !v.defined()) throw Error(op + "q, k and v must be defined");
+  const char* op = "scaled_dot_product_attention";
+  if (!q.defined() || !k.defined() || !v.defined()) fail("{}: q, k and v must be defined", op);
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
-    throw Error(op + "expected q [B, H, T, Dqk], k [B, Hkv, S, Dqk], v [B, Hkv, S, Dv], got " + shapes_of(q, k, v));
+    fail("{}: expected q [B, H, T, Dqk], k [B, Hkv, S, Dqk], v [B, Hkv, S, Dv], got {}", op, shapes_of(q, k, v));
   if (q.dtype() != k.dtype() || q.dtype() != v.dtype())
-    throw Error(op + "dtypes differ: q " + dtype_name(q.dtype()) + ", k " + dtype_name(k.dtype()) + ", v " +
-                dtype_name(v.dtype()));
-  if (!is_floating(q.dtype())) throw Error(op + "expected floating-point q, k, v, got int64");
+    fail("{}: dtypes differ: q {}, k {}, v {}", op, dtype_name(q.dtype()), dtype_name(k.dtype()),
+         dtype_name(v.dtype()));
+  if (!is_floating(q.dtype())) fail("{}: expected floating-point q, k, v, got int64", op);
   const Geometry g{q.size(0), q.size(1), k.size(1),
                    q.size(2), k.size(2), q.size(3),
                    v.size(3), causal,    scale == 0.0 ? 1.0 / std::sqrt(static_cast<double>(q.size(3))) : scale};
-  const auto fail_with = [&](const std::string& what) { throw Error(op + what + " (" + shapes_of(q, k, v) + ")"); };
+  const auto fail_with = [&]<class... Args>(fmt::format_string<Args...> what, Args&&... args) {
+    fail("{}: {} ({})", op, fmt::format(what, std::forward<Args>(args)...), shapes_of(q, k, v));
+  };
   if (k.size(0) != g.B || v.size(0) != g.B) fail_with("batch sizes differ");
   if (v.size(1) != g.Hkv || v.size(2) != g.S) fail_with("k and v differ in heads or length");
   if (k.size(3) != g.Dqk) fail_with("q and k head dims differ");
   if (g.Dqk == 0 || g.Dv == 0) fail_with("head dims must be positive");
-  if (g.Hkv == 0 || g.H % g.Hkv != 0)
-    fail_with(std::to_string(g.H) + " query heads are not a multiple of " + std::to_string(g.Hkv) + " kv heads");
+  if (g.Hkv == 0 || g.H % g.Hkv != 0) fail_with("{} query heads are not a multiple of {} kv heads", g.H, g.Hkv);
   if (g.S == 0 && g.T > 0) fail_with("no keys to attend to");
   if (causal && g.S < g.T)
-    fail_with("causal attention needs at least as many keys as queries, got S = " + std::to_string(g.S) +
-              " < T = " + std::to_string(g.T));
-  if (!std::isfinite(g.scale)) fail_with("scale must be finite, got " + std::to_string(scale));
+    fail_with("causal attention needs at least as many keys as queries, got S = {} < T = {}", g.S, g.T);
+  if (!std::isfinite(g.scale)) fail_with("scale must be finite, got {:f}", scale);
   return g;
 }
 

@@ -146,7 +146,7 @@ Tensor abs(const Tensor& x) {
                   [](auto g, auto v, auto) { return v > 0 ? g : (v < 0 ? -g : decltype(g)(0)); });
 }
 Tensor clamp(const Tensor& x, double min, double max) {
-  if (min > max) throw Error("clamp: min " + std::to_string(min) + " exceeds max " + std::to_string(max));
+  if (min > max) fail("clamp: min {:f} exceeds max {:f}", min, max);
   return unary_op("clamp", x, [min, max](auto v) { return decltype(v)(std::clamp<double>(v, min, max)); },
                   [min, max](auto g, auto v, auto) { return v >= min && v <= max ? g : decltype(g)(0); });
 }
@@ -205,7 +205,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   if (broadcast_shapes(x.shape(), mask.shape(), "masked_fill") != x.shape())
-    throw Error("masked_fill: mask " + shape_str(mask.shape()) + " does not broadcast to " + shape_str(x.shape()));
+    fail("masked_fill: mask {} does not broadcast to {}", shape_str(mask.shape()), shape_str(x.shape()));
   return where(mask, full({}, value, x.dtype()), x);
 }
 

@@ -13,8 +13,7 @@ namespace {
 using autograd::record;
 
 void check_index(const Tensor& index, const char* op) {
-  if (index.dtype() != kInt64)
-    throw Error(std::string(op) + ": index must be int64, got " + dtype_name(index.dtype()));
+  if (index.dtype() != kInt64) fail("{}: index must be int64, got {}", op, dtype_name(index.dtype()));
 }
 
 // Row-major coordinates of a contiguous tensor, passed to fn(flat, coord).
@@ -31,20 +30,17 @@ template <class Fn> void for_each_coord(const Shape& shape, Fn&& fn) {
 }
 
 int64_t checked_id(int64_t id, int64_t size, const char* op) {
-  if (id < -size || id >= size)
-    throw Error(std::string(op) + ": index " + std::to_string(id) + " out of range [0, " + std::to_string(size) + ")");
+  if (id < -size || id >= size) fail("{}: index {} out of range [0, {})", op, id, size);
   return id < 0 ? id + size : id;
 }
 
 // Shared by gather and scatter_add: for each element of index, the offset in x (along dim) and in src.
 void check_gather_shapes(const Tensor& x, int64_t dim, const Tensor& index, const char* op) {
   if (index.dim() != x.dim())
-    throw Error(std::string(op) + ": index " + shape_str(index.shape()) + " and input " + shape_str(x.shape()) +
-                " differ in rank");
+    fail("{}: index {} and input {} differ in rank", op, shape_str(index.shape()), shape_str(x.shape()));
   for (int64_t d = 0; d < x.dim(); ++d)
     if (d != dim && index.shape()[static_cast<size_t>(d)] > x.shape()[static_cast<size_t>(d)])
-      throw Error(std::string(op) + ": index " + shape_str(index.shape()) + " larger than input " + shape_str(x.shape()) +
-                  " in dim " + std::to_string(d));
+      fail("{}: index {} larger than input {} in dim {}", op, shape_str(index.shape()), shape_str(x.shape()), d);
 }
 
 }  // namespace
@@ -77,10 +73,10 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   dim = normalize_dim(dim, x.dim(), "scatter_add");
   check_gather_shapes(x, dim, index, "scatter_add");
   if (src.dtype() != x.dtype())
-    throw Error(std::string("scatter_add: src dtype ") + dtype_name(src.dtype()) + " differs from " + dtype_name(x.dtype()));
+    fail("scatter_add: src dtype {} differs from {}", dtype_name(src.dtype()), dtype_name(x.dtype()));
   for (int64_t d = 0; d < x.dim(); ++d)
     if (src.dim() != x.dim() || index.shape()[static_cast<size_t>(d)] > src.shape()[static_cast<size_t>(d)])
-      throw Error("scatter_add: index " + shape_str(index.shape()) + " larger than src " + shape_str(src.shape()));
+      fail("scatter_add: index {} larger than src {}", shape_str(index.shape()), shape_str(src.shape()));
   const Tensor idx = contiguous_copy(index);
   Tensor out = cast_copy(x, x.dtype());
   dispatch(x.dtype(), [&]<class T>() {
@@ -110,7 +106,7 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   check_index(index, "index_select");
-  if (index.dim() != 1) throw Error("index_select: index must be 1-D, got " + shape_str(index.shape()));
+  if (index.dim() != 1) fail("index_select: index must be 1-D, got {}", shape_str(index.shape()));
   dim = normalize_dim(dim, x.dim(), "index_select");
   const Tensor xc = contiguous_copy(x.detach()), idx = contiguous_copy(index);
   const int64_t size = x.shape()[static_cast<size_t>(dim)], n = index.numel();
@@ -138,14 +134,13 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
   check_index(index, "index_add");
-  if (index.dim() != 1) throw Error("index_add: index must be 1-D, got " + shape_str(index.shape()));
+  if (index.dim() != 1) fail("index_add: index must be 1-D, got {}", shape_str(index.shape()));
   dim = normalize_dim(dim, x.dim(), "index_add");
   Shape expected = x.shape();
   expected[static_cast<size_t>(dim)] = index.numel();
-  if (src.shape() != expected)
-    throw Error("index_add: src " + shape_str(src.shape()) + " should be " + shape_str(expected));
+  if (src.shape() != expected) fail("index_add: src {} should be {}", shape_str(src.shape()), shape_str(expected));
   if (src.dtype() != x.dtype())
-    throw Error(std::string("index_add: src dtype ") + dtype_name(src.dtype()) + " differs from " + dtype_name(x.dtype()));
+    fail("index_add: src dtype {} differs from {}", dtype_name(src.dtype()), dtype_name(x.dtype()));
   const Tensor sc = contiguous_copy(src.detach()), idx = contiguous_copy(index);
   Tensor out = cast_copy(x, x.dtype());
   const int64_t size = x.shape()[static_cast<size_t>(dim)], n = index.numel();
@@ -173,15 +168,14 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
-  if (weight.dim() != 2) throw Error("embedding: weight must be [num_embeddings, dim], got " + shape_str(weight.shape()));
+  if (weight.dim() != 2) fail("embedding: weight must be [num_embeddings, dim], got {}", shape_str(weight.shape()));
   check_index(ids, "embedding");
   const Tensor flat = reshape(ids.detach(), {-1});
   const int64_t vocab = weight.size(0);
   const Tensor flat_ids = contiguous_copy(flat);
   const int64_t* p = flat_ids.data<int64_t>();
   for (int64_t i = 0; i < flat.numel(); ++i)
-    if (p[i] < 0 || p[i] >= vocab)
-      throw Error("embedding: id " + std::to_string(p[i]) + " out of range [0, " + std::to_string(vocab) + ")");
+    if (p[i] < 0 || p[i] >= vocab) fail("embedding: id {} out of range [0, {})", p[i], vocab);
   Shape shape = ids.shape();
   shape.push_back(weight.size(1));
   return reshape(index_select(weight, 0, flat), shape);

@@ -16,12 +16,12 @@ namespace {
 // [..., M, K] @ [..., K, N] with broadcast batch dims.
 Tensor batched_matmul(const Tensor& a, const Tensor& b) {
   if (a.size(-1) != b.size(-2))
-    throw Error("matmul: " + shape_str(a.shape()) + " @ " + shape_str(b.shape()) + ": inner dimensions " +
-                std::to_string(a.size(-1)) + " and " + std::to_string(b.size(-2)) + " differ");
+    fail("matmul: {} @ {}: inner dimensions {} and {} differ", shape_str(a.shape()), shape_str(b.shape()), a.size(-1),
+         b.size(-2));
   for (int64_t d = 3; d <= std::min(a.dim(), b.dim()); ++d)  // batch dims, aligned from the right
     if (a.size(-d) != b.size(-d) && a.size(-d) != 1 && b.size(-d) != 1)
-      throw Error("matmul: " + shape_str(a.shape()) + " @ " + shape_str(b.shape()) + ": batch dims " +
-                  std::to_string(a.size(-d)) + " and " + std::to_string(b.size(-d)) + " cannot be broadcast");
+      fail("matmul: {} @ {}: batch dims {} and {} cannot be broadcast", shape_str(a.shape()), shape_str(b.shape()),
+           a.size(-d), b.size(-d));
   // dA = dC @ B^T needs B, dB = A^T @ dC needs A: each operand is kept only if the other needs a gradient.
   const Tensor keep_a = b.requires_grad() ? a.detach() : Tensor(), keep_b = a.requires_grad() ? b.detach() : Tensor();
   auto backward = [keep_a, keep_b, shape_a = a.shape(), shape_b = b.shape()](const Tensor& g) -> std::vector<Tensor> {
@@ -35,10 +35,9 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   if (a.dim() == 0 || b.dim() == 0)
-    throw Error("matmul: operands must have at least one dim, got " + shape_str(a.shape()) + " @ " + shape_str(b.shape()));
-  if (a.dtype() != b.dtype())
-    throw Error(std::string("matmul: dtype mismatch, ") + dtype_name(a.dtype()) + " @ " + dtype_name(b.dtype()));
-  if (!is_floating(a.dtype())) throw Error("matmul: int64 operands are not supported");
+    fail("matmul: operands must have at least one dim, got {} @ {}", shape_str(a.shape()), shape_str(b.shape()));
+  if (a.dtype() != b.dtype()) fail("matmul: dtype mismatch, {} @ {}", dtype_name(a.dtype()), dtype_name(b.dtype()));
+  if (!is_floating(a.dtype())) fail("matmul: int64 operands are not supported");
   if (a.dim() == 1 && b.dim() == 1) return reshape(matmul(unsqueeze(a, 0), unsqueeze(b, 1)), {});
   if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), -2);
   if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, 1)), -1);
@@ -55,13 +54,13 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 // directly in W's [out, in] layout: through matmul(x, W^T) it would come out as x^T dy, a transposed
 // view that needs a copy before it can accumulate into W's gradient.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  if (weight.dim() != 2) throw Error("linear: weight must be [out, in], got " + shape_str(weight.shape()));
+  if (weight.dim() != 2) fail("linear: weight must be [out, in], got {}", shape_str(weight.shape()));
   if (x.dim() == 0 || x.size(-1) != weight.size(1))
-    throw Error("linear: input " + shape_str(x.shape()) + " does not end in in_features " + std::to_string(weight.size(1)) +
-                " of weight " + shape_str(weight.shape()));
+    fail("linear: input {} does not end in in_features {} of weight {}", shape_str(x.shape()), weight.size(1),
+         shape_str(weight.shape()));
   if (x.dtype() != weight.dtype())
-    throw Error(std::string("linear: input is ") + dtype_name(x.dtype()) + ", weight is " + dtype_name(weight.dtype()));
-  if (!is_floating(x.dtype())) throw Error("linear: int64 operands are not supported");
+    fail("linear: input is {}, weight is {}", dtype_name(x.dtype()), dtype_name(weight.dtype()));
+  if (!is_floating(x.dtype())) fail("linear: int64 operands are not supported");
   const int64_t in = weight.size(1), out = weight.size(0);
   const Tensor flat = contiguous_copy(x.detach());
   const Tensor rows = flat.as_strided({flat.numel() / in, in}, {in, 1}, flat.offset());  // [N, in]
@@ -82,7 +81,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   });
   if (bias.defined()) {
     if (bias.shape() != Shape{out})
-      throw Error("linear: bias " + shape_str(bias.shape()) + " does not match out_features " + std::to_string(out));
+      fail("linear: bias {} does not match out_features {}", shape_str(bias.shape()), out);
     y = add(y, bias);
   }
   return y;

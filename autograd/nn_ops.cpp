@@ -137,11 +137,9 @@ template <class T, class Stride, class Lanes> void panel_max(const T* x, int64_t
 void check_norm_param(const char* op, const char* what, const Tensor& x, const Tensor& p) {
   if (!p.defined()) return;
   if (p.shape() != Shape{x.size(-1)})
-    throw Error(std::string(op) + ": " + what + " " + shape_str(p.shape()) + " does not match the last dim of input " +
-                shape_str(x.shape()));
+    fail("{}: {} {} does not match the last dim of input {}", op, what, shape_str(p.shape()), shape_str(x.shape()));
   if (p.dtype() != x.dtype())
-    throw Error(std::string(op) + ": " + what + " dtype " + dtype_name(p.dtype()) + " differs from input dtype " +
-                dtype_name(x.dtype()));
+    fail("{}: {} dtype {} differs from input dtype {}", op, what, dtype_name(p.dtype()), dtype_name(x.dtype()));
 }
 
 // Sum over chunks of per-chunk partials [chunks, D], added in chunk order in double: a deterministic
@@ -246,21 +244,17 @@ Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight,
 // the targets contiguous and sets `kept` to the number of rows not ignored.
 Tensor checked_targets(const char* op, const char* input_name, const Tensor& input, const Tensor& targets,
                        int64_t ignore_index, int64_t& kept) {
-  if (input.dim() != 2)
-    throw Error(std::string(op) + ": " + input_name + " must be [N, C], got " + shape_str(input.shape()));
-  dispatch_floating(input.dtype(), op, []<class T>() {});
+  if (input.dim() != 2) fail("{}: {} must be [N, C], got {}", op, input_name, shape_str(input.shape()));
+  check_floating(input.dtype(), op);
   const int64_t n = input.size(0), classes = input.size(1);
   if (targets.dtype() != kInt64 || targets.shape() != Shape{n})
-    throw Error(std::string(op) + ": targets must be int64 [" + std::to_string(n) + "], got " +
-                dtype_name(targets.dtype()) + " " + shape_str(targets.shape()));
+    fail("{}: targets must be int64 [{}], got {} {}", op, n, dtype_name(targets.dtype()), shape_str(targets.shape()));
   const Tensor tc = contiguous_copy(targets.detach());
   const int64_t* t = tc.data<int64_t>();
   kept = 0;
   for (int64_t i = 0; i < n; ++i) {
     if (t[i] == ignore_index) continue;
-    if (t[i] < 0 || t[i] >= classes)
-      throw Error(std::string(op) + ": target " + std::to_string(t[i]) + " (row " + std::to_string(i) +
-                  ") out of range [0, " + std::to_string(classes) + ")");
+    if (t[i] < 0 || t[i] >= classes) fail("{}: target {} (row {}) out of range [0, {})", op, t[i], i, classes);
     ++kept;
   }
   return tc;
@@ -360,8 +354,8 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 }
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
-  if (x.dim() == 0) throw Error("rms_norm: input must have at least one dim, got a 0-dim tensor");
-  if (!weight.defined()) throw Error("rms_norm: weight is undefined");
+  if (x.dim() == 0) fail("rms_norm: input must have at least one dim, got a 0-dim tensor");
+  if (!weight.defined()) fail("rms_norm: weight is undefined");
   check_norm_param("rms_norm", "weight", x, weight);
   return dispatch_floating(x.dtype(), "rms_norm", [&]<class T>() {
     return normalize_last_dim<T>("rms_norm", x, weight, Tensor(), eps, false);
@@ -369,7 +363,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  if (x.dim() == 0) throw Error("layer_norm: input must have at least one dim, got a 0-dim tensor");
+  if (x.dim() == 0) fail("layer_norm: input must have at least one dim, got a 0-dim tensor");
   check_norm_param("layer_norm", "weight", x, weight);
   check_norm_param("layer_norm", "bias", x, bias);
   return dispatch_floating(x.dtype(), "layer_norm", [&]<class T>() {
@@ -397,9 +391,9 @@ template void swiglu_backward<double>(const double*, const double*, const double
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
   if (gate.shape() != up.shape())
-    throw Error("swiglu: gate " + shape_str(gate.shape()) + " and up " + shape_str(up.shape()) + " differ in shape");
+    fail("swiglu: gate {} and up {} differ in shape", shape_str(gate.shape()), shape_str(up.shape()));
   if (gate.dtype() != up.dtype())
-    throw Error(std::string("swiglu: gate is ") + dtype_name(gate.dtype()) + ", up is " + dtype_name(up.dtype()));
+    fail("swiglu: gate is {}, up is {}", dtype_name(gate.dtype()), dtype_name(up.dtype()));
   return dispatch_floating(gate.dtype(), "swiglu", [&]<class T>() {
     const Tensor g = contiguous_copy(gate.detach()), u = contiguous_copy(up.detach());
     Tensor out = Tensor::empty(gate.shape(), gate.dtype());
@@ -496,14 +490,14 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& targets, int64_t ignore_i
 
 Tensor mse_loss(const Tensor& input, const Tensor& target) {
   if (input.shape() != target.shape())
-    throw Error("mse_loss: input " + shape_str(input.shape()) + " and target " + shape_str(target.shape()) + " differ");
+    fail("mse_loss: input {} and target {} differ", shape_str(input.shape()), shape_str(target.shape()));
   return mean(square(input - target));
 }
 
 // y_i = x_i / (1 - p) where the i-th uniform draw is >= p, else 0. Forward and backward are the same
 // masked scaling; the backward redraws the mask from the same Philox counters instead of storing it.
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
-  if (!(p >= 0 && p <= 1)) throw Error("dropout: p must be in [0, 1], got " + std::to_string(p));
+  if (!(p >= 0 && p <= 1)) fail("dropout: p must be in [0, 1], got {:f}", p);
   if (!training || p == 0) return x;
   return dispatch_floating(x.dtype(), "dropout", [&]<class T>() {
     Generator& source = gen ? *gen : default_generator();

@@ -31,7 +31,7 @@ Reduction plan(const Tensor& x, std::vector<int64_t> dims, bool keepdim, const c
   std::vector<bool> reduced(static_cast<size_t>(nd), false);
   for (int64_t& d : dims) {
     d = normalize_dim(d, nd, op);
-    if (nd > 0 && reduced[static_cast<size_t>(d)]) throw Error(std::string(op) + ": dim " + std::to_string(d) + " repeated");
+    if (nd > 0 && reduced[static_cast<size_t>(d)]) fail("{}: dim {} repeated", op, d);
     if (nd > 0) reduced[static_cast<size_t>(d)] = true;
   }
   Reduction r;
@@ -148,14 +148,14 @@ Tensor sum(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
-  dispatch_floating(x.dtype(), "mean", []<class T>() {});
+  check_floating(x.dtype(), "mean");
   const int64_t count = reduced_count(x, dims);
-  if (count == 0) throw Error("mean: reducing " + shape_str(x.shape()) + " over zero elements");
+  if (count == 0) fail("mean: reducing {} over zero elements", shape_str(x.shape()));
   return mul(sum(x, dims, keepdim), 1.0 / static_cast<double>(count));
 }
 
 Tensor amax(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
-  if (x.numel() == 0) throw Error("amax: empty tensor " + shape_str(x.shape()));
+  if (x.numel() == 0) fail("amax: empty tensor {}", shape_str(x.shape()));
   const Reduction r = plan(x, dims, keepdim, "amax");
   Tensor out = dispatch(x.dtype(), [&]<class T>() {
     Tensor o = Tensor::empty(r.result_shape, x.dtype());
@@ -177,7 +177,7 @@ Tensor amax(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
 std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
   dim = normalize_dim(dim, x.dim(), "max");
   if (x.dim() == 0) return max(reshape(x, {1}), 0, false);  // a 0-dim tensor is its own maximum, index 0
-  if (x.dim() > 0 && x.shape()[static_cast<size_t>(dim)] == 0) throw Error("max: empty dim in " + shape_str(x.shape()));
+  if (x.dim() > 0 && x.shape()[static_cast<size_t>(dim)] == 0) fail("max: empty dim in {}", shape_str(x.shape()));
   const Reduction r = plan(x, {dim}, keepdim, "max");
   Tensor values = Tensor::empty(r.result_shape, x.dtype()), indices = Tensor::empty(r.result_shape, kInt64);
   dispatch(x.dtype(), [&]<class T>() {

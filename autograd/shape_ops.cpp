@@ -19,18 +19,17 @@ Shape infer_shape(Shape shape, int64_t numel, const char* op, const Shape& from)
   int64_t known = 1, unknown = -1;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] == -1) {
-      if (unknown >= 0) throw Error(std::string(op) + ": more than one -1 in " + shape_str(shape));
+      if (unknown >= 0) fail("{}: more than one -1 in {}", op, shape_str(shape));
       unknown = static_cast<int64_t>(i);
     } else if (shape[i] < 0) {
-      throw Error(std::string(op) + ": negative size in " + shape_str(shape));
+      fail("{}: negative size in {}", op, shape_str(shape));
     } else {
       known *= shape[i];
     }
   }
   if (unknown >= 0 && known != 0 && numel % known == 0) shape[static_cast<size_t>(unknown)] = numel / known;
   if (shape_numel(shape) != numel || (unknown >= 0 && known == 0))
-    throw Error(std::string(op) + ": cannot reshape " + shape_str(from) + " (" + std::to_string(numel) +
-                " elements) to " + shape_str(shape));
+    fail("{}: cannot reshape {} ({} elements) to {}", op, shape_str(from), numel, shape_str(shape));
   return shape;
 }
 
@@ -75,8 +74,8 @@ Tensor view(const Tensor& x, const Shape& requested) {
   const Shape shape = infer_shape(requested, x.numel(), "view", x.shape());
   Shape strides;
   if (!view_strides(x, shape, strides))
-    throw Error("view: " + shape_str(x.shape()) + " with strides " + shape_str(x.strides()) + " cannot be viewed as " +
-                shape_str(shape) + "; use reshape");
+    fail("view: {} with strides {} cannot be viewed as {}; use reshape", shape_str(x.shape()), shape_str(x.strides()),
+         shape_str(shape));
   return view_of(x, shape, strides, x.offset(), "view",
                  [from = x.shape()](const Tensor& g) -> std::vector<Tensor> { return {reshape(g, from)}; });
 }
@@ -99,12 +98,12 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& order) {
   if (static_cast<int64_t>(order.size()) != x.dim())
-    throw Error("permute: order of " + std::to_string(order.size()) + " dims for a tensor of shape " + shape_str(x.shape()));
+    fail("permute: order of {} dims for a tensor of shape {}", order.size(), shape_str(x.shape()));
   Shape shape(order.size()), strides(order.size());
   std::vector<int64_t> inverse(order.size(), -1);
   for (size_t i = 0; i < order.size(); ++i) {
     const int64_t d = normalize_dim(order[i], x.dim(), "permute");
-    if (inverse[static_cast<size_t>(d)] != -1) throw Error("permute: dim " + std::to_string(d) + " repeated");
+    if (inverse[static_cast<size_t>(d)] != -1) fail("permute: dim {} repeated", d);
     inverse[static_cast<size_t>(d)] = static_cast<int64_t>(i);
     shape[i] = x.shape()[static_cast<size_t>(d)];
     strides[i] = x.strides()[static_cast<size_t>(d)];
@@ -118,8 +117,7 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   const int64_t size = x.shape()[static_cast<size_t>(dim)];
   if (start < 0) start += size;
   if (start < 0 || length < 0 || start + length > size)
-    throw Error("narrow: [" + std::to_string(start) + ", " + std::to_string(start + length) + ") out of range for dim " +
-                std::to_string(dim) + " of " + shape_str(x.shape()));
+    fail("narrow: [{}, {}) out of range for dim {} of {}", start, start + length, dim, shape_str(x.shape()));
   Shape shape = x.shape();
   shape[static_cast<size_t>(dim)] = length;
   return view_of(x, shape, x.strides(), x.offset() + start * x.strides()[static_cast<size_t>(dim)], "narrow",
@@ -138,19 +136,19 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
 
 Tensor expand(const Tensor& x, const Shape& requested) {
   if (requested.size() < x.shape().size())
-    throw Error("expand: cannot expand " + shape_str(x.shape()) + " to fewer dims " + shape_str(requested));
+    fail("expand: cannot expand {} to fewer dims {}", shape_str(x.shape()), shape_str(requested));
   const size_t lead = requested.size() - x.shape().size();
   Shape shape(requested.size()), strides(requested.size(), 0);
   for (size_t d = 0; d < requested.size(); ++d) {
     if (d < lead) {
-      if (requested[d] < 0) throw Error("expand: -1 not allowed for new leading dim in " + shape_str(requested));
+      if (requested[d] < 0) fail("expand: -1 not allowed for new leading dim in {}", shape_str(requested));
       shape[d] = requested[d];
       continue;
     }
     const int64_t have = x.shape()[d - lead];
     const int64_t want = requested[d] == -1 ? have : requested[d];
     if (want < 0 || (have != want && have != 1))
-      throw Error("expand: cannot expand " + shape_str(x.shape()) + " to " + shape_str(requested));
+      fail("expand: cannot expand {} to {}", shape_str(x.shape()), shape_str(requested));
     shape[d] = want;
     strides[d] = have == want ? x.strides()[d - lead] : 0;
   }
@@ -183,7 +181,7 @@ Tensor flatten(const Tensor& x, int64_t start_dim, int64_t end_dim) {
   if (x.dim() == 0) return reshape(x, {1});
   start_dim = normalize_dim(start_dim, x.dim(), "flatten");
   end_dim = normalize_dim(end_dim, x.dim(), "flatten");
-  if (start_dim > end_dim) throw Error("flatten: start_dim after end_dim");
+  if (start_dim > end_dim) fail("flatten: start_dim after end_dim");
   Shape shape(x.shape().begin(), x.shape().begin() + start_dim);
   int64_t merged = 1;
   for (int64_t d = start_dim; d <= end_dim; ++d) merged *= x.shape()[static_cast<size_t>(d)];
@@ -206,21 +204,20 @@ Tensor to(const Tensor& x, DType dtype) {
 }
 
 Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
-  if (xs.empty()) throw Error("cat: no tensors");
+  if (xs.empty()) fail("cat: no tensors");
   const Tensor& first = xs[0];
-  if (first.dim() == 0) throw Error("cat: 0-dim tensors cannot be concatenated; use stack");
+  if (first.dim() == 0) fail("cat: 0-dim tensors cannot be concatenated; use stack");
   dim = normalize_dim(dim, first.dim(), "cat");
   Shape shape = first.shape();
   shape[static_cast<size_t>(dim)] = 0;
   std::vector<int64_t> sizes;
   for (const Tensor& x : xs) {
     if (x.dim() != first.dim() || x.dtype() != first.dtype())
-      throw Error("cat: tensors " + shape_str(first.shape()) + " " + dtype_name(first.dtype()) + " and " +
-                  shape_str(x.shape()) + " " + dtype_name(x.dtype()) + " differ in rank or dtype");
+      fail("cat: tensors {} {} and {} {} differ in rank or dtype", shape_str(first.shape()), dtype_name(first.dtype()),
+           shape_str(x.shape()), dtype_name(x.dtype()));
     for (int64_t d = 0; d < x.dim(); ++d)
       if (d != dim && x.shape()[static_cast<size_t>(d)] != first.shape()[static_cast<size_t>(d)])
-        throw Error("cat: shapes " + shape_str(first.shape()) + " and " + shape_str(x.shape()) +
-                    " differ outside dim " + std::to_string(dim));
+        fail("cat: shapes {} and {} differ outside dim {}", shape_str(first.shape()), shape_str(x.shape()), dim);
     sizes.push_back(x.shape()[static_cast<size_t>(dim)]);
     shape[static_cast<size_t>(dim)] += sizes.back();
   }
@@ -239,12 +236,12 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
-  if (xs.empty()) throw Error("stack: no tensors");
+  if (xs.empty()) fail("stack: no tensors");
   dim = normalize_dim(dim, xs[0].dim() + 1, "stack");
   std::vector<Tensor> expanded;
   for (const Tensor& x : xs) {
     if (x.shape() != xs[0].shape())
-      throw Error("stack: shapes " + shape_str(xs[0].shape()) + " and " + shape_str(x.shape()) + " differ");
+      fail("stack: shapes {} and {} differ", shape_str(xs[0].shape()), shape_str(x.shape()));
     expanded.push_back(unsqueeze(x, dim));
   }
   return cat(expanded, dim);
@@ -254,12 +251,12 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   dim = normalize_dim(dim, x.dim(), "split");
   int64_t total = 0;
   for (int64_t s : sizes) {
-    if (s < 0) throw Error("split: negative size");
+    if (s < 0) fail("split: negative size");
     total += s;
   }
   if (total != x.shape()[static_cast<size_t>(dim)])
-    throw Error("split: sizes add up to " + std::to_string(total) + ", dim " + std::to_string(dim) + " of " +
-                shape_str(x.shape()) + " has " + std::to_string(x.shape()[static_cast<size_t>(dim)]));
+    fail("split: sizes add up to {}, dim {} of {} has {}", total, dim, shape_str(x.shape()),
+         x.shape()[static_cast<size_t>(dim)]);
   std::vector<Tensor> parts;
   int64_t start = 0;
   for (int64_t s : sizes) {
@@ -270,7 +267,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 }
 
 std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
-  if (split_size <= 0) throw Error("split: split_size must be positive, got " + std::to_string(split_size));
+  if (split_size <= 0) fail("split: split_size must be positive, got {}", split_size);
   const int64_t n = x.size(dim);
   std::vector<int64_t> sizes;
   for (int64_t s = 0; s < n; s += split_size) sizes.push_back(std::min(split_size, n - s));
@@ -279,7 +276,7 @@ std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
 }
 
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
-  if (chunks <= 0) throw Error("chunk: chunks must be positive, got " + std::to_string(chunks));
+  if (chunks <= 0) fail("chunk: chunks must be positive, got {}", chunks);
   const int64_t n = x.size(dim);
   return split(x, std::max<int64_t>(1, (n + chunks - 1) / chunks), dim);
 }

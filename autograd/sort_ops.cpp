@@ -87,8 +87,7 @@ std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool lar
   const int64_t n = x.dim() == 0 ? 1 : x.size(dim);
   const int64_t lowest = x.dim() == 0 ? 1 : 0;  // a 0-dim result holds exactly one value
   if (k < lowest || k > n)
-    throw Error("topk: k = " + std::to_string(k) + " out of range [" + std::to_string(lowest) + ", " + std::to_string(n) +
-                "] for dim " + std::to_string(dim) + " of " + shape_str(x.shape()));
+    fail("topk: k = {} out of range [{}, {}] for dim {} of {}", k, lowest, n, dim, shape_str(x.shape()));
   auto [values, indices] = order_along(x, dim, k, largest);
   return {picked_values("topk", x, dim, values, indices), indices};
 }

@@ -55,7 +55,7 @@ void* allocate(size_t nbytes) {
   if (p == nullptr) {
     std::lock_guard lock(c.mutex);
     c.stats.bytes_in_use -= static_cast<int64_t>(block);
-    throw Error("allocator: out of memory allocating " + std::to_string(nbytes) + " bytes");
+    fail("allocator: out of memory allocating {} bytes", nbytes);
   }
   return p;
 }

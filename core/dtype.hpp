@@ -1,7 +1,6 @@
 // Element types a Tensor can hold, and the compile-time dispatch from a DType to a C++ type.
 #pragma once
 #include <cstdint>
-#include <string>
 #include <type_traits>
 
 #include "error.hpp"
@@ -35,17 +34,19 @@ template <class Fn> decltype(auto) dispatch(DType d, Fn&& fn) {
     case DType::Float64: return fn.template operator()<double>();
     case DType::Int64: return fn.template operator()<int64_t>();
   }
-  throw Error("dispatch: unknown dtype");
+  fail("dispatch: unknown dtype");
 }
 
-// Same, for ops that only make sense on floating-point data; `op` names the caller in the error.
+// Throws unless `d` is a floating-point dtype; `op` names the caller in the error.
+inline void check_floating(DType d, const char* op) {
+  if (!is_floating(d)) fail("{}: expected a floating-point tensor, got {}", op, dtype_name(d));
+}
+
+// Same as dispatch, for ops that only make sense on floating-point data (checked by check_floating).
 template <class Fn> decltype(auto) dispatch_floating(DType d, const char* op, Fn&& fn) {
-  switch (d) {
-    case DType::Float32: return fn.template operator()<float>();
-    case DType::Float64: return fn.template operator()<double>();
-    case DType::Int64: break;
-  }
-  throw Error(std::string(op) + ": expected a floating-point tensor, got int64");
+  check_floating(d, op);
+  if (d == DType::Float32) return fn.template operator()<float>();
+  return fn.template operator()<double>();
 }
 
 }  // namespace latent

@@ -1,7 +1,10 @@
-// latent::Error: the one exception type every user-facing failure throws.
+// latent::Error: the one exception type every user-facing failure throws, and fail() that throws it.
 #pragma once
+#include <fmt/core.h>
+
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace latent {
 
@@ -9,7 +12,11 @@ struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Throws latent::Error with a message built by fmt-style formatting at the call site.
-[[noreturn]] inline void fail(const std::string& message) { throw Error(message); }
+// Throws latent::Error with the fmt-formatted message: fail("{}: got {}", op, n). The format string
+// is checked at compile time; a message known only at run time is passed as fail("{}", message).
+template <class... Args>
+[[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
+  throw Error(fmt::format(format, std::forward<Args>(args)...));
+}
 
 }  // namespace latent

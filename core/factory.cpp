@@ -20,7 +20,7 @@ Tensor scalar_tensor(double value, DType dtype) { return full({}, value, dtype);
 Tensor arange(int64_t n, DType dtype) { return arange(0, n, 1, dtype); }
 
 Tensor arange(int64_t start, int64_t end, int64_t step, DType dtype) {
-  if (step == 0) throw Error("arange: step must be non-zero");
+  if (step == 0) fail("arange: step must be non-zero");
   const int64_t n = std::max<int64_t>(0, (end - start + step + (step > 0 ? -1 : 1)) / step);
   Tensor t = Tensor::empty({n}, dtype);
   dispatch(dtype, [&]<class T>() {
@@ -32,7 +32,7 @@ Tensor arange(int64_t start, int64_t end, int64_t step, DType dtype) {
 
 template <class T> Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
   if (shape_numel(shape) != static_cast<int64_t>(values.size()))
-    throw Error("from_vector: " + std::to_string(values.size()) + " values do not fill shape " + shape_str(shape));
+    fail("from_vector: {} values do not fill shape {}", values.size(), shape_str(shape));
   Tensor t = Tensor::empty(shape, dtype_of<T>());
   if (!values.empty()) std::memcpy(t.data<T>(), values.data(), values.size() * sizeof(T));
   return t;

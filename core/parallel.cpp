@@ -37,7 +37,7 @@ int default_threads() {
     char* end = nullptr;
     const long n = std::strtol(env, &end, 10);
     if (end != env && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
-    throw Error(std::string("LATENT_NUM_THREADS: expected a positive integer, got '") + env + "'");
+    fail("LATENT_NUM_THREADS: expected a positive integer, got '{}'", env);
   }
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
@@ -60,7 +60,7 @@ Pool& initialised_pool() {
 }  // namespace
 
 void set_num_threads(int n) {
-  if (n < 1) throw Error("set_num_threads: expected n >= 1, got " + std::to_string(n));
+  if (n < 1) fail("set_num_threads: expected n >= 1, got {}", n);
   Pool& p = pool();
   std::lock_guard lock(p.mutex);
   configure(p, n);

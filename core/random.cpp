@@ -63,17 +63,17 @@ Generator& default_generator() {
 void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 
 Tensor randn(const Shape& shape, DType dtype, Generator* gen) {
-  dispatch_floating(dtype, "randn", []<class T>() {});
+  check_floating(dtype, "randn");
   return fill_random(shape, dtype, gen, [](const Generator& g, uint64_t c) { return g.normal(c); });
 }
 
 Tensor rand(const Shape& shape, DType dtype, Generator* gen) {
-  dispatch_floating(dtype, "rand", []<class T>() {});
+  check_floating(dtype, "rand");
   return fill_random(shape, dtype, gen, [](const Generator& g, uint64_t c) { return g.uniform(c); });
 }
 
 Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator* gen) {
-  if (high <= low) throw Error("randint: empty range [" + std::to_string(low) + ", " + std::to_string(high) + ")");
+  if (high <= low) fail("randint: empty range [{}, {})", low, high);
   const double span = static_cast<double>(high - low);
   return fill_random(shape, kInt64, gen, [&](const Generator& g, uint64_t c) {
     return std::min<int64_t>(high - 1, low + static_cast<int64_t>(g.uniform(c) * span));
@@ -81,7 +81,7 @@ Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator* gen) {
 }
 
 Tensor randperm(int64_t n, Generator* gen) {
-  if (n < 0) throw Error("randperm: negative n " + std::to_string(n));
+  if (n < 0) fail("randperm: negative n {}", n);
   Generator& g = gen ? *gen : default_generator();
   const uint64_t first = g.advance(static_cast<uint64_t>(n));
   Tensor out = Tensor::empty({n}, kInt64);

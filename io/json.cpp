@@ -25,7 +25,7 @@ std::string line_and_column(std::string_view text, size_t byte_position) {
       ++line;
       line_start = i + 1;
     }
-  return "line " + std::to_string(line) + ", column " + std::to_string(end - line_start + 1);
+  return fmt::format("line {}, column {}", line, end - line_start + 1);
 }
 
 // "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error ..." -> "syntax error ...".
@@ -115,7 +115,7 @@ std::string describe_json_value(const nlohmann::json& value) {
 
 nlohmann::json parse_json(std::string_view text, const std::string& source) {
   if (const auto bad = find_invalid_utf8(text))
-    throw Error(prefix(source) + "invalid JSON: not UTF-8 at " + line_and_column(text, *bad + 1));
+    fail("{}invalid JSON: not UTF-8 at {}", prefix(source), line_and_column(text, *bad + 1));
   // One set of keys per open object; a key event belongs to the innermost one.
   struct OpenObject {
     std::set<std::string> keys;
@@ -132,7 +132,7 @@ nlohmann::json parse_json(std::string_view text, const std::string& source) {
       const std::string key = parsed.get<std::string>();
       if (!open.back().keys.insert(key).second) {
         const std::string where = open.size() >= 2 ? " in '" + open[open.size() - 2].last_key + "'" : "";
-        throw Error(prefix(source) + "invalid JSON: duplicate key '" + key + "'" + where);
+        fail("{}invalid JSON: duplicate key '{}'{}", prefix(source), key, where);
       }
       open.back().last_key = key;
     }
@@ -141,22 +141,22 @@ nlohmann::json parse_json(std::string_view text, const std::string& source) {
   try {
     return nlohmann::json::parse(text.begin(), text.end(), check_duplicates);
   } catch (const nlohmann::json::parse_error& e) {
-    throw Error(prefix(source) + "invalid JSON at " + line_and_column(text, e.byte) + ": " + parse_error_reason(e));
+    fail("{}invalid JSON at {}: {}", prefix(source), line_and_column(text, e.byte), parse_error_reason(e));
   } catch (const nlohmann::json::out_of_range& e) {
     // A number beyond double's range (1e400): nlohmann refuses it with an exception of its own,
     // "[json.exception.out_of_range.406] number overflow parsing '1e400'".
     const std::string what = e.what();
     const size_t end_of_tag = what.find("] ");
-    throw Error(prefix(source) + "invalid JSON: " + (end_of_tag == std::string::npos ? what : what.substr(end_of_tag + 2)));
+    fail("{}invalid JSON: {}", prefix(source), end_of_tag == std::string::npos ? what : what.substr(end_of_tag + 2));
   }
 }
 
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open: " + std::strerror(errno));
+  if (!in) fail("{}: cannot open: {}", path, std::strerror(errno));
   std::ostringstream contents;
   contents << in.rdbuf();
-  if (in.bad()) throw Error(path + ": read failed");
+  if (in.bad()) fail("{}: read failed", path);
   return parse_json(contents.str(), path);
 }
 
@@ -165,7 +165,7 @@ void write_json_file_atomic(const std::string& path, const nlohmann::json& value
   try {
     text = value.dump(2) + "\n";
   } catch (const nlohmann::json::type_error& e) {  // a string that is not UTF-8
-    throw Error(path + ": cannot write JSON: " + e.what());
+    fail("{}: cannot write JSON: {}", path, e.what());
   }
   write_file_atomic(path, text);
 }
@@ -174,21 +174,20 @@ namespace detail {
 
 void throw_json_type_error(const std::string& context, const std::string& what, const char* expected,
                            const nlohmann::json& value) {
-  throw Error(prefix(context) + what + " must be " + expected + ", got " + describe_json_value(value));
+  fail("{}{} must be {}, got {}", prefix(context), what, expected, describe_json_value(value));
 }
 
-void throw_json_range_error(const std::string& context, const std::string& what, const std::string& low,
-                            const std::string& high, const nlohmann::json& value) {
-  throw Error(prefix(context) + what + " must be an integer in [" + low + ", " + high + "], got " +
-              describe_json_value(value));
+void throw_json_range_error(const std::string& context, const std::string& what, int64_t low, uint64_t high,
+                            const nlohmann::json& value) {
+  fail("{}{} must be an integer in [{}, {}], got {}", prefix(context), what, low, high, describe_json_value(value));
 }
 
 void throw_json_missing_key(const std::string& context, const std::string& key) {
-  throw Error(prefix(context) + "key '" + key + "' missing");
+  fail("{}key '{}' missing", prefix(context), key);
 }
 
 void require_object(const nlohmann::json& object, const std::string& context) {
-  if (!object.is_object()) throw Error(prefix(context) + "expected a JSON object, got " + describe_json_value(object));
+  if (!object.is_object()) fail("{}expected a JSON object, got {}", prefix(context), describe_json_value(object));
 }
 
 }  // namespace detail

@@ -37,8 +37,8 @@ std::string describe_json_value(const nlohmann::json& value);
 namespace detail {
 [[noreturn]] void throw_json_type_error(const std::string& context, const std::string& what, const char* expected,
                                         const nlohmann::json& value);
-[[noreturn]] void throw_json_range_error(const std::string& context, const std::string& what, const std::string& low,
-                                         const std::string& high, const nlohmann::json& value);
+[[noreturn]] void throw_json_range_error(const std::string& context, const std::string& what, int64_t low,
+                                         uint64_t high, const nlohmann::json& value);
 [[noreturn]] void throw_json_missing_key(const std::string& context, const std::string& key);
 void require_object(const nlohmann::json& object, const std::string& context);
 
@@ -65,8 +65,7 @@ template <class T> T json_as(const nlohmann::json& value, const std::string& wha
     if (!value.is_number_integer()) detail::throw_json_type_error(context, what, "an integer", value);
     using Limits = std::numeric_limits<T>;
     const auto out_of_range = [&] {
-      detail::throw_json_range_error(context, what, std::to_string(Limits::min()), std::to_string(Limits::max()),
-                                     value);
+      detail::throw_json_range_error(context, what, Limits::min(), Limits::max(), value);
     };
     if (!value.is_number_unsigned() && value.get<int64_t>() < 0) {  // (for unsigned T, min() is 0)
       const int64_t v = value.get<int64_t>();
@@ -87,13 +86,13 @@ template <class T> T json_as(const nlohmann::json& value, const std::string& wha
     T out;
     out.reserve(value.size());
     for (size_t i = 0; i < value.size(); ++i)
-      out.push_back(json_as<typename T::value_type>(value[i], what + "[" + std::to_string(i) + "]", context));
+      out.push_back(json_as<typename T::value_type>(value[i], fmt::format("{}[{}]", what, i), context));
     return out;
   } else if constexpr (detail::is_string_map<T>::value) {
     if (!value.is_object()) detail::throw_json_type_error(context, what, "an object", value);
     T out;
     for (const auto& [key, item] : value.items())
-      out.emplace(key, json_as<typename T::mapped_type>(item, what + "['" + key + "']", context));
+      out.emplace(key, json_as<typename T::mapped_type>(item, fmt::format("{}['{}']", what, key), context));
     return out;
   } else {
     static_assert(sizeof(T) == 0, "json_as: unsupported type");

@@ -12,15 +12,14 @@
 namespace latent::nn {
 
 KVCache::KVCache(int64_t capacity) : capacity_(capacity) {
-  if (capacity <= 0) throw Error("KVCache: capacity must be positive, got " + std::to_string(capacity));
+  if (capacity <= 0) fail("KVCache: capacity must be positive, got {}", capacity);
 }
 
 void KVCache::append(const Tensor& k, const Tensor& v) {
   if (k.dim() != 4 || v.dim() != 4 || k.size(0) != v.size(0) || k.size(1) != v.size(1) || k.size(2) != v.size(2))
-    throw Error("KVCache: expected k [B, T, Hkv, Dk] and v [B, T, Hkv, Dv], got k " + shape_str(k.shape()) + ", v " +
-                shape_str(v.shape()));
-  if (k.dtype() != v.dtype())
-    throw Error(std::string("KVCache: k is ") + dtype_name(k.dtype()) + " but v is " + dtype_name(v.dtype()));
+    fail("KVCache: expected k [B, T, Hkv, Dk] and v [B, T, Hkv, Dv], got k {}, v {}", shape_str(k.shape()),
+         shape_str(v.shape()));
+  if (k.dtype() != v.dtype()) fail("KVCache: k is {} but v is {}", dtype_name(k.dtype()), dtype_name(v.dtype()));
   const int64_t B = k.size(0), T = k.size(1), heads = k.size(2);
   if (!keys_.defined()) {
     keys_ = Tensor::empty({B, capacity_, heads, k.size(3)}, k.dtype());
@@ -28,12 +27,11 @@ void KVCache::append(const Tensor& k, const Tensor& v) {
   }
   if (B != keys_.size(0) || heads != keys_.size(2) || k.size(3) != keys_.size(3) || v.size(3) != values_.size(3) ||
       k.dtype() != keys_.dtype())
-    throw Error("KVCache: k " + shape_str(k.shape()) + ", v " + shape_str(v.shape()) + " (" + dtype_name(k.dtype()) +
-                ") do not match the cache's k " + shape_str(keys_.shape()) + ", v " + shape_str(values_.shape()) +
-                " (" + dtype_name(keys_.dtype()) + ") in batch, heads or head dims");
+    fail("KVCache: k {}, v {} ({}) do not match the cache's k {}, v {} ({}) in batch, heads or head dims",
+         shape_str(k.shape()), shape_str(v.shape()), dtype_name(k.dtype()), shape_str(keys_.shape()),
+         shape_str(values_.shape()), dtype_name(keys_.dtype()));
   if (length_ + T > capacity_)
-    throw Error("KVCache: cannot append " + std::to_string(T) + " positions after " + std::to_string(length_) +
-                " in a cache of capacity " + std::to_string(capacity_));
+    fail("KVCache: cannot append {} positions after {} in a cache of capacity {}", T, length_, capacity_);
   narrow(keys_, 1, length_, T).copy_(k.detach());
   narrow(values_, 1, length_, T).copy_(v.detach());
   length_ += T;
@@ -46,18 +44,16 @@ CausalSelfAttention::CausalSelfAttention(int64_t hidden, int64_t heads, int64_t 
                                          const CausalSelfAttentionOptions& options)
     : hidden_size(hidden), num_heads(heads), num_kv_heads(kv_heads), head_dim(options.head_dim) {
   if (hidden <= 0 || heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0)
-    throw Error("CausalSelfAttention: hidden_size " + std::to_string(hidden) + ", num_heads " + std::to_string(heads) +
-                ", num_kv_heads " + std::to_string(kv_heads) +
-                ": sizes must be positive and num_heads a multiple of num_kv_heads");
+    fail("CausalSelfAttention: hidden_size {}, num_heads {}, num_kv_heads {}: sizes must be positive and num_heads "
+         "a multiple of num_kv_heads",
+         hidden, heads, kv_heads);
   if (head_dim == 0) {
     if (hidden % heads != 0)
-      throw Error("CausalSelfAttention: hidden_size " + std::to_string(hidden) + " is not divisible by num_heads " +
-                  std::to_string(heads) + "; set head_dim");
+      fail("CausalSelfAttention: hidden_size {} is not divisible by num_heads {}; set head_dim", hidden, heads);
     head_dim = hidden / heads;
   }
   if (head_dim <= 0 || head_dim % 2 != 0)
-    throw Error("CausalSelfAttention: head_dim must be positive and even (RoPE rotates pairs), got " +
-                std::to_string(head_dim));
+    fail("CausalSelfAttention: head_dim must be positive and even (RoPE rotates pairs), got {}", head_dim);
   q_proj = register_module("q_proj", std::make_shared<Linear>(hidden, heads * head_dim, options.bias));
   k_proj = register_module("k_proj", std::make_shared<Linear>(hidden, kv_heads * head_dim, options.bias));
   v_proj = register_module("v_proj", std::make_shared<Linear>(hidden, kv_heads * head_dim, options.bias));
@@ -69,12 +65,10 @@ CausalSelfAttention::CausalSelfAttention(int64_t hidden, int64_t heads, int64_t 
 Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) const {
   ForwardScope scope(*this);
   if (x.dim() != 3 || x.size(2) != hidden_size)
-    throw Error("CausalSelfAttention: expected x [B, T, " + std::to_string(hidden_size) + "], got " +
-                shape_str(x.shape()));
+    fail("CausalSelfAttention: expected x [B, T, {}], got {}", hidden_size, shape_str(x.shape()));
   if (cache && GradMode::is_enabled() && (x.requires_grad() || autograd::any_requires_grad(parameters())))
-    throw Error(
-        "CausalSelfAttention: the KV cache is for inference (gradients cannot reach cached keys and values); "
-        "run it under NoGradGuard");
+    fail("CausalSelfAttention: the KV cache is for inference (gradients cannot reach cached keys and values); "
+         "run it under NoGradGuard");
   const int64_t B = x.size(0), T = x.size(1), start = cache ? cache->length() : 0;
   const Tensor q = rotary->apply(reshape(q_proj->forward(x), {B, T, num_heads, head_dim}), start);
   Tensor k = rotary->apply(reshape(k_proj->forward(x), {B, T, num_kv_heads, head_dim}), start);

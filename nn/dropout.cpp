@@ -9,7 +9,7 @@ namespace latent::nn {
 
 Dropout::Dropout(double probability, std::shared_ptr<Generator> generator)
     : p(probability), generator_(std::move(generator)) {
-  if (!(p >= 0 && p <= 1)) throw Error("Dropout: p must be in [0, 1], got " + std::to_string(p));
+  if (!(p >= 0 && p <= 1)) fail("Dropout: p must be in [0, 1], got {:f}", p);
 }
 
 Tensor Dropout::forward(const Tensor& x) const {

@@ -7,8 +7,7 @@
 namespace latent::nn {
 
 Embedding::Embedding(int64_t n, int64_t dim) : num_embeddings(n), embedding_dim(dim) {
-  if (n <= 0 || dim <= 0)
-    throw Error("Embedding: sizes must be positive, got " + std::to_string(n) + " x " + std::to_string(dim));
+  if (n <= 0 || dim <= 0) fail("Embedding: sizes must be positive, got {} x {}", n, dim);
   weight = register_parameter("weight", Tensor::empty({n, dim}));
   init::normal_(weight);
 }

@@ -6,7 +6,7 @@
 namespace latent::nn::init {
 
 std::pair<int64_t, int64_t> fans(const Tensor& t) {
-  if (t.dim() < 2) throw Error("init: fan in and fan out need at least 2 dims, got " + shape_str(t.shape()));
+  if (t.dim() < 2) fail("init: fan in and fan out need at least 2 dims, got {}", shape_str(t.shape()));
   int64_t receptive = 1;
   for (int64_t d = 2; d < t.dim(); ++d) receptive *= t.size(d);
   return {t.size(1) * receptive, t.size(0) * receptive};
@@ -19,7 +19,7 @@ double calculate_gain(const std::string& nonlinearity, double param) {
   if (nonlinearity == "relu") return std::sqrt(2.0);
   if (nonlinearity == "leaky_relu") return std::sqrt(2.0 / (1.0 + param * param));
   if (nonlinearity == "selu") return 0.75;
-  throw Error("calculate_gain: unknown nonlinearity '" + nonlinearity + "'");
+  fail("calculate_gain: unknown nonlinearity '{}'", nonlinearity);
 }
 
 Tensor& normal_(Tensor& t, double mean, double std, Generator* gen) { return latent::normal_(t, mean, std, gen); }
@@ -32,7 +32,7 @@ namespace {
 double kaiming_std(const Tensor& t, double a, FanMode mode, const std::string& nonlinearity) {
   const auto [fan_in, fan_out] = fans(t);
   const int64_t fan = mode == FanMode::FanIn ? fan_in : fan_out;
-  if (fan == 0) throw Error("kaiming init: tensor " + shape_str(t.shape()) + " has a zero fan");
+  if (fan == 0) fail("kaiming init: tensor {} has a zero fan", shape_str(t.shape()));
   return calculate_gain(nonlinearity, a) / std::sqrt(static_cast<double>(fan));
 }
 }  // namespace

@@ -9,8 +9,7 @@
 namespace latent::nn {
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
-  if (in <= 0 || out <= 0)
-    throw Error("Linear: sizes must be positive, got in_features " + std::to_string(in) + ", out_features " + std::to_string(out));
+  if (in <= 0 || out <= 0) fail("Linear: sizes must be positive, got in_features {}, out_features {}", in, out);
   weight = register_parameter("weight", Tensor::empty({out, in}));
   init::kaiming_uniform_(weight, std::sqrt(5.0));  // torch.nn.Linear's reset_parameters
   if (with_bias) {

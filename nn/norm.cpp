@@ -7,7 +7,7 @@
 namespace latent::nn {
 
 RMSNorm::RMSNorm(int64_t d, double e) : dim(d), eps(e) {
-  if (d <= 0) throw Error("RMSNorm: dim must be positive, got " + std::to_string(d));
+  if (d <= 0) fail("RMSNorm: dim must be positive, got {}", d);
   weight = register_parameter("weight", ones({d}));
 }
 
@@ -17,7 +17,7 @@ Tensor RMSNorm::forward(const Tensor& x) const {
 }
 
 LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
-  if (d <= 0) throw Error("LayerNorm: dim must be positive, got " + std::to_string(d));
+  if (d <= 0) fail("LayerNorm: dim must be positive, got {}", d);
   if (affine) {
     weight = register_parameter("weight", ones({d}));
     bias = register_parameter("bias", zeros({d}));
@@ -26,8 +26,7 @@ LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
 
 Tensor LayerNorm::forward(const Tensor& x) const {
   ForwardScope scope(*this);
-  if (x.dim() == 0 || x.size(-1) != dim)
-    throw Error("LayerNorm: input " + shape_str(x.shape()) + " does not end in " + std::to_string(dim));
+  if (x.dim() == 0 || x.size(-1) != dim) fail("LayerNorm: input {} does not end in {}", shape_str(x.shape()), dim);
   return layer_norm(x, weight, bias, eps);
 }
 

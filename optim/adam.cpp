@@ -1,8 +1,6 @@
 // Adam and AdamW: option checks and one fused pass per parameter over flat storage.
 #include "adam.hpp"
 
-#include <fmt/format.h>
-
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -15,7 +13,7 @@ namespace {
 
 void validate(const AdamOptions& o, const std::string& name) {
   auto require = [&](bool ok, const char* what, double value) {
-    if (!ok) throw Error(name + ": " + what + ", got " + fmt::format("{}", value));
+    if (!ok) fail("{}: {}, got {}", name, what, value);
   };
   require(o.lr >= 0, "lr must be >= 0", o.lr);
   require(o.beta1 >= 0 && o.beta1 < 1, "beta1 must be in [0, 1)", o.beta1);
@@ -122,7 +120,7 @@ void Adam::step() {
       ParamState& s = state(i);
       if (s.buffers.empty()) s.buffers = {zeros_like(p), zeros_like(p)};
       ++s.step;
-      dispatch_floating(p.dtype(), name().c_str(), []<class T>() {});
+      check_floating(p.dtype(), name().c_str());
       updates.push_back({p, grad, s.buffers[0], s.buffers[1], AdamCoefficients<float>(o, s.step, decoupled_weight_decay_),
                          AdamCoefficients<double>(o, s.step, decoupled_weight_decay_)});
     }
@@ -149,7 +147,7 @@ void Adam::set_group_hyperparameters(size_t group, const std::map<std::string, d
     else if (key == "weight_decay")
       o.weight_decay = value;
     else
-      throw Error(name() + ": unknown hyperparameter '" + key + "'");
+      fail("{}: unknown hyperparameter '{}'", name(), key);
   }
   validate(o, name());
   options_[group] = o;

@@ -1,8 +1,6 @@
 // Global gradient norm and in-place rescaling of gradients.
 #include "clip_grad.hpp"
 
-#include <fmt/format.h>
-
 #include <cmath>
 #include <string>
 
@@ -57,7 +55,7 @@ template <class T> double sum_of_squares(const T* x, int64_t n) {
 std::vector<Tensor> defined_grads(const std::vector<Tensor>& params) {
   std::vector<Tensor> grads;
   for (const Tensor& p : params) {
-    if (!p.defined()) throw Error("grad_norm: undefined parameter in the list");
+    if (!p.defined()) fail("grad_norm: undefined parameter in the list");
     if (const Tensor grad = p.grad(); grad.defined()) grads.push_back(grad);
   }
   return grads;
@@ -78,7 +76,7 @@ double grad_norm(const std::vector<Tensor>& params) {
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  if (!(max_norm >= 0)) throw Error("clip_grad_norm: max_norm must be >= 0, got " + fmt::format("{}", max_norm));
+  if (!(max_norm >= 0)) fail("clip_grad_norm: max_norm must be >= 0, got {}", max_norm);
   const double norm = grad_norm(params);
   if (!std::isfinite(norm)) return norm;
   const double factor = max_norm / (norm + 1e-6);

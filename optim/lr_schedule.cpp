@@ -1,8 +1,6 @@
 // Learning-rate schedules: argument checks and the closed forms.
 #include "lr_schedule.hpp"
 
-#include <fmt/format.h>
-
 #include <cmath>
 #include <numbers>
 #include <string>
@@ -12,12 +10,12 @@
 namespace latent::optim {
 namespace {
 void check_step(int64_t step, const char* schedule) {
-  if (step < 0) throw Error(std::string(schedule) + ": step must be >= 0, got " + std::to_string(step));
+  if (step < 0) fail("{}: step must be >= 0, got {}", schedule, step);
 }
 }  // namespace
 
 ConstantLR::ConstantLR(double lr) : lr_(lr) {
-  if (!(lr >= 0)) throw Error("ConstantLR: lr must be >= 0, got " + fmt::format("{}", lr));
+  if (!(lr >= 0)) fail("ConstantLR: lr must be >= 0, got {}", lr);
 }
 
 double ConstantLR::lr(int64_t step) const {
@@ -28,11 +26,10 @@ double ConstantLR::lr(int64_t step) const {
 WarmupCosineLR::WarmupCosineLR(double max_lr, double min_lr, int64_t warmup_steps, int64_t total_steps)
     : max_lr_(max_lr), min_lr_(min_lr), warmup_steps_(warmup_steps), total_steps_(total_steps) {
   if (!(min_lr >= 0 && min_lr <= max_lr))
-    throw Error("WarmupCosineLR: need 0 <= min_lr <= max_lr, got min_lr " + fmt::format("{}", min_lr) + " and max_lr " +
-                fmt::format("{}", max_lr));
+    fail("WarmupCosineLR: need 0 <= min_lr <= max_lr, got min_lr {} and max_lr {}", min_lr, max_lr);
   if (warmup_steps < 0 || total_steps < warmup_steps)
-    throw Error("WarmupCosineLR: need 0 <= warmup_steps <= total_steps, got warmup_steps " +
-                std::to_string(warmup_steps) + " and total_steps " + std::to_string(total_steps));
+    fail("WarmupCosineLR: need 0 <= warmup_steps <= total_steps, got warmup_steps {} and total_steps {}", warmup_steps,
+         total_steps);
 }
 
 double WarmupCosineLR::lr(int64_t step) const {

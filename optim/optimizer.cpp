@@ -34,7 +34,7 @@ std::optional<Key> parse_key(const std::string& key) {
   return parsed;
 }
 
-std::string count(size_t n, const std::string& noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); }
+std::string count(size_t n, const std::string& noun) { return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s"); }
 
 std::string join(const std::vector<std::string>& names) {
   std::string out;
@@ -46,33 +46,29 @@ std::string join(const std::vector<std::string>& names) {
 void check_group_indices(const std::string& op, const std::string& key, const Tensor& t, size_t group, size_t begin,
                          size_t end) {
   if (t.dtype() != kInt64 || t.dim() != 1)
-    throw Error(op + ": " + key + " must be a 1-D int64 tensor, got " + dtype_name(t.dtype()) + " " +
-                shape_str(t.shape()));
+    fail("{}: {} must be a 1-D int64 tensor, got {} {}", op, key, dtype_name(t.dtype()), shape_str(t.shape()));
   if (t.numel() != static_cast<int64_t>(end - begin))
-    throw Error(op + ": parameter group " + std::to_string(group) + " has " + count(end - begin, "parameter") +
-                ", the checkpoint's has " + std::to_string(t.numel()));
+    fail("{}: parameter group {} has {}, the checkpoint's has {}", op, group, count(end - begin, "parameter"),
+         t.numel());
   const std::vector<int64_t> indices = t.to_vector<int64_t>();
   for (size_t j = 0; j < indices.size(); ++j)
     if (indices[j] != static_cast<int64_t>(begin + j))
-      throw Error(op + ": " + key + " lists parameter " + std::to_string(indices[j]) + " at position " +
-                  std::to_string(j) + ", expected " + std::to_string(begin + j));
+      fail("{}: {} lists parameter {} at position {}, expected {}", op, key, indices[j], j, begin + j);
 }
 
 int64_t read_step(const std::string& op, const std::string& key, const Tensor& t) {
   if (t.dtype() != kInt64 || t.numel() != 1)
-    throw Error(op + ": " + key + " must be one int64 value, got " + dtype_name(t.dtype()) + " " +
-                shape_str(t.shape()));
+    fail("{}: {} must be one int64 value, got {} {}", op, key, dtype_name(t.dtype()), shape_str(t.shape()));
   const int64_t step = t.to_vector<int64_t>()[0];
-  if (step < 1) throw Error(op + ": " + key + " is " + std::to_string(step) + ", expected >= 1");
+  if (step < 1) fail("{}: {} is {}, expected >= 1", op, key, step);
   return step;
 }
 
 void check_buffer(const std::string& op, const std::string& key, const Tensor& t, size_t index, const Tensor& param) {
   if (t.shape() != param.shape())
-    throw Error(op + ": " + key + " has shape " + shape_str(t.shape()) + ", parameter " + std::to_string(index) +
-                " has shape " + shape_str(param.shape()));
-  if (!is_floating(t.dtype()))
-    throw Error(op + ": " + key + " is " + dtype_name(t.dtype()) + ", expected floating point");
+    fail("{}: {} has shape {}, parameter {} has shape {}", op, key, shape_str(t.shape()), index,
+         shape_str(param.shape()));
+  if (!is_floating(t.dtype())) fail("{}: {} is {}, expected floating point", op, key, dtype_name(t.dtype()));
 }
 
 }  // namespace
@@ -82,18 +78,16 @@ Optimizer::Optimizer(std::string name, const std::vector<std::vector<Tensor>>& g
   std::unordered_set<const TensorImpl*> seen;
   for (size_t g = 0; g < groups.size(); ++g) {
     for (const Tensor& p : groups[g]) {
-      const std::string where =
-          name_ + ": parameter " + std::to_string(params_.size()) + " (group " + std::to_string(g) + ")";
-      if (!p.defined()) throw Error(where + " is undefined");
-      if (!is_floating(p.dtype()))
-        throw Error(where + " is " + dtype_name(p.dtype()) + ", expected a floating-point tensor");
-      if (!p.is_contiguous()) throw Error(where + " " + shape_str(p.shape()) + " is not contiguous");
-      if (!seen.insert(p.impl_ptr().get()).second) throw Error(where + " appears more than once in the parameter list");
+      const std::string where = fmt::format("{}: parameter {} (group {})", name_, params_.size(), g);
+      if (!p.defined()) fail("{} is undefined", where);
+      if (!is_floating(p.dtype())) fail("{} is {}, expected a floating-point tensor", where, dtype_name(p.dtype()));
+      if (!p.is_contiguous()) fail("{} {} is not contiguous", where, shape_str(p.shape()));
+      if (!seen.insert(p.impl_ptr().get()).second) fail("{} appears more than once in the parameter list", where);
       params_.push_back(p);
     }
     group_begin_.push_back(params_.size());
   }
-  if (params_.empty()) throw Error(name_ + ": got an empty parameter list");
+  if (params_.empty()) fail("{}: got an empty parameter list", name_);
   state_.resize(params_.size());
 }
 
@@ -110,18 +104,18 @@ void Optimizer::set_lr(double lr) {
 double Optimizer::lr() const {
   for (const auto& [name, value] : group_hyperparameters(0))
     if (name == "lr") return value;
-  throw Error(name_ + ": has no learning rate");
+  fail("{}: has no learning rate", name_);
 }
 
 Tensor Optimizer::prepare_update(size_t i) {
   const Tensor& p = params_[i];
   Tensor grad = p.grad();
   if (!grad.defined()) return grad;
-  auto where = [&] { return name_ + ": parameter " + std::to_string(i) + " " + shape_str(p.shape()); };
-  if (!p.is_contiguous()) throw Error(where() + " is not contiguous");
-  if (grad.shape() != p.shape()) throw Error(where() + " has a gradient of shape " + shape_str(grad.shape()));
+  auto where = [&] { return fmt::format("{}: parameter {} {}", name_, i, shape_str(p.shape())); };
+  if (!p.is_contiguous()) fail("{} is not contiguous", where());
+  if (grad.shape() != p.shape()) fail("{} has a gradient of shape {}", where(), shape_str(grad.shape()));
   if (grad.dtype() != p.dtype())
-    throw Error(where() + " is " + dtype_name(p.dtype()) + " but its gradient is " + dtype_name(grad.dtype()));
+    fail("{} is {} but its gradient is {}", where(), dtype_name(p.dtype()), dtype_name(grad.dtype()));
   for (Tensor& buffer : state_[i].buffers)
     if (buffer.dtype() != p.dtype()) buffer = cast_copy(buffer, p.dtype());
   return contiguous_copy(grad);
@@ -130,7 +124,7 @@ Tensor Optimizer::prepare_update(size_t i) {
 std::map<std::string, Tensor> Optimizer::state_dict() const {
   std::map<std::string, Tensor> out;
   for (size_t g = 0; g < num_param_groups(); ++g) {
-    const std::string prefix = "group." + std::to_string(g) + ".";
+    const std::string prefix = fmt::format("group.{}.", g);
     out.emplace(prefix + "params", arange(static_cast<int64_t>(group_begin(g)), static_cast<int64_t>(group_end(g))));
     for (const auto& [name, value] : group_hyperparameters(g))
       out.emplace(prefix + name, scalar_tensor(value, kFloat64));
@@ -139,7 +133,7 @@ std::map<std::string, Tensor> Optimizer::state_dict() const {
   for (size_t i = 0; i < state_.size(); ++i) {
     const ParamState& s = state_[i];
     if (s.step == 0) continue;
-    const std::string prefix = "state." + std::to_string(i) + ".";
+    const std::string prefix = fmt::format("state.{}.", i);
     out.emplace(prefix + "step", from_vector<int64_t>({s.step}, Shape{}));
     for (size_t b = 0; b < s.buffers.size(); ++b) out.emplace(prefix + names[b], s.buffers[b].detach());
   }
@@ -162,15 +156,14 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) {
     if (auto k = parse_key(key); k && k->section == "group")
       checkpoint_groups = std::max(checkpoint_groups, k->index + 1);
   if (checkpoint_groups != 0 && checkpoint_groups != groups)
-    throw Error(op + ": the checkpoint has " + count(checkpoint_groups, "parameter group") + ", the optimizer " +
-                std::to_string(groups));
+    fail("{}: the checkpoint has {}, the optimizer {}", op, count(checkpoint_groups, "parameter group"), groups);
   for (const auto& [key, t] : dict) {
     const std::optional<Key> parsed = parse_key(key);
     if (!parsed) {
       unexpected.push_back(key);
       continue;
     }
-    if (!t.defined()) throw Error(op + ": " + key + " is undefined");
+    if (!t.defined()) fail("{}: {} is undefined", op, key);
     const size_t index = parsed->index;
     const std::string& field = parsed->field;
     if (parsed->section == "group") {
@@ -185,14 +178,12 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) {
         unexpected.push_back(key);
         continue;
       }
-      if (t.numel() != 1) throw Error(op + ": " + key + " must hold one value, got shape " + shape_str(t.shape()));
+      if (t.numel() != 1) fail("{}: {} must hold one value, got shape {}", op, key, shape_str(t.shape()));
       hyper[index][field] = t.item();
       continue;
     }
     // section == "state"
-    if (index >= n)
-      throw Error(op + ": " + key + " refers to parameter " + std::to_string(index) + ", the optimizer has " +
-                  std::to_string(n) + " parameters");
+    if (index >= n) fail("{}: {} refers to parameter {}, the optimizer has {} parameters", op, key, index, n);
     if (field == "step") {
       steps[index] = read_step(op, key, t);
       continue;
@@ -205,7 +196,7 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) {
     buffers[index][field] = t;
   }
   for (size_t g = 0; g < groups; ++g) {
-    const std::string prefix = "group." + std::to_string(g) + ".";
+    const std::string prefix = fmt::format("group.{}.", g);
     if (!has_params[g]) missing.push_back(prefix + "params");
     for (const auto& [name, _] : group_hyperparameters(g))
       if (!hyper[g].count(name)) missing.push_back(prefix + name);
@@ -213,7 +204,7 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) {
   for (size_t i = 0; i < n; ++i) {
     // A parameter's buffers are all there or not yet created (SGD without momentum has none).
     if (buffers[i].empty()) continue;
-    const std::string prefix = "state." + std::to_string(i) + ".";
+    const std::string prefix = fmt::format("state.{}.", i);
     if (steps[i] == 0) missing.push_back(prefix + "step");
     for (const std::string& name : names)
       if (!buffers[i].count(name)) missing.push_back(prefix + name);
@@ -222,7 +213,7 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) {
     std::string message = op + ":";
     if (!missing.empty()) message += " missing keys: " + join(missing) + ";";
     if (!unexpected.empty()) message += " unexpected keys: " + join(unexpected) + ";";
-    throw Error(message);
+    fail("{}", message);
   }
 
   // Pass 2: commit. Hyperparameters are validated by the optimizer as they are set; on a bad value
@@ -235,7 +226,7 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) {
     for (; g < groups; ++g) set_group_hyperparameters(g, hyper[g]);
   } catch (const Error& e) {
     while (g-- > 0) set_group_hyperparameters(g, previous[g]);
-    throw Error(op + ": " + e.what());
+    fail("{}: {}", op, e.what());
   }
   for (size_t i = 0; i < n; ++i) {
     ParamState s;
@@ -256,7 +247,7 @@ void Optimizer::load(const std::string& path) {
   io::SafetensorsFile file = io::read_safetensors(path);
   // Model weights and other files would fail on their keys anyway; this names the real problem.
   if (auto it = file.metadata.find("format"); it != file.metadata.end() && it->second != "latent.optim")
-    throw Error(name_ + ".load: " + path + " holds '" + it->second + "' data, not optimizer state ('latent.optim')");
+    fail("{}.load: {} holds '{}' data, not optimizer state ('latent.optim')", name_, path, it->second);
   load_state_dict(file.tensors);
 }
 

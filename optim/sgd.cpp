@@ -1,8 +1,6 @@
 // SGD: option checks and the fused per-parameter update.
 #include "sgd.hpp"
 
-#include <fmt/format.h>
-
 #include "../core/parallel.hpp"
 
 namespace latent::optim {
@@ -10,15 +8,14 @@ namespace {
 
 void validate(const SGDOptions& o) {
   auto require = [](bool ok, const char* what, double value) {
-    if (!ok) throw Error(std::string("SGD: ") + what + ", got " + fmt::format("{}", value));
+    if (!ok) fail("SGD: {}, got {}", what, value);
   };
   require(o.lr >= 0, "lr must be >= 0", o.lr);
   require(o.momentum >= 0, "momentum must be >= 0", o.momentum);
   require(o.dampening >= 0 && o.dampening <= 1, "dampening must be in [0, 1]", o.dampening);
   require(o.weight_decay >= 0, "weight_decay must be >= 0", o.weight_decay);
   if (o.nesterov && (o.momentum <= 0 || o.dampening != 0))
-    throw Error("SGD: nesterov needs momentum > 0 and dampening 0, got momentum " + fmt::format("{}", o.momentum) +
-                " and dampening " + fmt::format("{}", o.dampening));
+    fail("SGD: nesterov needs momentum > 0 and dampening 0, got momentum {} and dampening {}", o.momentum, o.dampening);
 }
 
 // One pass over the flat parameter: the whole of torch's SGD step for one tensor. `buffer` is null
@@ -96,7 +93,7 @@ void SGD::set_group_hyperparameters(size_t group, const std::map<std::string, do
     else if (name == "nesterov")
       o.nesterov = value != 0;
     else
-      throw Error("SGD: unknown hyperparameter '" + name + "'");
+      fail("SGD: unknown hyperparameter '{}'", name);
   }
   validate(o);
   options_[group] = o;
