@@ -37,7 +37,7 @@ class DeepSeekV3 : public CausalLM {
     Tensor total, ce, balance, mtp;
   };
   // ids Int64 [B, T+1]: inputs ids[:, :T], targets ids[:, 1:];
-  // total = ce + aux_loss_alpha * balance + mtp_lambda * mtp (MODEL.md, "Loss").
+  // total = ce + aux_loss_alpha * balance + mtp_lambda * mtp (docs/deepseek_v3.md, "Loss").
   Losses loss(const Tensor& ids, double mtp_lambda = 0.3);
   // loss() as named terms: "ce", "balance", "mtp".
   LossTerms loss_terms(const Tensor& ids, const LossOptions& options = {}) override;

@@ -130,7 +130,7 @@ int64_t num_moe_layers(const DeepSeekV3Config& c) {
   return multiples_below(c.num_hidden_layers) - multiples_below(first);
 }
 
-// The counts of MODEL.md / spec section 10, and the elements a model of this config allocates
+// The parameter counts of docs/deepseek_v3.md, and the elements a model of this config allocates
 // (MTP modules and RoPE tables included). Throws CountOverflow past int64.
 struct ParameterCounts {
   int64_t main_model, activated, allocated;

@@ -1,5 +1,5 @@
 // DeepSeekV3Config: the Hugging Face config.json of DeepSeek-V3 (and V2-style variants), with the
-// checks that refuse impossible models and the parameter counts of MODEL.md.
+// checks that refuse impossible models and its parameter counts.
 #pragma once
 #include <fmt/format.h>
 
@@ -59,7 +59,7 @@ struct DeepSeekV3Config {
   bool is_moe_layer(int64_t layer) const {
     return layer >= first_k_dense_replace && layer % moe_layer_freq == 0;
   }
-  // Counted, never allocated (MODEL.md, "Presets"): what a checkpoint stores for the main model —
+  // Counted, never allocated (docs/deepseek_v3.md, "Presets"): what a checkpoint stores for the main model —
   // parameters and gate-bias buffers, no MTP modules.
   int64_t num_parameters() const;
   int64_t num_activated_parameters() const;  // per token, embedding and head included
