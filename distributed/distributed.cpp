@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "../core/dtype.hpp"
 #include "../core/error.hpp"
 #include "backend.hpp"
@@ -22,10 +24,9 @@ int launcher_world_size() {
 }
 
 void check_contiguous(const Tensor& tensor, const char* op) {
-  if (!tensor.defined()) throw Error(std::string(op) + ": undefined tensor");
+  if (!tensor.defined()) fail("{}: undefined tensor", op);
   if (!tensor.is_contiguous())
-    throw Error(std::string(op) + ": tensor " + shape_str(tensor.shape()) + " must be contiguous (strides " +
-                shape_str(tensor.strides()) + ")");
+    fail("{}: tensor {} must be contiguous (strides {})", op, shape_str(tensor.shape()), shape_str(tensor.strides()));
 }
 
 
@@ -36,13 +37,13 @@ void check_same_on_all_ranks(const ProcessGroup& group, const std::string& signa
   const std::string root_signature = group.broadcast(signature, 0);
   const double mismatches = group.all_reduce_sum({root_signature == signature ? 0.0 : 1.0})[0];
   if (mismatches > 0)
-    throw Error(what + " differs between ranks: rank 0 has " + root_signature +
-                (root_signature == signature ? std::string(", some other rank has not")
-                                             : ", rank " + std::to_string(group.rank()) + " has " + signature));
+    fail("{} differs between ranks: rank 0 has {}{}", what, root_signature,
+         root_signature == signature ? std::string(", some other rank has not")
+                                     : fmt::format(", rank {} has {}", group.rank(), signature));
 }
 
 std::string layout_signature(const std::vector<Tensor>& tensors) {
-  std::string s = std::to_string(tensors.size()) + " tensors";
+  std::string s = fmt::format("{} tensors", tensors.size());
   for (const Tensor& t : tensors) {
     s += ' ';
     s += dtype_name(t.dtype());
@@ -74,14 +75,14 @@ ProcessGroup& ProcessGroup::world() {
 void ProcessGroup::broadcast(const Tensor& tensor, int root) const {
   check_contiguous(tensor, "broadcast");
   if (root < 0 || root >= size_)
-    throw Error("broadcast: root " + std::to_string(root) + " out of range [0, " + std::to_string(size_) + ")");
+    fail("broadcast: root {} out of range [0, {})", root, size_);
   if (size_ == 1) return;
   backend::broadcast_bytes(tensor.raw_data(), tensor.numel() * int64_t(dtype_size(tensor.dtype())), root);
 }
 
 std::string ProcessGroup::broadcast(const std::string& text, int root) const {
   if (root < 0 || root >= size_)
-    throw Error("broadcast: root " + std::to_string(root) + " out of range [0, " + std::to_string(size_) + ")");
+    fail("broadcast: root {} out of range [0, {})", root, size_);
   if (size_ == 1) return text;
   int64_t length = int64_t(text.size());
   backend::broadcast_bytes(&length, sizeof length, root);
@@ -119,13 +120,13 @@ void broadcast_tensors(const ProcessGroup& group, const std::vector<Tensor>& ten
 
 GradientAllReduce::GradientAllReduce(const ProcessGroup& group, std::vector<Tensor> params, int64_t bucket_bytes)
     : group_(group), params_(std::move(params)) {
-  if (bucket_bytes <= 0) throw Error("GradientAllReduce: bucket_bytes must be positive, got " + std::to_string(bucket_bytes));
+  if (bucket_bytes <= 0) fail("GradientAllReduce: bucket_bytes must be positive, got {}", bucket_bytes);
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
-    if (!p.defined()) throw Error("GradientAllReduce: parameter " + std::to_string(i) + " is undefined");
+    if (!p.defined()) fail("GradientAllReduce: parameter {} is undefined", i);
     if (p.dtype() != kFloat32 && p.dtype() != kFloat64)
-      throw Error("GradientAllReduce: parameter " + std::to_string(i) + " " + shape_str(p.shape()) + " is " +
-                  dtype_name(p.dtype()) + "; only Float32 and Float64 parameters have gradients");
+      fail("GradientAllReduce: parameter {} {} is {}; only Float32 and Float64 parameters have gradients", i,
+           shape_str(p.shape()), dtype_name(p.dtype()));
   }
   check_same_on_all_ranks(group_, layout_signature(params_), "GradientAllReduce: the parameter list");
 
@@ -168,8 +169,8 @@ void GradientAllReduce::all_reduce() {
           std::fill_n(out, p.numel(), T(0));
         } else {
           if (grad.dtype() != p.dtype() || grad.shape() != p.shape())
-            throw Error("GradientAllReduce: parameter " + std::to_string(k) + " " + shape_str(p.shape()) +
-                        " has a gradient " + shape_str(grad.shape()) + " of dtype " + dtype_name(grad.dtype()));
+            fail("GradientAllReduce: parameter {} {} has a gradient {} of dtype {}", k, shape_str(p.shape()),
+                 shape_str(grad.shape()), dtype_name(grad.dtype()));
           const Tensor g = grad.contiguous();
           std::memcpy(out, g.data<T>(), size_t(p.numel()) * sizeof(T));
         }

@@ -30,7 +30,7 @@ MPI_Datatype mpi_type(DType dtype) {
     case DType::Int64: return MPI_INT64_T;
     default: break;
   }
-  throw Error(std::string("distributed: no MPI sum for dtype ") + dtype_name(dtype));
+  fail("distributed: no MPI sum for dtype {}", dtype_name(dtype));
 }
 
 // MPI counts are int: a buffer of more than 2^30 elements goes in chunks.

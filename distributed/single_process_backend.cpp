@@ -1,7 +1,5 @@
 // The process-group collectives for a library built without MPI: the only group is the process itself,
 // where a broadcast or a sum over the ranks leaves every buffer as it is.
-#include <string>
-
 #include "../core/error.hpp"
 #include "backend.hpp"
 
@@ -11,9 +9,9 @@ bool available() { return false; }
 
 World join(int launched_size) {
   if (launched_size > 1)
-    throw Error("distributed: this process is one of " + std::to_string(launched_size) +
-                " ranks started by an MPI launcher, but latent was built without MPI (-Dmpi=disabled or no "
-                "libopenmpi-dev at configure time); rebuild with MPI or run a single process");
+    fail("distributed: this process is one of {} ranks started by an MPI launcher, but latent was built without MPI "
+         "(-Dmpi=disabled or no libopenmpi-dev at configure time); rebuild with MPI or run a single process",
+         launched_size);
   return World{};
 }
 
