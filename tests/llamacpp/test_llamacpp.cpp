@@ -157,7 +157,7 @@ TEST_CASE("llama.cpp agrees on a freshly trained small DeepSeek-V3", "[llamacpp]
   check_agreement<models::DeepSeekV3>(out, std::vector<int64_t>(text.begin(), text.end()), 64);
 }
 
-TEST_CASE("llama.cpp on a bf16 GGUF stays within bf16 distance of latent's float32 model", "[llamacpp]") {
+TEST_CASE("llama.cpp on a bf16 GGUF stays within bf16 distance of latent", "[llamacpp]") {
   TempDir tmp("latent-llamacpp-bf16");
   const std::string gguf = tmp / "model.gguf";
   export_gguf(test_data("dsv3-tiny"), gguf, "bf16");
@@ -165,11 +165,21 @@ TEST_CASE("llama.cpp on a bf16 GGUF stays within bf16 distance of latent's float
   model->eval();
   const std::vector<int64_t> tokens = fixture_tokens("dsv3-tiny");
   const LlamaCppResult llama = llama_cpp(gguf, tokens, 0, 0);
-  const double difference = max_probability_difference(llama, latent_logits(*model, tokens));
-  INFO("bf16: max |p_llama.cpp - p_latent(f32)| = " << difference);
-  // bf16 keeps 8 significant bits (relative rounding error up to 2^-9), and llama.cpp rounds the
-  // activations entering each bf16 matmul as well: logits move by a few 1e-3, probabilities less.
-  CHECK(difference <= 1e-2);
-  // ...but not nothing: the weights really are bf16 (an f32 export agrees to 1e-4).
-  CHECK(difference > 1e-4);
+  const double from_f32 = max_probability_difference(llama, latent_logits(*model, tokens));
+  // The same model with the matrices the GGUF holds in bf16 rounded likewise (the router and the
+  // 1-D tensors stay f32): what remains is llama.cpp rounding activations to bf16 for those matmuls.
+  for (auto& [name, p] : model->named_parameters()) {
+    if (p.dim() < 2 || name.ends_with("mlp.gate.weight")) continue;
+    float* data = p.data<float>();
+    for (int64_t i = 0; i < p.numel(); ++i) data[i] = io::bfloat16_bits_to_float(io::float_to_bfloat16_bits(data[i]));
+  }
+  const double from_rounded = max_probability_difference(llama, latent_logits(*model, tokens));
+  INFO("bf16 GGUF: max |p_llama.cpp - p_latent| = " << from_f32 << " (f32 weights), " << from_rounded << " (bf16-rounded weights)");
+  // bf16 keeps 8 significant bits (relative rounding error up to 2^-9): measured 9.6e-3 from the f32
+  // model, far above the 1e-4 of an f32 export; the rounded weights explain most of it (4.1e-4 left,
+  // from the activations).
+  CHECK(from_f32 <= 3e-2);
+  CHECK(from_f32 > 1e-4);
+  CHECK(from_rounded <= 2e-3);
+  CHECK(from_rounded < from_f32 / 4);
 }
