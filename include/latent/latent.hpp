@@ -25,6 +25,7 @@
 #include "nn/norm.hpp"
 #include "nn/rotary.hpp"
 #include "io/atomic_file.hpp"
+#include "io/gguf.hpp"
 #include "io/json.hpp"
 #include "io/safetensors.hpp"
 
@@ -45,6 +46,7 @@
 #include "models/moe.hpp"
 #include "train/text_data.hpp"
 #include "train/training_log.hpp"
+#include "models/gguf_export.hpp"
 #include "models/llama.hpp"
 #include "models/llama_config.hpp"
 #include "models/model_files.hpp"
