@@ -54,10 +54,10 @@ uint64_t align_up(uint64_t n, uint64_t alignment) { return (n + alignment - 1) /
 
 void check_alignment_value(const GgufValue& v, const std::string& where) {
   if (v.type() != GgufValueType::UInt32)
-    fail(fmt::format("{}: general.alignment must be uint32, got {}", where, gguf_type_name(v.type())));
+    fail("{}: general.alignment must be uint32, got {}", where, gguf_type_name(v.type()));
   const uint64_t a = v.as_uint();
   if (a == 0 || !std::has_single_bit(a))
-    fail(fmt::format("{}: general.alignment {} is not a power of two", where, a));
+    fail("{}: general.alignment {} is not a power of two", where, a);
 }
 
 // --- writing -----------------------------------------------------------------------------------
@@ -102,21 +102,21 @@ std::vector<uint64_t> ggml_dims(const Shape& shape) { return {shape.rbegin(), sh
 void check_for_writing(const GgufFile& file, const std::string& where) {
   std::set<std::string> keys, names;
   for (const auto& [key, value] : file.metadata) {
-    if (key.empty()) fail(where + ": empty metadata key");
-    if (!keys.insert(key).second) fail(fmt::format("{}: duplicate metadata key '{}'", where, key));
+    if (key.empty()) fail("{}: empty metadata key", where);
+    if (!keys.insert(key).second) fail("{}: duplicate metadata key '{}'", where, key);
     if (key == "general.alignment") check_alignment_value(value, where);
   }
   for (const GgufTensor& t : file.tensors) {
-    if (t.name.empty()) fail(where + ": empty tensor name");
+    if (t.name.empty()) fail("{}: empty tensor name", where);
     if (t.name.size() > kGgufMaxNameBytes)
-      fail(fmt::format("{}: tensor name '{}' is {} bytes, GGUF allows {}", where, t.name, t.name.size(), kGgufMaxNameBytes));
-    if (!names.insert(t.name).second) fail(fmt::format("{}: duplicate tensor '{}'", where, t.name));
-    if (!t.values.defined()) fail(fmt::format("{}: tensor '{}' is undefined", where, t.name));
+      fail("{}: tensor name '{}' is {} bytes, GGUF allows {}", where, t.name, t.name.size(), kGgufMaxNameBytes);
+    if (!names.insert(t.name).second) fail("{}: duplicate tensor '{}'", where, t.name);
+    if (!t.values.defined()) fail("{}: tensor '{}' is undefined", where, t.name);
     if (!is_floating(t.values.dtype()))
-      fail(fmt::format("{}: tensor '{}' is {}, GGUF export takes floating-point tensors", where, t.name,
-                       dtype_name(t.values.dtype())));
+      fail("{}: tensor '{}' is {}, GGUF export takes floating-point tensors", where, t.name,
+                       dtype_name(t.values.dtype()));
     if (t.values.dim() < 1 || static_cast<size_t>(t.values.dim()) > kGgufMaxDims)
-      fail(fmt::format("{}: tensor '{}' has {} dims, GGUF takes 1 to {}", where, t.name, t.values.dim(), kGgufMaxDims));
+      fail("{}: tensor '{}' has {} dims, GGUF takes 1 to {}", where, t.name, t.values.dim(), kGgufMaxDims);
   }
 }
 
@@ -137,7 +137,7 @@ std::vector<unsigned char> encode_tensor(const GgufTensor& t, const std::string&
       case GgmlType::F16: {
         const uint16_t h = float_to_half_bits(values[i]);
         if (std::isfinite(values[i]) && !std::isfinite(half_bits_to_float(h)))
-          fail(fmt::format("{}: tensor '{}' element {} = {} is beyond float16's range (65504)", where, t.name, i, values[i]));
+          fail("{}: tensor '{}' element {} = {} is beyond float16's range (65504)", where, t.name, i, values[i]);
         std::memcpy(&bytes[2 * i], &h, 2);
         break;
       }
@@ -193,7 +193,7 @@ class Reader {
   Reader(const unsigned char* data, size_t size, const std::string& source) : data_(data), size_(size), source_(source) {}
 
   [[noreturn]] void error(const std::string& what) const {
-    fail(fmt::format("{}: malformed GGUF at byte {}: {}", source_, position_, what));
+    fail("{}: malformed GGUF at byte {}: {}", source_, position_, what);
   }
   size_t position() const { return position_; }
   size_t remaining() const { return size_ - position_; }
@@ -333,8 +333,8 @@ GgufValue GgufValue::array(GgufValueType element_type, std::vector<GgufValue> el
   if (element_type == GgufValueType::Array) fail("gguf: arrays of arrays are not supported");
   for (size_t i = 0; i < elements.size(); ++i)
     if (elements[i].type() != element_type)
-      fail(fmt::format("gguf: array of {} has a {} at index {}", gguf_type_name(element_type),
-                       gguf_type_name(elements[i].type()), i));
+      fail("gguf: array of {} has a {} at index {}", gguf_type_name(element_type),
+                       gguf_type_name(elements[i].type()), i);
   GgufValue v(GgufValueType::Array, std::move(elements));
   v.element_type_ = element_type;
   return v;
@@ -356,7 +356,7 @@ GgufValue GgufValue::int32s(const std::vector<int32_t>& values) {
 
 namespace {
 [[noreturn]] void wrong_type(GgufValueType have, const char* want) {
-  fail(fmt::format("gguf: value is {}, read as {}", gguf_type_name(have), want));
+  fail("gguf: value is {}, read as {}", gguf_type_name(have), want);
 }
 }  // namespace
 
@@ -481,15 +481,15 @@ GgufFile parse_gguf(const void* data, size_t size, const std::string& source) {
   std::vector<const TensorInfo*> by_offset;
   for (const TensorInfo& info : infos) {
     if (info.offset > data_size || info.nbytes > data_size - info.offset)
-      fail(fmt::format("{}: malformed GGUF: tensor '{}' data [{}, {}) runs past the data section ({} bytes)", source,
-                       info.name, info.offset, info.offset + info.nbytes, data_size));
+      fail("{}: malformed GGUF: tensor '{}' data [{}, {}) runs past the data section ({} bytes)", source,
+                       info.name, info.offset, info.offset + info.nbytes, data_size);
     by_offset.push_back(&info);
   }
   std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
   for (size_t i = 1; i < by_offset.size(); ++i)
     if (by_offset[i - 1]->offset + by_offset[i - 1]->nbytes > by_offset[i]->offset)
-      fail(fmt::format("{}: malformed GGUF: tensors '{}' and '{}' overlap", source, by_offset[i - 1]->name,
-                       by_offset[i]->name));
+      fail("{}: malformed GGUF: tensors '{}' and '{}' overlap", source, by_offset[i - 1]->name,
+                       by_offset[i]->name);
 
   for (const TensorInfo& info : infos)
     file.tensors.push_back({info.name, decode_tensor(info, bytes + data_start + info.offset), info.type});
@@ -498,9 +498,9 @@ GgufFile parse_gguf(const void* data, size_t size, const std::string& source) {
 
 GgufFile read_gguf(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+  if (!in) fail("{}: cannot open: {}", path, std::strerror(errno));
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail(fmt::format("{}: read failed", path));
+  if (in.bad()) fail("{}: read failed", path);
   return parse_gguf(bytes.data(), bytes.size(), path);
 }
 

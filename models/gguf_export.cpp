@@ -34,7 +34,7 @@ class GgufBuilder {
   // "{arch}.<key>" entries, with the value types llama.cpp's loader checks.
   void u32(const std::string& key, int64_t value) {
     if (value < 0 || value > std::numeric_limits<uint32_t>::max())
-      fail(fmt::format("export-gguf: {}.{} = {} does not fit GGUF's uint32", arch_, key, value));
+      fail("export-gguf: {}.{} = {} does not fit GGUF's uint32", arch_, key, value);
     set(arch_ + "." + key, GgufValue::uint32(static_cast<uint32_t>(value)));
   }
   void f32(const std::string& key, double value) { set(arch_ + "." + key, GgufValue::float32(static_cast<float>(value))); }
@@ -62,9 +62,9 @@ class GgufBuilder {
   void vocabulary(int64_t vocab_size) {
     GgufVocabulary v = options_.vocabulary ? *options_.vocabulary : GgufVocabulary::bytes();
     if (v.token_types.size() != v.tokens.size())
-      fail(fmt::format("export-gguf: vocabulary has {} tokens but {} token types", v.tokens.size(), v.token_types.size()));
+      fail("export-gguf: vocabulary has {} tokens but {} token types", v.tokens.size(), v.token_types.size());
     if (static_cast<int64_t>(v.tokens.size()) > vocab_size)
-      fail(fmt::format("export-gguf: the vocabulary has {} tokens, the model's vocab_size is {}", v.tokens.size(), vocab_size));
+      fail("export-gguf: the vocabulary has {} tokens, the model's vocab_size is {}", v.tokens.size(), vocab_size);
     for (int64_t id = static_cast<int64_t>(v.tokens.size()); id < vocab_size; ++id) {
       v.tokens.push_back(fmt::format("[PAD{}]", id));
       v.token_types.push_back(GgufTokenType::Unused);
@@ -80,7 +80,7 @@ class GgufBuilder {
     for (const auto& [key, id] : {std::pair{"tokenizer.ggml.bos_token_id", v.bos_token_id},
                                   std::pair{"tokenizer.ggml.eos_token_id", v.eos_token_id}}) {
       if (!id) continue;
-      if (*id < 0 || *id >= vocab_size) fail(fmt::format("export-gguf: {} {} is not a token id below {}", key, *id, vocab_size));
+      if (*id < 0 || *id >= vocab_size) fail("export-gguf: {} {} is not a token id below {}", key, *id, vocab_size);
       set(key, GgufValue::uint32(static_cast<uint32_t>(*id)));
     }
     set("tokenizer.ggml.add_bos_token", GgufValue::boolean(v.add_bos_token));
@@ -311,12 +311,12 @@ io::GgufFile llama_to_gguf(const Llama& model, const GgufExportOptions& options)
 
 void export_gguf(const std::string& model_dir, const std::string& path, const GgufExportOptions& options) {
   namespace fs = std::filesystem;
-  if (!fs::is_directory(model_dir)) fail(fmt::format("export-gguf: '{}' is not a directory", model_dir));
+  if (!fs::is_directory(model_dir)) fail("export-gguf: '{}' is not a directory", model_dir);
   const fs::path config = fs::path(model_dir) / "config.json";
-  if (!fs::is_regular_file(config)) fail(fmt::format("export-gguf: '{}' is not a model directory: it has no config.json", model_dir));
+  if (!fs::is_regular_file(config)) fail("export-gguf: '{}' is not a model directory: it has no config.json", model_dir);
   if (!options.vocabulary && fs::exists(fs::path(model_dir) / "tokenizer.json"))
-    fail(fmt::format("export-gguf: '{}' has a tokenizer.json; pass its vocabulary (GgufExportOptions::vocabulary) "
-                     "instead of exporting byte tokens", model_dir));
+    fail("export-gguf: '{}' has a tokenizer.json; pass its vocabulary (GgufExportOptions::vocabulary) "
+                     "instead of exporting byte tokens", model_dir);
   const nlohmann::json j = io::read_json_file(config.string());
   const std::string model_type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"].get<std::string>() : "";
   io::GgufFile file;
@@ -325,7 +325,7 @@ void export_gguf(const std::string& model_dir, const std::string& path, const Gg
   } else if (model_type == "deepseek_v3" || model_type == "deepseek_v2") {
     file = deepseek_v3_to_gguf(*DeepSeekV3::from_pretrained(model_dir), options);
   } else {
-    fail(fmt::format("export-gguf: {}: model_type '{}' is not exportable (deepseek_v3, deepseek_v2 or llama)", config.string(), model_type));
+    fail("export-gguf: {}: model_type '{}' is not exportable (deepseek_v3, deepseek_v2 or llama)", config.string(), model_type);
   }
   io::write_gguf(path, file);
 }
