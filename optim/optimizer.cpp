@@ -124,6 +124,7 @@ Tensor Optimizer::prepare_update(size_t i) {
     throw Error(where() + " is " + dtype_name(p.dtype()) + " but its gradient is " + dtype_name(grad.dtype()));
   for (Tensor& buffer : state_[i].buffers)
     if (buffer.dtype() != p.dtype()) buffer = cast_copy(buffer, p.dtype());
+  p.bump_version();  // the caller updates p in place: a graph that saved the old values must not run
   return contiguous_copy(grad);
 }
 
