@@ -18,6 +18,8 @@
 // forward runs with grad mode off; it may return a Tensor or a std::vector<Tensor>. backward gets one
 // gradient per output (zeros where an output received none) and returns one gradient per forward
 // argument (undefined for non-tensor arguments or inputs that need none) — or one per tensor argument.
+// Writing in place to a saved tensor before the backward makes the backward throw (SavedVersions in
+// node.hpp), and an exception from backward is re-thrown as "YourOp backward: <its message>".
 #pragma once
 #include <any>
 #include <exception>
