@@ -287,7 +287,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 
   const bool need_dq = q.requires_grad(), need_dk = k.requires_grad(), need_dv = v.requires_grad();
   return autograd::record(
-      "scaled_dot_product_attention", out, {q, k, v},
+      "scaled_dot_product_attention", out, {q, k, v}, {qc, kc, vc, out},
       [g, qc, kc, vc, out = out.detach(), lse, need_dq, need_dk, need_dv](const Tensor& grad) -> std::vector<Tensor> {
         const Tensor dout = blas_ready(grad);
         const DType dtype = out.dtype();

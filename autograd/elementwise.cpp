@@ -20,7 +20,7 @@ template <class F, class DF> Tensor unary_op(const char* name, const Tensor& x, 
   return dispatch_floating(x.dtype(), name, [&]<class T>() {
     const Tensor xc = contiguous_copy(x);
     Tensor y = map_unary_as<T>(xc, [&](T v) { return f(v); });
-    return record(name, y, {x}, [xc = xc.detach(), y = y.detach(), df](const Tensor& g) -> std::vector<Tensor> {
+    return record(name, y, {x}, {xc, y}, [xc = xc.detach(), y = y.detach(), df](const Tensor& g) -> std::vector<Tensor> {
       const Tensor gc = contiguous_copy(g);
       Tensor dx = Tensor::empty(xc.shape(), xc.dtype());
       const T *pg = gc.data<T>(), *px = xc.data<T>(), *py = y.data<T>();
@@ -76,7 +76,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_kernel(a, b, "mul", [](auto x, auto y) { return x * y; });
   // Each operand is kept (without its history) only if the other one needs a gradient.
   const Tensor keep_a = b.requires_grad() ? a.detach() : Tensor(), keep_b = a.requires_grad() ? b.detach() : Tensor();
-  return record("mul", out, {a, b}, [keep_a, keep_b, sa = a.shape(), sb = b.shape()](const Tensor& g) {
+  return record("mul", out, {a, b}, {keep_a, keep_b}, [keep_a, keep_b, sa = a.shape(), sb = b.shape()](const Tensor& g) {
     return std::vector<Tensor>{keep_b.defined() ? sum_to(mul(g, keep_b), sa) : Tensor(),
                                keep_a.defined() ? sum_to(mul(g, keep_a), sb) : Tensor()};
   });
@@ -87,7 +87,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
   // da = g / b, db = -g a / b^2: b is always needed, a only for db.
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   const Tensor keep_a = need_b ? a.detach() : Tensor(), keep_b = b.detach();
-  return record("div", out, {a, b}, [need_a, keep_a, keep_b, sa = a.shape(), sb = b.shape()](const Tensor& g) {
+  return record("div", out, {a, b}, {keep_a, keep_b}, [need_a, keep_a, keep_b, sa = a.shape(), sb = b.shape()](const Tensor& g) {
     return std::vector<Tensor>{need_a ? sum_to(div(g, keep_b), sa) : Tensor(),
                                keep_a.defined() ? sum_to(neg(div(mul(g, keep_a), mul(keep_b, keep_b))), sb) : Tensor()};
   });
@@ -197,7 +197,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
       });
     });
   });
-  return record("where", out, {a, b}, [c, sa = a.shape(), sb = b.shape()](const Tensor& g) -> std::vector<Tensor> {
+  return record("where", out, {a, b}, {c}, [c, sa = a.shape(), sb = b.shape()](const Tensor& g) -> std::vector<Tensor> {
     const Tensor zero = zeros({}, g.dtype());
     return {sum_to(where(c, g, zero), sa), sum_to(where(c, zero, g), sb)};
   });

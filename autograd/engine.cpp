@@ -74,6 +74,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     grads.resize(static_cast<size_t>(node->num_outputs));
     const bool anomaly = is_anomaly_enabled();
     const std::vector<Tensor> incoming = anomaly ? grads : std::vector<Tensor>();
+    node->saved_versions.check(node->name());
     std::vector<Tensor> input_grads = node->apply(std::move(grads));
     if (input_grads.size() != node->next_edges.size())
       throw Error(node->name() + ": backward returned " + std::to_string(input_grads.size()) + " gradients for " +

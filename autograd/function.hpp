@@ -18,8 +18,11 @@
 // forward runs with grad mode off; it may return a Tensor or a std::vector<Tensor>. backward gets one
 // gradient per output (zeros where an output received none) and returns one gradient per forward
 // argument (undefined for non-tensor arguments or inputs that need none) — or one per tensor argument.
+// Writing in place to a saved tensor before the backward makes the backward throw (SavedVersions in
+// node.hpp), and an exception from backward is re-thrown as "YourOp backward: <its message>".
 #pragma once
 #include <any>
+#include <exception>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,7 +39,12 @@ namespace latent::autograd {
 
 class AutogradContext {
  public:
-  void save_for_backward(std::vector<Tensor> tensors) { saved_ = std::move(tensors); }
+  // Their versions are remembered: writing to one in place before the backward makes it throw.
+  void save_for_backward(std::vector<Tensor> tensors) {
+    versions_.clear();
+    versions_.save(tensors);
+    saved_ = std::move(tensors);
+  }
   const std::vector<Tensor>& get_saved_variables() const {
     if (released_) throw Error("AutogradContext: saved tensors were freed by a previous backward; use retain_graph");
     return saved_;
@@ -50,10 +58,12 @@ class AutogradContext {
   void release() {
     release_iteratively(std::move(saved_));  // saved inputs may head long chains of nodes
     saved_.clear();
+    versions_.clear();
     saved_data.clear();
     released_ = true;
   }
   std::vector<bool> needs_input_grad_;
+  SavedVersions versions_;
 
  private:
   std::vector<Tensor> saved_;
@@ -66,7 +76,13 @@ template <class Op> class FunctionNode final : public Node {
   std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) override {
     for (size_t i = 0; i < grad_outputs.size(); ++i)
       if (!grad_outputs[i].defined()) grad_outputs[i] = zeros(output_shapes[i], output_dtypes[i]);
-    std::vector<Tensor> grads = Op::backward(&ctx, std::move(grad_outputs));
+    ctx.versions_.check(name());
+    std::vector<Tensor> grads;
+    try {
+      grads = Op::backward(&ctx, std::move(grad_outputs));
+    } catch (const std::exception& e) {  // the engine's caller sees which of many ops failed
+      throw Error(name() + " backward: " + e.what());
+    }
     if (grads.size() == tensor_arg_positions.size() + non_tensor_args) {
       std::vector<Tensor> picked;  // one per forward argument: keep the tensor positions
       for (size_t pos : tensor_arg_positions) picked.push_back(grads[pos]);
@@ -137,6 +153,7 @@ template <class Op> struct Function {
         node->input_shapes.push_back(t.defined() ? t.shape() : Shape{});
         node->input_dtypes.push_back(t.defined() ? t.dtype() : kFloat32);
       }
+      node->ctx.versions_.name_roles(inputs, outputs);
       node->num_outputs = static_cast<int>(outputs.size());
       node->tensor_arg_positions = tensor_positions;
       node->non_tensor_args = non_tensor;

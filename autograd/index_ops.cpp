@@ -63,7 +63,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
       po[flat] = px[off];
     });
   });
-  return record("gather", out, {x}, [shape = x.shape(), dim, idx](const Tensor& g) -> std::vector<Tensor> {
+  return record("gather", out, {x}, {idx}, [shape = x.shape(), dim, idx](const Tensor& g) -> std::vector<Tensor> {
     return {scatter_add(zeros(shape, g.dtype()), dim, idx, g)};
   });
 }
@@ -93,7 +93,7 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
       po[off] += ps[soff];
     });
   });
-  return record("scatter_add", out, {x, src}, [dim, idx, src_shape = src.shape()](const Tensor& g) -> std::vector<Tensor> {
+  return record("scatter_add", out, {x, src}, {idx}, [dim, idx, src_shape = src.shape()](const Tensor& g) -> std::vector<Tensor> {
     Tensor gs = gather(g, dim, idx);
     if (gs.shape() != src_shape) {  // src may be larger than index: its extra elements get no gradient
       Tensor padded = zeros(src_shape, g.dtype());
@@ -127,7 +127,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
         std::copy_n(px + (o * size + id) * inner, inner, po + (o * n + j) * inner);
       }
   });
-  return record("index_select", out, {x}, [shape = x.shape(), dim, idx](const Tensor& g) -> std::vector<Tensor> {
+  return record("index_select", out, {x}, {idx}, [shape = x.shape(), dim, idx](const Tensor& g) -> std::vector<Tensor> {
     return {index_add(zeros(shape, g.dtype()), dim, idx, g)};
   });
 }
@@ -162,7 +162,7 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
         }
     });
   });
-  return record("index_add", out, {x, src}, [dim, idx](const Tensor& g) -> std::vector<Tensor> {
+  return record("index_add", out, {x, src}, {idx}, [dim, idx](const Tensor& g) -> std::vector<Tensor> {
     return {g, index_select(g, dim, idx)};
   });
 }

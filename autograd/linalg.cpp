@@ -28,7 +28,7 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
     return {keep_b.defined() ? sum_to(batched_matmul(g, transpose(keep_b, -1, -2)), shape_a) : Tensor(),
             keep_a.defined() ? sum_to(batched_matmul(transpose(keep_a, -1, -2), g), shape_b) : Tensor()};
   };
-  return autograd::record("matmul", matmul_kernel(a, b), {a, b}, std::move(backward));
+  return autograd::record("matmul", matmul_kernel(a, b), {a, b}, {keep_a, keep_b}, std::move(backward));
 }
 
 }  // namespace
@@ -71,7 +71,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor y = product.as_strided(out_shape, contiguous_strides(out_shape), 0);
   // Each operand is kept only if the other one needs a gradient.
   const Tensor keep_rows = weight.requires_grad() ? rows : Tensor(), keep_w = x.requires_grad() ? w : Tensor();
-  y = autograd::record("linear", y, {x, weight}, [keep_rows, keep_w, x_shape = x.shape(), out](const Tensor& g) -> std::vector<Tensor> {
+  y = autograd::record("linear", y, {x, weight}, {keep_rows, keep_w}, [keep_rows, keep_w, x_shape = x.shape(), out](const Tensor& g) -> std::vector<Tensor> {
     const Tensor gc = contiguous_copy(g);
     const Tensor g_rows = gc.as_strided({gc.numel() / out, out}, {out, 1}, gc.offset());  // [N, out]
     Tensor dx, dw;

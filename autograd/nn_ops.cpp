@@ -199,7 +199,7 @@ Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight,
   }
   const bool need_dx = x.requires_grad(), need_dw = weight.defined() && weight.requires_grad(),
              need_db = bias.defined() && bias.requires_grad();
-  return record(op, y, {x, weight, bias},
+  return record(op, y, {x, weight, bias}, {xc, wc},
                 [xc, wc, mean, rstd, rows, centered, need_dx, need_dw, need_db](const Tensor& grad) -> std::vector<Tensor> {
     const int64_t width = rows.size;
     const Tensor dy = contiguous_copy(grad);
@@ -288,7 +288,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
       for (int64_t j = 0; j < n; ++j)
         for (int64_t l = 0; l < lanes; ++l) out[j * stride + l] = static_cast<T>(out[j * stride + l] * total[l]);
     });
-    return record("softmax", y, {x}, [y = y.detach(), rows](const Tensor& grad) -> std::vector<Tensor> {
+    return record("softmax", y, {x}, {y}, [y = y.detach(), rows](const Tensor& grad) -> std::vector<Tensor> {
       const Tensor dy = contiguous_copy(grad);
       Tensor dx = Tensor::empty(y.shape(), y.dtype());
       const T *pdy = dy.data<T>(), *py = y.data<T>();
@@ -332,7 +332,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
       for (int64_t j = 0; j < n; ++j)
         for (int64_t l = 0; l < lanes; ++l) py[at + j * stride + l] = static_cast<T>(in[j * stride + l] - lse[l]);
     });
-    return record("log_softmax", y, {x}, [y = y.detach(), rows](const Tensor& grad) -> std::vector<Tensor> {
+    return record("log_softmax", y, {x}, {y}, [y = y.detach(), rows](const Tensor& grad) -> std::vector<Tensor> {
       const Tensor dy = contiguous_copy(grad);
       Tensor dx = Tensor::empty(y.shape(), y.dtype());
       const T *pdy = dy.data<T>(), *py = y.data<T>();
@@ -401,7 +401,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
     T* po = out.data<T>();
     parallel_for(out.numel(), kElementwiseGrain,
                  [&](int64_t begin, int64_t end) { swiglu_forward(pg + begin, pu + begin, po + begin, end - begin); });
-    return record("swiglu", out, {gate, up}, [g, u](const Tensor& grad) -> std::vector<Tensor> {
+    return record("swiglu", out, {gate, up}, {g, u}, [g, u](const Tensor& grad) -> std::vector<Tensor> {
       const Tensor dout = contiguous_copy(grad);
       Tensor dg = Tensor::empty(g.shape(), g.dtype()), du = Tensor::empty(u.shape(), u.dtype());
       const T *pg = g.data<T>(), *pu = u.data<T>(), *pd = dout.data<T>();
@@ -457,7 +457,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
       });
       return {dx};
     };
-    return record("cross_entropy", loss, {logits}, std::move(backward));
+    return record("cross_entropy", loss, {logits}, {xc, tc}, std::move(backward));
   });
 }
 
@@ -484,7 +484,7 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& targets, int64_t ignore_i
         if (pt[i] != ignore_index) pdx[i * shape[1] + pt[i]] = picked;
       return {dx};
     };
-    return record("nll_loss", loss, {log_probs}, std::move(backward));
+    return record("nll_loss", loss, {log_probs}, {tc}, std::move(backward));
   });
 }
 

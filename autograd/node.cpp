@@ -69,18 +69,48 @@ std::string type_name(const std::type_info& type) {
   int status = 0;
   std::unique_ptr<char, void (*)(void*)> demangled(abi::__cxa_demangle(type.name(), nullptr, nullptr, &status),
                                                    std::free);
-  return status == 0 && demangled ? std::string(demangled.get()) : std::string(type.name());
+  std::string name = status == 0 && demangled ? std::string(demangled.get()) : std::string(type.name());
+  // A test's or example's op in an unnamed namespace reads as "ScaledTanh", not "(anonymous namespace)::ScaledTanh".
+  const std::string anonymous = "(anonymous namespace)::";
+  for (size_t at; (at = name.find(anonymous)) != std::string::npos;) name.erase(at, anonymous.size());
+  return name;
 }
 
 void release_iteratively(std::vector<Edge>&& edges) { release(std::move(edges)); }
 void release_iteratively(BackwardFn&& fn) { release(std::move(fn)); }
 void release_iteratively(std::vector<Tensor>&& tensors) { release(std::move(tensors)); }
 
+void SavedVersions::save(const std::vector<Tensor>& saved) {
+  for (const Tensor& t : saved)
+    if (t.defined()) entries_.push_back({t.storage(), t.version(), t.shape()});
+}
+
+void SavedVersions::name_roles(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs) {
+  for (Entry& e : entries_) {
+    auto find = [&](const std::vector<Tensor>& ts, const char* kind) {
+      for (size_t i = 0; i < ts.size(); ++i)
+        if (ts[i].defined() && ts[i].storage() == e.storage) {
+          e.role = std::string(kind) + " " + std::to_string(i);
+          return true;
+        }
+      return false;
+    };
+    if (!find(inputs, "input")) find(outputs, "output");
+  }
+}
+
+void SavedVersions::throw_modified(const std::string& op, const Entry& e) {
+  throw Error(op + " backward: saved " + e.role + " (shape " + shape_str(e.shape) +
+              ") was modified in place after the forward (version " + std::to_string(e.version) + ", now " +
+              std::to_string(e.storage->version()) + ")");
+}
+
 Node::Node() : sequence_nr(next_sequence_nr.fetch_add(1, std::memory_order_relaxed)) {}
 
 Node::~Node() { release_iteratively(std::move(next_edges)); }
 
 void LambdaNode::release_saved() {
+  saved_versions.clear();
   if (!fn_) return;
   BackwardFn fn = std::move(fn_);
   fn_ = nullptr;
@@ -154,9 +184,14 @@ void mark_outputs(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node) 
   }
 }
 
-std::vector<Tensor> attach(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs, BackwardFn fn) {
+std::vector<Tensor> attach(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
+                           const std::vector<Tensor>& saved, BackwardFn fn) {
   if (!any_requires_grad(inputs)) return outs;
   auto node = std::make_shared<LambdaNode>(name, std::move(fn));
+  if (!saved.empty()) {
+    node->saved_versions.save(saved);
+    node->saved_versions.name_roles(inputs, outs);
+  }
   node->num_outputs = static_cast<int>(outs.size());
   node->next_edges.reserve(inputs.size());
   for (const Tensor& t : inputs) node->next_edges.push_back(gradient_edge(t));
@@ -172,18 +207,18 @@ void set_history(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node) {
 }
 
 std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
-                                 BackwardFn fn) {
+                                 const std::vector<Tensor>& saved, BackwardFn fn) {
   if (is_anomaly_enabled()) [[unlikely]]
     check_forward(name, outs, inputs);
-  return attach(name, std::move(outs), inputs, std::move(fn));
+  return attach(name, std::move(outs), inputs, saved, std::move(fn));
 }
 
-Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs,
-              std::function<std::vector<Tensor>(const Tensor& grad)> fn) {
+Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs, const std::vector<Tensor>& saved,
+              UnaryBackwardFn fn) {
   if (is_anomaly_enabled()) [[unlikely]]
     check_forward(name, {out}, inputs);
   if (!any_requires_grad(inputs)) return out;
-  return attach(name, {std::move(out)}, inputs,
+  return attach(name, {std::move(out)}, inputs, saved,
                 [fn = std::move(fn)](const std::vector<Tensor>& grads) { return fn(grads[0]); })[0];
 }
 

@@ -21,6 +21,33 @@ struct Edge {
   int input_nr = 0;
 };
 
+// The versions (Storage::version) of the tensors a node saved for backward, taken at save time. An
+// in-place write to a saved tensor, or to anything sharing its storage, between the forward and the
+// backward would make the backward differentiate values the forward never saw; check() refuses
+// instead, naming the op and the tensor. One integer compare per saved tensor.
+class SavedVersions {
+ public:
+  void save(const std::vector<Tensor>& saved);  // undefined entries are skipped
+  // Names each saved tensor after the first input, else output, whose storage it shares.
+  void name_roles(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs);
+  void check(const std::string& op) const {
+    for (const Entry& e : entries_)
+      if (e.storage->version() != e.version) [[unlikely]]
+        throw_modified(op, e);
+  }
+  void clear() { entries_.clear(); }
+
+ private:
+  struct Entry {
+    std::shared_ptr<Storage> storage;
+    uint64_t version;
+    Shape shape;
+    std::string role = "tensor";  // "input 1", "output 0", or "tensor" for intermediates
+  };
+  [[noreturn]] static void throw_modified(const std::string& op, const Entry& e);
+  std::vector<Entry> entries_;
+};
+
 class Node {
  public:
   Node();
@@ -34,6 +61,7 @@ class Node {
   virtual std::string name() const = 0;
 
   std::vector<Edge> next_edges;
+  SavedVersions saved_versions;  // checked by the engine before apply
   uint64_t sequence_nr;  // creation order: later nodes run first among the ready ones
   int num_outputs = 1;
   // Anomaly mode only (anomaly.hpp): the module whose forward recorded this node, for error messages.
@@ -85,11 +113,22 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 // Attaches a backward closure to the results of an op: fn receives one gradient per output and
 // returns one per input (undefined where an input needs none). Does nothing when no input requires
 // grad or grad mode is off. Used by the library's own ops; users write a Function (function.hpp).
-// In anomaly mode the results are checked for NaN/Inf here, whether or not a node is recorded.
-Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs,
-              std::function<std::vector<Tensor>(const Tensor& grad)> fn);
+// `saved` lists the tensors fn keeps (undefined entries allowed): their versions are checked before
+// fn runs (SavedVersions). In anomaly mode the results are checked for NaN/Inf here, whether or not
+// a node is recorded.
+using UnaryBackwardFn = std::function<std::vector<Tensor>(const Tensor& grad)>;
+Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs, const std::vector<Tensor>& saved,
+              UnaryBackwardFn fn);
 std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
-                                 BackwardFn fn);
+                                 const std::vector<Tensor>& saved, BackwardFn fn);
+// For ops whose backward keeps no tensor (shapes, indices or scalars only).
+inline Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs, UnaryBackwardFn fn) {
+  return record(name, std::move(out), inputs, {}, std::move(fn));
+}
+inline std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
+                                        BackwardFn fn) {
+  return record_multi(name, std::move(outs), inputs, {}, std::move(fn));
+}
 
 // Marks outs as produced by `node` (which already has its edges). Used by Function; in anomaly mode
 // it checks outs for NaN/Inf under the node's name and tags the node with the current module.

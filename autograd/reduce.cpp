@@ -166,7 +166,7 @@ Tensor amax(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
     });
     return o;
   });
-  return record("amax", out, {x}, [x = x.detach(), out = out.detach(), kept = r.kept_shape, dims](const Tensor& g) -> std::vector<Tensor> {
+  return record("amax", out, {x}, {x, out}, [x = x.detach(), out = out.detach(), kept = r.kept_shape, dims](const Tensor& g) -> std::vector<Tensor> {
     // The gradient is shared evenly between the elements equal to the maximum.
     const Tensor is_max = to(eq(x, reshape(out, kept)), x.dtype());
     const Tensor ties = sum(is_max, dims, true);
@@ -193,7 +193,7 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
       }
     });
   });
-  values = record("max", values, {x}, [shape = x.shape(), kept = r.kept_shape, dim, indices](const Tensor& g) -> std::vector<Tensor> {
+  values = record("max", values, {x}, {indices}, [shape = x.shape(), kept = r.kept_shape, dim, indices](const Tensor& g) -> std::vector<Tensor> {
     return {scatter_add(zeros(shape, g.dtype()), dim, reshape(indices, kept), reshape(g, kept))};
   });
   return {values, indices};

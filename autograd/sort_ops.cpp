@@ -75,7 +75,7 @@ std::pair<Tensor, Tensor> order_along(const Tensor& x, int64_t dim, int64_t k, b
 
 // Values of an ordering, differentiable: the gradient goes back to the positions they came from.
 Tensor picked_values(const char* op, const Tensor& x, int64_t dim, const Tensor& values, const Tensor& indices) {
-  return autograd::record(op, values, {x}, [shape = x.shape(), dim, indices](const Tensor& grad) -> std::vector<Tensor> {
+  return autograd::record(op, values, {x}, {indices}, [shape = x.shape(), dim, indices](const Tensor& grad) -> std::vector<Tensor> {
     return {scatter_add(zeros(shape, grad.dtype()), dim, indices, grad)};
   });
 }

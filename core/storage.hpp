@@ -1,7 +1,9 @@
 // A block of bytes shared by a tensor and all its views: from the caching allocator, or borrowed
 // from elsewhere (a memory-mapped file) and kept alive by a holder.
 #pragma once
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 namespace latent {
@@ -17,9 +19,16 @@ class Storage {
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
 
+  // Counts in-place writes through any tensor over these bytes (views and detached handles share
+  // it). Autograd remembers it for every tensor saved for backward and refuses to differentiate
+  // through values that changed since (see autograd/node.hpp, SavedVersions).
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+
  private:
   void* data_;
   size_t nbytes_;
+  std::atomic<uint64_t> version_{0};
   std::shared_ptr<void> keep_alive_;  // set for borrowed memory; empty when the allocator owns it
 };
 

@@ -141,6 +141,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
   if (src.shape() != shape())
     throw Error("copy_: source shape " + shape_str(src.shape()) + " differs from destination " + shape_str(shape()));
   copy_into(*this, src);
+  bump_version();
   return *this;
 }
 
@@ -153,6 +154,7 @@ Tensor& Tensor::fill_(double value) {
     else
       for_each_offset(*this, [&](int64_t off) { p[off] = v; });
   });
+  bump_version();
   return *this;
 }
 

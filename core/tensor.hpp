@@ -63,10 +63,15 @@ class Tensor {
   Tensor to(DType dtype) const;                         // differentiable between float types
   // A view with explicit geometry over the same storage; no autograd. Bounds are checked.
   Tensor as_strided(const Shape& shape, const Shape& strides, int64_t offset) const;
-  // In-place, no autograd: used by optimizers and initialisers on leaves.
+  // In-place, no autograd: used by optimizers and initialisers on leaves. Each bumps the version.
   Tensor& copy_(const Tensor& src);
   Tensor& fill_(double value);
   Tensor& zero_() { return fill_(0.0); }
+  // The count of in-place writes to this tensor's storage, shared with every view of it. Code that
+  // writes through data<T>() into a tensor others may have seen (an optimizer step) calls
+  // bump_version(); a backward that saved the old values then refuses instead of using the new ones.
+  uint64_t version() const { return impl().storage->version(); }
+  void bump_version() const { impl().storage->bump_version(); }
 
   // Differentiable views and shape ops (defined in autograd/).
   Tensor reshape(const Shape& shape) const;

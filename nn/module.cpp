@@ -142,7 +142,9 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
   }
   for (const auto& [name, t] : own) {
     auto it = state.find(name);
-    if (it != state.end()) copy_into(t, it->second);  // converts dtype to the model's
+    if (it == state.end()) continue;
+    copy_into(t, it->second);  // converts dtype to the model's
+    t.bump_version();
   }
 }
 

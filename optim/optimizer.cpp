@@ -118,6 +118,7 @@ Tensor Optimizer::prepare_update(size_t i) {
     fail("{} is {} but its gradient is {}", where(), dtype_name(p.dtype()), dtype_name(grad.dtype()));
   for (Tensor& buffer : state_[i].buffers)
     if (buffer.dtype() != p.dtype()) buffer = cast_copy(buffer, p.dtype());
+  p.bump_version();  // the caller updates p in place: a graph that saved the old values must not run
   return contiguous_copy(grad);
 }
 

@@ -1,5 +1,6 @@
 // The custom-op API (Function / AutogradContext) and gradcheck itself: user ops with non-tensor
-// arguments and several outputs, saved state, misuse errors, and gradcheck catching a wrong backward.
+// arguments and several outputs, saved state, misuse errors, a throwing backward named, and gradcheck
+// catching a wrong backward.
 #include <regex>
 
 #include "../helpers.hpp"
@@ -70,6 +71,15 @@ struct ForgetfulSquare : Function<ForgetfulSquare> {
   }
   static std::vector<Tensor> backward(AutogradContext* ctx, std::vector<Tensor> g) {
     return {g[0] * ctx->get_saved_variables()[0]};
+  }
+};
+
+// A backward that fails the way user code does: an exception from deep inside it.
+struct ThrowingBackward : Function<ThrowingBackward> {
+  static Tensor forward(AutogradContext*, const Tensor& x) { return x * 3.0; }
+  static std::vector<Tensor> backward(AutogradContext* ctx, std::vector<Tensor>) {
+    (void)std::any_cast<double>(ctx->saved_data.at("scale"));  // never saved: std::out_of_range
+    return {};
   }
 };
 
@@ -147,6 +157,19 @@ TEST_CASE("a backward returning the wrong number, shape or dtype of gradients th
                     Catch::Contains("WrongDtype") && Catch::Contains("float32") && Catch::Contains("float64"));
 }
 
+TEST_CASE("an exception thrown by a custom backward is re-thrown naming the op", "[function]") {
+  const Tensor x = randn64({3}, 9);
+  std::string message;
+  try {
+    sum(ThrowingBackward::apply(x)).backward();
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  INFO(message);
+  CHECK(message.rfind("ThrowingBackward backward: ", 0) == 0);
+  CHECK(message.size() > std::string("ThrowingBackward backward: ").size());  // the original message follows
+}
+
 TEST_CASE("gradcheck catches a wrong backward and names the input, element and both values", "[function][gradcheck]") {
   // Element 0 is 0, where the wrong and right gradients agree; element 1 is the first to differ.
   const Tensor ok = randn64({3}, 8);
@@ -158,7 +181,7 @@ TEST_CASE("gradcheck catches a wrong backward and names the input, element and b
     message = e.what();
   }
   INFO(message);
-  const std::regex pattern(R"(gradcheck: input 1 element 1 \[1\]: analytic (\S+) vs numerical (\S+))");
+  const std::regex pattern(R"(gradcheck\(function\): input 1 element 1 \[1\]: analytic (\S+) vs numerical (\S+))");
   std::smatch match;
   REQUIRE(std::regex_search(message, match, pattern));
   const double analytic = std::stod(match[1]), numerical = std::stod(match[2]);

@@ -7,7 +7,6 @@
 #include "../helpers.hpp"
 
 using namespace latent;
-using latent::testing::check_parameter_gradients;
 using latent::testing::randn64;
 using latent::testing::require_close;
 using models::DeepSeekV3Config;
@@ -37,8 +36,8 @@ TEST_CASE("MLA (training form, YaRN) passes gradcheck in f64", "[dsv3][gradcheck
     models::MultiHeadLatentAttention mla(config, rope_of(config));
     mla.to(kFloat64);
     const Tensor x = randn64({2, 5, config.hidden_size}, 3);
-    CHECK(autograd::gradcheck([&](const std::vector<Tensor>& in) { return mla.forward(in[0]); }, {x}));
-    check_parameter_gradients(mla, [&] { return mla.forward(x.detach()); });
+    CHECK(autograd::gradcheck_module(mla, [&](const std::vector<Tensor>& in) { return mla.forward(in[0]); }, {x},
+                                     {.atol = 1e-6, .rtol = 1e-6}));
   }
 }
 
@@ -54,8 +53,8 @@ TEST_CASE("an MoE layer passes gradcheck in f64 (routing fixed by the data)", "[
     const Tensor x = randn64({2, 4, c.hidden_size}, 4);
     // Output and balance loss together, so the gradient through the scores is checked too.
     auto f = [&](const Tensor& in) { return moe.forward(in) + moe.last_stats().balance; };
-    CHECK(autograd::gradcheck([&](const std::vector<Tensor>& in) { return f(in[0]); }, {x}));
-    check_parameter_gradients(moe, [&] { return f(x.detach()); });
+    CHECK(autograd::gradcheck_module(moe, [&](const std::vector<Tensor>& in) { return f(in[0]); }, {x},
+                                     {.atol = 1e-6, .rtol = 1e-6}));
   }
 }
 
@@ -65,8 +64,8 @@ TEST_CASE("the MTP module passes gradcheck in f64", "[dsv3][gradcheck]") {
   models::MTPLayer mtp(c, rope_of(c));
   mtp.to(kFloat64);
   const Tensor e = randn64({1, 4, c.hidden_size}, 5), h = randn64({1, 4, c.hidden_size}, 6);
-  CHECK(autograd::gradcheck([&](const std::vector<Tensor>& in) { return mtp.forward(in[0], in[1]); }, {e, h}));
-  check_parameter_gradients(mtp, [&] { return mtp.forward(e.detach(), h.detach()); }, 1e-6, 1e-6, 6);
+  CHECK(autograd::gradcheck_module(mtp, [&](const std::vector<Tensor>& in) { return mtp.forward(in[0], in[1]); },
+                                   {e, h}, {.atol = 1e-6, .rtol = 1e-6, .max_per_input = 6}));
 }
 
 TEST_CASE("the whole model's total loss passes gradcheck in f64", "[dsv3][gradcheck]") {
@@ -77,7 +76,8 @@ TEST_CASE("the whole model's total loss passes gradcheck in f64", "[dsv3][gradch
   models::DeepSeekV3 model(c);
   model.to(kFloat64);
   const Tensor ids = from_vector<int64_t>({3, 17, 5, 9, 31, 0, 12, 7, 7, 2, 19, 4, 25, 8}, {2, 7});
-  check_parameter_gradients(model, [&] { return model.loss(ids, 0.3).total; }, 1e-6, 1e-6, 4);
+  CHECK(autograd::gradcheck_module(model, [&](const std::vector<Tensor>& in) { return model.loss(in[0], 0.3).total; },
+                                   {ids}, {.atol = 1e-6, .rtol = 1e-6, .max_per_input = 4}));
 }
 
 TEST_CASE("absorbed-cache decoding equals the training form for every prefix", "[dsv3][cache]") {

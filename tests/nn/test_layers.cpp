@@ -1,14 +1,15 @@
 // nn layers (Linear, Embedding, RMSNorm, LayerNorm, SwiGLU, Dropout): hand-computed values, parameter
-// names, f64 gradchecks of inputs and parameters, dropout's train/eval behaviour and seeding.
+// names, f64 gradchecks of inputs and parameters (gradcheck_module), dropout's train/eval behaviour and
+// seeding.
 #include "../helpers.hpp"
 
 using namespace latent;
-using latent::testing::check_parameter_gradients;
 using latent::testing::randn64;
 using latent::testing::require_close;
 
 namespace {
 
+const autograd::GradcheckOptions kTight{.atol = 1e-6, .rtol = 1e-6};
 
 std::vector<std::string> parameter_names(const nn::Module& m) {
   std::vector<std::string> names;
@@ -29,8 +30,7 @@ TEST_CASE("Linear: y = x W^T + b, hand values and gradients", "[layers]") {
 
   linear.to(kFloat64);
   const Tensor x = randn64({2, 3, 2}, 1);
-  CHECK(autograd::gradcheck([&](const std::vector<Tensor>& in) { return linear(in[0]); }, {x}));
-  check_parameter_gradients(linear, [&] { return linear(x.detach()); });
+  CHECK(autograd::gradcheck_module(linear, [&](const std::vector<Tensor>& in) { return linear(in[0]); }, {x}, kTight));
 }
 
 TEST_CASE("Embedding: rows by id, gradients accumulate for repeated ids", "[layers]") {
@@ -45,7 +45,8 @@ TEST_CASE("Embedding: rows by id, gradients accumulate for repeated ids", "[laye
   CHECK_THROWS_WITH(embedding(from_vector<int64_t>({3})), Catch::Contains("id 3 out of range [0, 3)"));
 
   embedding.to(kFloat64);
-  check_parameter_gradients(embedding, [&] { return embedding(ids); });
+  CHECK(autograd::gradcheck_module(embedding, [&](const std::vector<Tensor>& in) { return embedding(in[0]); }, {ids},
+                                   kTight));
 }
 
 TEST_CASE("RMSNorm: w * x / sqrt(mean(x^2) + eps)", "[layers]") {
@@ -58,8 +59,7 @@ TEST_CASE("RMSNorm: w * x / sqrt(mean(x^2) + eps)", "[layers]") {
 
   norm.to(kFloat64);
   const Tensor x = randn64({3, 4}, 2);
-  CHECK(autograd::gradcheck([&](const std::vector<Tensor>& in) { return norm(in[0]); }, {x}));
-  check_parameter_gradients(norm, [&] { return norm(x.detach()); });
+  CHECK(autograd::gradcheck_module(norm, [&](const std::vector<Tensor>& in) { return norm(in[0]); }, {x}, kTight));
 }
 
 TEST_CASE("LayerNorm: (x - mean) / sqrt(var + eps) * w + b", "[layers]") {
@@ -75,8 +75,7 @@ TEST_CASE("LayerNorm: (x - mean) / sqrt(var + eps) * w + b", "[layers]") {
 
   norm.to(kFloat64);
   const Tensor x = randn64({2, 4}, 3);
-  CHECK(autograd::gradcheck([&](const std::vector<Tensor>& in) { return norm(in[0]); }, {x}));
-  check_parameter_gradients(norm, [&] { return norm(x.detach()); });
+  CHECK(autograd::gradcheck_module(norm, [&](const std::vector<Tensor>& in) { return norm(in[0]); }, {x}, kTight));
 }
 
 TEST_CASE("SwiGLU: down_proj(silu(gate_proj(x)) * up_proj(x))", "[layers]") {
@@ -91,8 +90,7 @@ TEST_CASE("SwiGLU: down_proj(silu(gate_proj(x)) * up_proj(x))", "[layers]") {
   nn::SwiGLU wide(4, 6);
   wide.to(kFloat64);
   const Tensor x = randn64({2, 4}, 4);
-  CHECK(autograd::gradcheck([&](const std::vector<Tensor>& in) { return wide(in[0]); }, {x}));
-  check_parameter_gradients(wide, [&] { return wide(x.detach()); });
+  CHECK(autograd::gradcheck_module(wide, [&](const std::vector<Tensor>& in) { return wide(in[0]); }, {x}, kTight));
 }
 
 TEST_CASE("Dropout: identity in eval; in training zeroes about p and scales by 1/(1-p)", "[layers]") {
