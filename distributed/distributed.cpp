@@ -78,6 +78,7 @@ void ProcessGroup::broadcast(const Tensor& tensor, int root) const {
     fail("broadcast: root {} out of range [0, {})", root, size_);
   if (size_ == 1) return;
   backend::broadcast_bytes(tensor.raw_data(), tensor.numel() * int64_t(dtype_size(tensor.dtype())), root);
+  tensor.bump_version();  // written in place: a backward that saved the old values must refuse
 }
 
 std::string ProcessGroup::broadcast(const std::string& text, int root) const {
@@ -96,6 +97,7 @@ void ProcessGroup::all_reduce_sum(const Tensor& tensor) const {
   check_contiguous(tensor, "all_reduce_sum");
   if (size_ == 1) return;
   backend::all_reduce_sum(tensor.raw_data(), tensor.numel(), tensor.dtype());
+  tensor.bump_version();
 }
 
 std::vector<double> ProcessGroup::all_reduce_sum(std::vector<double> values) const {

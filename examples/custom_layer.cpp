@@ -91,14 +91,13 @@ void check_gradients() {
   autograd::gradcheck([](const std::vector<Tensor>& in) { return LearnedSwish::apply(in[0], in[1]); }, {x, alpha});
   fmt::print("gradcheck LearnedSwish (x and alpha): ok\n");
 
-  // The module, converted to float64, with respect to its input: this checks how the op is wired
-  // between the two Linear layers (gradcheck perturbs copies of its inputs, so the parameters
-  // themselves are covered by the op check above and by latent's own tests of Linear).
+  // The module, converted to float64, with respect to its parameters (fc1, alpha, fc2: perturbed in
+  // place) and its input: this checks how the op is wired between the two Linear layers.
   GatedMLP module(3, 5, 2);
   module.to(kFloat64);
   Tensor input = randn({6, 3}, kFloat64, &gen).requires_grad_();
-  autograd::gradcheck([&](const std::vector<Tensor>& in) { return module.forward(in[0]); }, {input});
-  fmt::print("gradcheck GatedMLP (input):           ok\n");
+  autograd::gradcheck_module(module, [&](const std::vector<Tensor>& in) { return module.forward(in[0]); }, {input});
+  fmt::print("gradcheck GatedMLP (parameters, input): ok\n");
 }
 
 // ---------------------------------------------------------------------------------------------
