@@ -71,6 +71,22 @@ void check_forward(const std::string& name, const std::vector<Tensor>& outputs, 
 void check_backward(const Node& node, const std::vector<Tensor>& input_grads, const std::vector<bool>& flowing,
                     const std::vector<Tensor>& incoming);
 
+// ---- the same checks inside fused ops that run several parts in one node (one per expert, say) ---
+// Such an op checks each part itself, so the message names the part and the module it belongs to
+// rather than the whole node. Names read in a sentence: "the down_proj weight of expert 5".
+struct NamedTensor {
+  std::string name;
+  Tensor tensor;
+};
+// Throws if `out`, one part's result, holds NaN, or Inf while none of `inputs` held NaN or Inf;
+// `module` (may be empty) is where the part ran. Call only in anomaly mode.
+void check_forward_part(const std::string& op, const NamedTensor& out, const std::vector<NamedTensor>& inputs,
+                        const std::string& module);
+// Throws if `grad`, a gradient computed inside a fused op's backward, holds NaN or Inf; `incoming` is
+// the gradient that part received, `module` (may be empty) where its forward ran.
+void check_backward_part(const std::string& op, const NamedTensor& grad, const Tensor& incoming,
+                         const std::string& module);
+
 // True while the engine runs a node's backward on this thread: the ops a backward closure calls are
 // not checked one by one, the engine checks what the node returns (and names the node).
 bool in_backward();
