@@ -3,8 +3,9 @@
 //
 //   latent::autograd::DetectAnomalyGuard anomaly;   // or set_detect_anomaly(true) for the whole run
 //   model.loss(ids).total.backward();
-//   // latent::Error: anomaly: backward of 'matmul' produced NaN in the gradient of input 1 [64, 32]
-//   //   (3 of 2048 values, first at [0, 5]); forward ran in module model.layers.2.mlp.experts.5.down_proj
+//   // latent::Error: anomaly: backward of 'moe_experts' produced NaN in the gradient of the down_proj
+//   //   weight of expert 5 [64, 32] (3 of 2048 values, first at [0, 5]); forward ran in module
+//   //   model.layers.2.mlp.experts.5.down_proj
 //
 // What counts: NaN anywhere; Inf in a forward result only when no input of that op held NaN or Inf
 // already, so intentional infinities (a -inf attention mask) may flow through ops; any Inf in a
@@ -12,6 +13,8 @@
 // holds NaN is reported at the first op that computes with it, with a note on which input held it.
 // The module path is that of the innermost nn::Module whose forward (see nn::ForwardScope) was
 // running on the calling thread when the op ran; a backward node remembers it from its forward.
+// Fused ops that run many parts in one node (moe_experts) check each part themselves and name it.
+// The checks only read: results with the mode on are bitwise those with it off.
 //
 // Off, the mode costs one relaxed load of a flag per op, per backward node and per module forward.
 #pragma once
