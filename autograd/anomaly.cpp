@@ -88,45 +88,77 @@ bool in_backward() { return running_backward; }
 BackwardScope::BackwardScope() : previous_(running_backward) { running_backward = true; }
 BackwardScope::~BackwardScope() { running_backward = previous_; }
 
+namespace {
+
+// The forward rule (see anomaly.hpp) for one result `what` of op `name` and its named inputs; `where`
+// ends the message ("; it ran in module ..." or nothing).
+void check_result(const std::string& name, const std::string& what, const Tensor& out,
+                  const std::vector<NamedTensor>& inputs, const std::string& where) {
+  const NonFinite found = scan(out);
+  if (!found.any()) return;
+  // Which input already held a non-finite value: that decides whether an Inf is new, and a NaN
+  // produced from a poisoned input (a parameter gone NaN) points at that input.
+  std::string held;
+  for (size_t i = 0; i < inputs.size() && held.empty(); ++i) {
+    const NonFinite in = scan(inputs[i].tensor);
+    if (in.any()) held = "; " + inputs[i].name + " " + shape_str(inputs[i].tensor.shape()) + " already held " + kind(in);
+  }
+  if (found.nan == 0 && !held.empty()) return;  // an infinity carried along, not made here
+  throw Error("anomaly: forward of '" + name + "' produced " + kind(found) + " in " + what + " " +
+              shape_str(out.shape()) + details(found, out) + held + where);
+}
+
+void check_gradient(const std::string& name, const std::string& what, const Tensor& grad, const std::string& held_in,
+                    const NonFinite& held, const std::string& where) {
+  const NonFinite found = scan(grad);
+  if (!found.any()) return;
+  throw Error("anomaly: backward of '" + name + "' produced " + kind(found) + " in the gradient of " + what + " " +
+              shape_str(grad.shape()) + details(found, grad) +
+              (held.any() ? "; the gradient it received" + held_in + " already held " + kind(held) : std::string()) +
+              where);
+}
+
+std::string module_clause(const std::string& module, const char* lead) {
+  return module.empty() ? std::string() : std::string("; ") + lead + " " + module;
+}
+
+}  // namespace
+
 void check_forward(const std::string& name, const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs) {
   if (running_backward) return;
+  std::vector<NamedTensor> named;
+  for (size_t i = 0; i < inputs.size(); ++i) named.push_back({"its input " + std::to_string(i), inputs[i]});
   for (size_t o = 0; o < outputs.size(); ++o) {
     const Tensor& out = outputs[o];
     if (!out.defined() || is_view_of_input(out, inputs)) continue;
-    const NonFinite found = scan(out);
-    if (!found.any()) continue;
-    // Which input already held a non-finite value: that decides whether an Inf is new, and a NaN
-    // produced from a poisoned input (a parameter gone NaN) points at that input.
-    std::string held;
-    for (size_t i = 0; i < inputs.size() && held.empty(); ++i) {
-      const NonFinite in = scan(inputs[i]);
-      if (in.any())
-        held = "; its input " + std::to_string(i) + " " + shape_str(inputs[i].shape()) + " already held " + kind(in);
-    }
-    if (found.nan == 0 && !held.empty()) continue;  // an infinity carried along, not made here
     const std::string which = outputs.size() > 1 ? "output " + std::to_string(o) : std::string("its output");
-    throw Error("anomaly: forward of '" + name + "' produced " + kind(found) + " in " + which + " " +
-                shape_str(out.shape()) + details(found, out) + held +
-                module_clause(current_module_label(), "it ran in module"));
+    check_result(name, which, out, named, module_clause(current_module_label(), "it ran in module"));
   }
+}
+
+void check_forward_part(const std::string& op, const NamedTensor& out, const std::vector<NamedTensor>& inputs,
+                        const std::string& module) {
+  check_result(op, out.name, out.tensor, inputs, module_clause(module, "it ran in module"));
+}
+
+void check_backward_part(const std::string& op, const NamedTensor& grad, const Tensor& incoming,
+                         const std::string& module) {
+  if (!scan(grad.tensor).any()) return;
+  check_gradient(op, grad.name, grad.tensor, "", scan(incoming), module_clause(module, "forward ran in module"));
 }
 
 void check_backward(const Node& node, const std::vector<Tensor>& input_grads, const std::vector<bool>& flowing,
                     const std::vector<Tensor>& incoming) {
   for (size_t i = 0; i < input_grads.size(); ++i) {
-    if (!flowing[i] || !input_grads[i].defined()) continue;
-    const NonFinite found = scan(input_grads[i]);
-    if (!found.any()) continue;
-    std::string held;
-    for (size_t g = 0; g < incoming.size() && held.empty(); ++g) {
-      const NonFinite in = scan(incoming[g]);
-      if (in.any())
-        held = "; the gradient it received" + (incoming.size() > 1 ? " for output " + std::to_string(g) : std::string()) +
-               " already held " + kind(in);
+    if (!flowing[i] || !input_grads[i].defined() || !scan(input_grads[i]).any()) continue;
+    NonFinite held;
+    std::string held_in;
+    for (size_t g = 0; g < incoming.size() && !held.any(); ++g) {
+      held = scan(incoming[g]);
+      if (incoming.size() > 1) held_in = " for output " + std::to_string(g);
     }
-    throw Error("anomaly: backward of '" + node.name() + "' produced " + kind(found) + " in the gradient of input " +
-                std::to_string(i) + " " + shape_str(input_grads[i].shape()) + details(found, input_grads[i]) + held +
-                module_clause(node.forward_module, "forward ran in module"));
+    check_gradient(node.name(), "input " + std::to_string(i), input_grads[i], held_in, held,
+                   module_clause(node.forward_module, "forward ran in module"));
   }
 }
 

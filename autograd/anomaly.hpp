@@ -3,8 +3,9 @@
 //
 //   latent::autograd::DetectAnomalyGuard anomaly;   // or set_detect_anomaly(true) for the whole run
 //   model.loss(ids).total.backward();
-//   // latent::Error: anomaly: backward of 'matmul' produced NaN in the gradient of input 1 [64, 32]
-//   //   (3 of 2048 values, first at [0, 5]); forward ran in module model.layers.2.mlp.experts.5.down_proj
+//   // latent::Error: anomaly: backward of 'moe_experts' produced NaN in the gradient of the down_proj
+//   //   weight of expert 5 [64, 32] (3 of 2048 values, first at [0, 5]); forward ran in module
+//   //   model.layers.2.mlp.experts.5.down_proj
 //
 // What counts: NaN anywhere; Inf in a forward result only when no input of that op held NaN or Inf
 // already, so intentional infinities (a -inf attention mask) may flow through ops; any Inf in a
@@ -12,6 +13,8 @@
 // holds NaN is reported at the first op that computes with it, with a note on which input held it.
 // The module path is that of the innermost nn::Module whose forward (see nn::ForwardScope) was
 // running on the calling thread when the op ran; a backward node remembers it from its forward.
+// Fused ops that run many parts in one node (moe_experts) check each part themselves and name it.
+// The checks only read: results with the mode on are bitwise those with it off.
 //
 // Off, the mode costs one relaxed load of a flag per op, per backward node and per module forward.
 #pragma once
@@ -70,6 +73,22 @@ void check_forward(const std::string& name, const std::vector<Tensor>& outputs, 
 // says whether gradient i goes anywhere; `incoming` are the gradients the node received.
 void check_backward(const Node& node, const std::vector<Tensor>& input_grads, const std::vector<bool>& flowing,
                     const std::vector<Tensor>& incoming);
+
+// ---- the same checks inside fused ops that run several parts in one node (one per expert, say) ---
+// Such an op checks each part itself, so the message names the part and the module it belongs to
+// rather than the whole node. Names read in a sentence: "the down_proj weight of expert 5".
+struct NamedTensor {
+  std::string name;
+  Tensor tensor;
+};
+// Throws if `out`, one part's result, holds NaN, or Inf while none of `inputs` held NaN or Inf;
+// `module` (may be empty) is where the part ran. Call only in anomaly mode.
+void check_forward_part(const std::string& op, const NamedTensor& out, const std::vector<NamedTensor>& inputs,
+                        const std::string& module);
+// Throws if `grad`, a gradient computed inside a fused op's backward, holds NaN or Inf; `incoming` is
+// the gradient that part received, `module` (may be empty) where its forward ran.
+void check_backward_part(const std::string& op, const NamedTensor& grad, const Tensor& incoming,
+                         const std::string& module);
 
 // True while the engine runs a node's backward on this thread: the ops a backward closure calls are
 // not checked one by one, the engine checks what the node returns (and names the node).

@@ -8,3 +8,6 @@
 #include "shape_ops.hpp"
 #include "sort_ops.hpp"
 #include "attention.hpp"
+#include "mla_heads.hpp"
+#include "moe_experts.hpp"
+#include "rotary.hpp"

@@ -44,7 +44,7 @@ class GgufBuilder {
   bool has(const std::string& hf_name) const { return state_.count(hf_name) != 0; }
   Tensor take(const std::string& hf_name) {
     const auto it = state_.find(hf_name);
-    if (it == state_.end()) fail("export-gguf: the model has no tensor '" + hf_name + "'");
+    if (it == state_.end()) fail("export-gguf: the model has no tensor '{}'", hf_name);
     taken_.insert(hf_name);
     return it->second;
   }
@@ -89,7 +89,7 @@ class GgufBuilder {
   // Everything the model holds must have been placed or skipped on purpose.
   io::GgufFile finish() {
     for (const auto& [name, tensor] : state_)
-      if (!taken_.count(name)) fail("export-gguf: no GGUF place for the model's tensor '" + name + "'");
+      if (!taken_.count(name)) fail("export-gguf: no GGUF place for the model's tensor '{}'", name);
     return std::move(file_);
   }
 
@@ -105,7 +105,7 @@ class GgufBuilder {
   io::GgufFile file_;
 };
 
-[[noreturn]] void unsupported(const std::string& what) { fail("export-gguf: llama.cpp cannot represent " + what); }
+[[noreturn]] void unsupported(const std::string& what) { fail("export-gguf: llama.cpp cannot represent {}", what); }
 
 // What llama.cpp's deepseek2 graph computes differently from latent's DeepSeek-V3 / V2 (read in its
 // src/models/deepseek2.cpp, src/llama-graph.cpp build_moe_ffn and src/llama-context.cpp).
@@ -120,10 +120,11 @@ void check_deepseek_representable(const DeepSeekV3Config& c) {
   if (lite && c.q_lora_rank > 0)
     unsupported(fmt::format("q_lora_rank {} with num_hidden_layers {} (it reads such models as DeepSeek-V2-Lite, without q compression)",
                             c.q_lora_rank, c.num_hidden_layers));
-  const bool groups_matter = c.n_group > 1 && c.topk_group < c.n_group && c.topk_method != "greedy";
+  const bool groups_matter = c.n_group > 1 && c.topk_group < c.n_group && c.topk_method != TopkMethod::kGreedy;
   // It scores a group by the sum of its two best experts: V3's rule, not V2's best expert.
-  if (groups_matter && c.topk_method != "noaux_tc")
-    unsupported("topk_method '" + c.topk_method + "' with n_group > topk_group (it scores groups by their top-2 sum, V2 by the best expert)");
+  if (groups_matter && c.topk_method != TopkMethod::kNoauxTc)
+    unsupported(fmt::format("topk_method '{}' with n_group > topk_group (it scores groups by their top-2 sum, V2 by the best expert)",
+                            to_string(c.topk_method)));
   if (groups_matter && c.n_routed_experts / c.n_group < 2)
     unsupported(fmt::format("groups of {} expert (it scores a group by its top-2 experts)", c.n_routed_experts / c.n_group));
   if (c.rope_scaling && c.rope_scaling->factor > 1) {
@@ -138,7 +139,7 @@ void check_deepseek_representable(const DeepSeekV3Config& c) {
 // norm_topk_prob, then scaled; softmax (V2) weights are either normalised (norm_topk_prob, top-k > 1)
 // or scaled, never both.
 std::pair<bool, double> expert_weighting(const DeepSeekV3Config& c) {
-  if (c.scoring_func == "sigmoid") return {c.norm_topk_prob, c.routed_scaling_factor};
+  if (c.scoring_func == ScoringFunc::kSigmoid) return {c.norm_topk_prob, c.routed_scaling_factor};
   if (c.norm_topk_prob && c.num_experts_per_tok > 1) return {true, 1.0};
   return {false, c.routed_scaling_factor};
 }
@@ -200,10 +201,10 @@ io::GgufFile deepseek_v3_to_gguf(const DeepSeekV3& model, const GgufExportOption
   g.u32("expert_shared_count", c.n_shared_experts);
   // Group selection off (one group) where it cannot change the choice: llama.cpp requires
   // expert_group_used_count < expert_group_count whenever the count exceeds 1.
-  const bool groups_matter = c.n_group > 1 && c.topk_group < c.n_group && c.topk_method != "greedy";
+  const bool groups_matter = c.n_group > 1 && c.topk_group < c.n_group && c.topk_method != TopkMethod::kGreedy;
   g.u32("expert_group_count", groups_matter ? c.n_group : 1);
   g.u32("expert_group_used_count", groups_matter ? c.topk_group : 1);
-  g.u32("expert_gating_func", c.scoring_func == "sigmoid" ? 2 : 1);  // LLAMA_EXPERT_GATING_FUNC_TYPE_*
+  g.u32("expert_gating_func", c.scoring_func == ScoringFunc::kSigmoid ? 2 : 1);  // LLAMA_EXPERT_GATING_FUNC_TYPE_*
   const auto [normalise, scale] = expert_weighting(c);
   g.boolean("expert_weights_norm", normalise);
   g.f32("expert_weights_scale", scale);

@@ -1,16 +1,13 @@
-// DeepSeekMoE routing, dispatch and load balancing (MODEL.md, "DeepSeekMoE gate" and "Load balancing").
+// DeepSeekMoE: routing (the gate and its balance loss), the experts through the moe_experts op, and
+// the bias update of aux-loss-free load balancing.
 #include "moe.hpp"
 
 #include <algorithm>
 #include <limits>
 #include <numeric>
-#include <type_traits>
 
-#include "../autograd/anomaly.hpp"
-#include "../autograd/node.hpp"
 #include "../autograd/ops.hpp"
 #include "../core/factory.hpp"
-#include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "../nn/init.hpp"
@@ -30,210 +27,9 @@ void top_indices(const std::vector<double>& values, int64_t k, std::vector<int64
   order.resize(static_cast<size_t>(k));
 }
 
-// ---- fused experts ------------------------------------------------------------------------------
-// Every expert of a layer as one differentiable op. Rows: the routed (token, slot) assignments sorted
-// by expert (rows [0, N*K)), then, with shared experts, every token once (rows [N*K, N*K + N)). Each
-// expert owns a contiguous run of rows and runs as one task: gather its tokens, three GEMMs back to
-// back, write its rows. Tokens then sum their rows in slot order (shared row first), so the result
-// does not depend on which thread ran which expert.
-//
-// Forward, per expert with rows r (token t_r, gate weight w_r; w = 1 for shared experts):
-//   g = x_t Wg^T,  u = x_t Wu^T,  h = silu(g) * u,  out_r = w_r (h_r Wd^T),   y_t = sum of its out_r.
-// Backward, with dy_r = dy[t_r] and dh' = dy_r Wd (the gradient of h before the gate weight):
-//   dw_r = dh'_r . h_r,  dWd = dy^T (w h),  dh = w dh',  (dg, du) = swiglu backward,
-//   dWg = dg^T x_t,  dWu = du^T x_t,  dx_r = dg Wg + du Wu,  dx_t = sum of its dx_r.
-// Kept for the backward: g, u, h and the gathered rows of x (x itself the router keeps anyway).
-struct ExpertDispatch {
-  struct Expert {
-    Tensor gate, up, down;  // weights [I, D], [I, D], [D, I], detached
-    bool routed;            // false: a shared expert over every token, weight 1
-    int64_t first, rows, width, activations;  // its rows, its I, and where its [rows, I] activations start
-  };
-  int64_t tokens = 0, routed_rows = 0, activation_size = 0;
-  bool shared = false;                            // rows [N*K, N*K + N) exist
-  std::vector<int64_t> token, slot, row_of_slot;  // per routed row: token, slot n*K+k; per slot: its row
-  std::vector<Expert> experts;                    // only experts with rows
-  std::vector<Tensor> weights;                    // gate, up, down of each expert: the op's inputs after x and w
-
-  void add(const nn::SwiGLU& mlp, int64_t expert, int64_t first, int64_t rows) {
-    const Tensor& g = mlp.gate_proj->weight;
-    const int64_t width = g.size(0);
-    experts.push_back({g.detach(), mlp.up_proj->weight.detach(), mlp.down_proj->weight.detach(), expert >= 0,
-                       expert >= 0 ? first : routed_rows + first, rows, width, activation_size});
-    activation_size += rows * width;
-    weights.insert(weights.end(), {g, mlp.up_proj->weight, mlp.down_proj->weight});
-    shared = shared || expert < 0;
-  }
-  int64_t rows() const { return routed_rows + (shared ? tokens : 0); }
-};
-
-// The expert's input rows: x itself for a shared expert, else its tokens gathered into `buffer`.
-template <class T>
-const T* expert_rows(const ExpertDispatch& d, const ExpertDispatch::Expert& e, const T* x, T* buffer, int64_t D) {
-  if (!e.routed) return x;
-  T* out = buffer + e.first * D;
-  for (int64_t r = 0; r < e.rows; ++r)
-    std::copy_n(x + d.token[static_cast<size_t>(e.first + r)] * D, D, out + r * D);
-  return out;
-}
-
-// y_t (or dx_t) = its shared row (if any) + its routed rows in slot order.
-template <class T>
-void sum_rows_per_token(const ExpertDispatch& d, const T* rows, T* out, int64_t K, int64_t D) {
-  parallel_for(d.tokens, std::max<int64_t>(1, 4096 / D), [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      T* o = out + n * D;
-      if (d.shared)
-        std::copy_n(rows + (d.routed_rows + n) * D, D, o);
-      else
-        std::fill_n(o, D, T(0));
-      for (int64_t k = 0; k < K; ++k) {
-        const T* r = rows + d.row_of_slot[static_cast<size_t>(n * K + k)] * D;
-        for (int64_t c = 0; c < D; ++c) o[c] += r[c];
-      }
-    }
-  });
-}
-
-// What the backward of the experts op keeps: its inputs (x and the gate weights in slot order), the
-// routed rows of x gathered by expert, and each expert's g, u and h = silu(g) * u.
-struct ExpertsSaved {
-  Tensor x, slot_weights, gathered_x, gate_act, up_act, hidden;
-};
-
-template <class T>
-Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
-  const int64_t D = saved.x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
-  const DType dtype = saved.x.dtype();
-  saved.gathered_x = Tensor::empty({d.routed_rows, D}, dtype);
-  for (Tensor* t : {&saved.gate_act, &saved.up_act, &saved.hidden}) *t = Tensor::empty({d.activation_size}, dtype);
-  const Tensor rows = Tensor::empty({d.rows(), D}, dtype);
-  const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>();
-  T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>(), *prows = rows.data<T>();
-  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
-    const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
-    const T* xe = expert_rows(d, e, px, saved.gathered_x.data<T>(), D);
-    T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations, *out = prows + e.first * D;
-    gemm_serial<T>(false, true, e.rows, e.width, D, T(1), xe, D, e.gate.data<T>(), D, T(0), g, e.width);
-    gemm_serial<T>(false, true, e.rows, e.width, D, T(1), xe, D, e.up.data<T>(), D, T(0), u, e.width);
-    swiglu_forward(g, u, h, e.rows * e.width);
-    gemm_serial<T>(false, true, e.rows, D, e.width, T(1), h, e.width, e.down.data<T>(), e.width, T(0), out, D);
-    if (e.routed)
-      for (int64_t r = 0; r < e.rows; ++r) {
-        const T w = pw[d.slot[static_cast<size_t>(e.first + r)]];
-        for (T *p = out + r * D, *end = p + D; p != end; ++p) *p *= w;
-      }
-  });
-  Tensor y = Tensor::empty({d.tokens, D}, dtype);
-  sum_rows_per_token(d, prows, y.data<T>(), K, D);
-  return y;
-}
-
-// Gradients in the op's input order: x, the [N, K] gate weights, then gate/up/down of each expert.
-template <class T>
-std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved& saved, const Tensor& grad,
-                                     const std::vector<bool>& needed) {
-  const int64_t D = saved.x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
-  const DType dtype = saved.x.dtype();
-  const bool need_x = needed[0], need_w = needed[1];
-  const Tensor dy = contiguous_copy(grad);
-  const Tensor gathered_dy = Tensor::empty({d.routed_rows, D}, dtype);
-  const Tensor weighted = Tensor::empty({d.activation_size}, dtype), dhidden = Tensor::empty({d.activation_size}, dtype);
-  const Tensor dgate = Tensor::empty({d.activation_size}, dtype), dup = Tensor::empty({d.activation_size}, dtype);
-  const Tensor dx_rows = need_x ? Tensor::empty({d.rows(), D}, dtype) : Tensor();
-  Tensor dw = need_w ? Tensor::empty({d.tokens, K}, dtype) : Tensor();
-  std::vector<Tensor> grads(2 + 3 * d.experts.size());
-  for (size_t i = 0; i < d.experts.size(); ++i) {  // shapes are known up front: allocate outside the tasks
-    const ExpertDispatch::Expert& e = d.experts[i];
-    const Shape shapes[3] = {e.gate.shape(), e.up.shape(), e.down.shape()};
-    for (size_t j = 0; j < 3; ++j)
-      if (needed[2 + 3 * i + j]) grads[2 + 3 * i + j] = Tensor::empty(shapes[j], dtype);
-  }
-  const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>(), *pdy = dy.data<T>();
-  const T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>();
-  T *phw = weighted.data<T>(), *pdh = dhidden.data<T>(), *pdg = dgate.data<T>(), *pdu = dup.data<T>();
-  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
-    const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
-    const int64_t n = e.rows, I = e.width, at = e.activations;
-    const T* xe = e.routed ? saved.gathered_x.data<T>() + e.first * D : px;
-    const T* dye = expert_rows(d, e, pdy, gathered_dy.data<T>(), D);
-    const T *g = pg + at, *u = pu + at, *h = ph + at, *hw = h;
-    T *dh = pdh + at, *dg = pdg + at, *du = pdu + at;
-    gemm_serial<T>(false, false, n, I, D, T(1), dye, D, e.down.data<T>(), I, T(0), dh, I);
-    if (e.routed) {
-      for (int64_t r = 0; r < n; ++r) {
-        const int64_t slot = d.slot[static_cast<size_t>(e.first + r)];
-        const T w = pw[slot];
-        const T* hr = h + r * I;
-        T *hwr = phw + at + r * I, *dhr = dh + r * I;
-        if (need_w) {
-          double dot = 0;
-          for (int64_t c = 0; c < I; ++c) dot += static_cast<double>(dhr[c]) * hr[c];
-          dw.data<T>()[slot] = static_cast<T>(dot);
-        }
-        for (int64_t c = 0; c < I; ++c) hwr[c] = w * hr[c], dhr[c] *= w;
-      }
-      hw = phw + at;
-    }
-    const Tensor* expert_grads = grads.data() + 2 + 3 * i;
-    if (expert_grads[2].defined()) gemm_serial<T>(true, false, D, I, n, T(1), dye, D, hw, I, T(0), expert_grads[2].data<T>(), I);
-    swiglu_backward(g, u, dh, dg, du, n * I);
-    if (expert_grads[0].defined()) gemm_serial<T>(true, false, I, D, n, T(1), dg, I, xe, D, T(0), expert_grads[0].data<T>(), D);
-    if (expert_grads[1].defined()) gemm_serial<T>(true, false, I, D, n, T(1), du, I, xe, D, T(0), expert_grads[1].data<T>(), D);
-    if (need_x) {
-      T* dxe = dx_rows.data<T>() + e.first * D;
-      gemm_serial<T>(false, false, n, D, I, T(1), dg, I, e.gate.data<T>(), D, T(0), dxe, D);
-      gemm_serial<T>(false, false, n, D, I, T(1), du, I, e.up.data<T>(), D, T(1), dxe, D);
-    }
-  });
-  if (need_x) {
-    grads[0] = Tensor::empty({d.tokens, D}, dtype);
-    sum_rows_per_token(d, dx_rows.data<T>(), grads[0].data<T>(), K, D);
-  }
-  grads[1] = dw;
-  return grads;
-}
-
-// y [N, D] = sum over each token's experts of w * expert(x) + shared experts(x), as one graph node.
-Tensor experts_op(const Tensor& x, const Tensor& weights, ExpertDispatch dispatch) {
-  return dispatch_floating(x.dtype(), "DeepSeekMoE", [&]<class T>() {
-    for (const Tensor& w : dispatch.weights)
-      if (w.dtype() != x.dtype() || !w.is_contiguous())
-        throw Error(std::string("DeepSeekMoE: expert weights must be contiguous ") + dtype_name(x.dtype()) + ", got " +
-                    dtype_name(w.dtype()) + " " + shape_str(w.shape()));
-    ExpertsSaved saved;
-    saved.x = contiguous_copy(x.detach());
-    saved.slot_weights = contiguous_copy(weights.detach());
-    Tensor y = experts_forward<T>(dispatch, saved);
-    std::vector<Tensor> inputs = {x, weights};
-    inputs.insert(inputs.end(), dispatch.weights.begin(), dispatch.weights.end());
-    std::vector<bool> needed;
-    for (const Tensor& t : inputs) needed.push_back(t.requires_grad());
-    dispatch.weights.clear();  // the closure keeps the detached copies in experts, not the graph leaves
-    return autograd::record("moe_experts", y, inputs,
-                            [d = std::move(dispatch), saved = std::move(saved), needed](const Tensor& grad) {
-                              return experts_backward<T>(d, saved, grad, needed);
-                            });
-  });
-}
-
-// The same y as experts_op, composed from each expert module's own forward: anomaly mode takes this
-// path so that a NaN or Inf is reported inside the expert that made it, forward and backward
-// ("model.layers.1.mlp.experts.5.down_proj"), which the fused op, one node for all experts, cannot
-// tell. Tokens sum their rows in another order than experts_op: equal up to rounding.
-Tensor experts_module_by_module(const nn::ModuleList& experts, const nn::SwiGLU* shared, const Tensor& x,
-                                const Tensor& weights, const ExpertDispatch& d, const std::vector<int64_t>& offsets) {
-  Tensor y = shared ? shared->forward(x) : zeros(x.shape(), x.dtype());
-  const Tensor slot_weights = reshape(weights, {d.routed_rows});
-  for (size_t e = 0; e < experts.size(); ++e) {
-    const auto first = static_cast<ptrdiff_t>(offsets[e]), last = static_cast<ptrdiff_t>(offsets[e + 1]);
-    if (first == last) continue;
-    auto rows_of = [&](const std::vector<int64_t>& v) { return from_vector(std::vector<int64_t>(v.begin() + first, v.begin() + last)); };
-    const Tensor tokens = rows_of(d.token);
-    const Tensor out = experts.at<nn::SwiGLU>(e)->forward(index_select(x, 0, tokens));
-    y = index_add(y, 0, tokens, out * unsqueeze(index_select(slot_weights, 0, rows_of(d.slot)), 1));
-  }
-  return y;
+// An expert module's weights for the experts op, labelled with its path so that anomaly mode names it.
+ExpertWeights expert_weights(const nn::SwiGLU& mlp) {
+  return {mlp.gate_proj->weight, mlp.up_proj->weight, mlp.down_proj->weight, mlp.module_path()};
 }
 
 }  // namespace
@@ -353,33 +149,15 @@ Tensor DeepSeekMoE::forward(const Tensor& x) {
   const MoEGate::Routing routing = gate->route(flat);
   const int64_t K = routing.expert_ids.size(1), E = static_cast<int64_t>(experts->size());
 
-  // Stable counting sort of the N*K (token, slot) assignments by expert: each expert's tokens become
-  // one contiguous run of rows, in token order.
+  // The loads for the statistics and the bias update; the experts op sorts the assignments itself.
   const int64_t* ids = routing.expert_ids.data<int64_t>();
-  std::vector<int64_t> loads(static_cast<size_t>(E), 0), offsets(static_cast<size_t>(E + 1), 0);
+  std::vector<int64_t> loads(static_cast<size_t>(E), 0);
   for (int64_t i = 0; i < N * K; ++i) ++loads[static_cast<size_t>(ids[i])];
-  for (int64_t e = 0; e < E; ++e) offsets[static_cast<size_t>(e + 1)] = offsets[static_cast<size_t>(e)] + loads[static_cast<size_t>(e)];
-  ExpertDispatch dispatch;
-  dispatch.tokens = N;
-  dispatch.routed_rows = N * K;
-  dispatch.token.resize(static_cast<size_t>(N * K));
-  dispatch.slot.resize(static_cast<size_t>(N * K));
-  dispatch.row_of_slot.resize(static_cast<size_t>(N * K));
-  std::vector<int64_t> cursor(offsets.begin(), offsets.end() - 1);
-  for (int64_t i = 0; i < N * K; ++i) {
-    const int64_t row = cursor[static_cast<size_t>(ids[i])]++;
-    dispatch.token[static_cast<size_t>(row)] = i / K;
-    dispatch.slot[static_cast<size_t>(row)] = i;
-    dispatch.row_of_slot[static_cast<size_t>(i)] = row;
-  }
-  // The shared experts see every token; they go first, being the largest task.
-  if (shared_experts) dispatch.add(*shared_experts, -1, 0, N);
-  for (int64_t e = 0; e < E; ++e)  // an idle expert costs nothing (and gets no gradient)
-    if (loads[static_cast<size_t>(e)] > 0)
-      dispatch.add(*experts->at<nn::SwiGLU>(static_cast<size_t>(e)), e, offsets[static_cast<size_t>(e)], loads[static_cast<size_t>(e)]);
-  const Tensor y = autograd::is_anomaly_enabled()
-                       ? experts_module_by_module(*experts, shared_experts.get(), flat, routing.weights, dispatch, offsets)
-                       : experts_op(flat, routing.weights, std::move(dispatch));
+  std::vector<ExpertWeights> routed(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e)
+    routed[static_cast<size_t>(e)] = expert_weights(*experts->at<nn::SwiGLU>(static_cast<size_t>(e)));
+  const Tensor y = moe_experts(flat, routing.weights, routing.expert_ids, routed,
+                               shared_experts ? expert_weights(*shared_experts) : ExpertWeights{});
 
   stats_.expert_ids = routing.expert_ids;
   stats_.loads = from_vector(loads);

@@ -1,6 +1,6 @@
 // DeepSeekMoE: a router (MoEGate) picks top-k routed experts per token; their SwiGLU outputs,
-// weighted by the gate, are added to the shared experts' output. Tokens are dispatched grouped by
-// expert, so each expert runs one GEMM chain over exactly its tokens.
+// weighted by the gate, are added to the shared experts' output. All experts run as one op,
+// moe_experts (autograd/moe_experts.hpp), each over exactly its tokens.
 #pragma once
 #include <memory>
 #include <string>

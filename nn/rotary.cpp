@@ -1,4 +1,4 @@
-// RoPE frequencies (plain and YaRN), the cos/sin tables, and the fused rotation with its backward.
+// RoPE frequencies (plain and YaRN), the cos/sin tables, and RotaryEmbedding over the rotary_embedding op.
 #include "rotary.hpp"
 
 #include <algorithm>
@@ -6,14 +6,11 @@
 #include <numbers>
 #include <string>
 
-#include "../autograd/node.hpp"
-#include "../core/parallel.hpp"
+#include "../autograd/rotary.hpp"
 #include "../core/strided.hpp"
 
 namespace latent::nn {
 namespace {
-
-constexpr int64_t kRowGrainElements = 1 << 14;  // elements per parallel chunk, rounded to whole rows
 
 // YaRN's correction dim: the pair index whose wavelength fits `rotations` times into the original context,
 //   corr(n) = dim * ln(original_max_position_embeddings / (n * 2 pi)) / (2 ln base).
@@ -21,44 +18,6 @@ double correction_dim(double rotations, int64_t dim, double base, int64_t origin
   return static_cast<double>(dim) *
          std::log(static_cast<double>(original_max_positions) / (rotations * 2 * std::numbers::pi)) /
          (2 * std::log(base));
-}
-
-// Applies the (scaled) rotation of each pair to rows of x [B, T, H, D] whose last dim has stride 1,
-// writing a contiguous out. The backward is the same loop with the transposed matrix (angle -theta):
-//   forward:  (a, b) -> (a c - b s, a s + b c);   backward: (ga, gb) -> (ga c + gb s, -ga s + gb c).
-template <class T>
-void rotate_pairs(const Tensor& x, Tensor& out, const std::vector<int64_t>& positions, const Tensor& cos_table,
-                  const Tensor& sin_table, bool transpose) {
-  const int64_t B = x.size(0), L = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
-  const int64_t sb = x.stride(0), st = x.stride(1), sh = x.stride(2);
-  const T* px = x.data<T>();
-  const T *pc = cos_table.data<T>(), *ps = sin_table.data<T>();
-  T* po = out.data<T>();
-  const T sign = transpose ? T(-1) : T(1);
-  const int64_t rows = B * L * H;
-  parallel_for(rows, std::max<int64_t>(1, kRowGrainElements / D), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t h = r % H, t = (r / H) % L, b = r / (H * L);
-      const T* in = px + b * sb + t * st + h * sh;
-      T* o = po + r * D;
-      const T *c = pc + positions[static_cast<size_t>(t)] * half, *s = ps + positions[static_cast<size_t>(t)] * half;
-      for (int64_t i = 0; i < half; ++i) {
-        const T a = in[2 * i], bb = in[2 * i + 1], si = sign * s[i];
-        o[2 * i] = std::fma(a, c[i], -(bb * si));  // explicit fmas: the same rounding on every code path
-        o[2 * i + 1] = std::fma(a, si, bb * c[i]);
-      }
-    }
-  });
-}
-
-// The rotation of x as a fresh contiguous tensor; x may be any strided view.
-Tensor rotate(const Tensor& x, const std::vector<int64_t>& positions, const Tensor& cos_table, const Tensor& sin_table,
-              bool transpose) {
-  const Tensor in = x.stride(3) == 1 ? x : contiguous_copy(x);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
-  dispatch_floating(x.dtype(), "RotaryEmbedding",
-                    [&]<class T>() { rotate_pairs<T>(in, out, positions, cos_table, sin_table, transpose); });
-  return out;
 }
 
 }  // namespace
@@ -160,22 +119,12 @@ Tensor RotaryEmbedding::apply_positions(const Tensor& x, std::vector<int64_t> po
   if (x.dim() != 4 || x.size(3) != dim_)
     throw Error("RotaryEmbedding: expected x of shape [B, T, H, " + std::to_string(dim_) + "], got " +
                 shape_str(x.shape()));
-  if (static_cast<int64_t>(positions.size()) != x.size(1))
-    throw Error("RotaryEmbedding: " + std::to_string(positions.size()) + " positions for x " + shape_str(x.shape()) +
-                " with T = " + std::to_string(x.size(1)));
   for (const int64_t p : positions)
     if (p < 0 || p >= max_positions_)
       throw Error("RotaryEmbedding: position " + std::to_string(p) + " out of range [0, " +
                   std::to_string(max_positions_) + ") of max_position_embeddings " + std::to_string(max_positions_));
   const bool is_double = x.dtype() == kFloat64;
-  const Tensor& cos_table = is_double ? cos64_ : cos32_;
-  const Tensor& sin_table = is_double ? sin64_ : sin32_;
-  Tensor out = rotate(x.detach(), positions, cos_table, sin_table, false);
-  return autograd::record(
-      "rotary_embedding", out, {x},
-      [positions = std::move(positions), cos_table, sin_table](const Tensor& grad) -> std::vector<Tensor> {
-        return {rotate(grad, positions, cos_table, sin_table, true)};
-      });
+  return rotary_embedding(x, is_double ? cos64_ : cos32_, is_double ? sin64_ : sin32_, std::move(positions));
 }
 
 }  // namespace latent::nn

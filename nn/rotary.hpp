@@ -27,11 +27,10 @@ double rope_attention_scale(const std::optional<YarnConfig>& yarn);
 //   ramp_i = clamp((i - low) / (high - low), 0, 1) between the correction dims of beta_fast and beta_slow.
 std::vector<double> rope_inv_freq(int64_t dim, double base, const std::optional<YarnConfig>& yarn = std::nullopt);
 
-// Rotates each adjacent pair (x[2i], x[2i+1]) of the last dim at position p by the angle p * theta_i:
-//   out[2i]   = x[2i] cos - x[2i+1] sin
-//   out[2i+1] = x[2i] sin + x[2i+1] cos
-// (the official DeepSeek code's complex view). cos and sin are tabulated once, in double, up to
-// max_position_embeddings. Holds no parameters; one instance can be shared by every layer.
+// Rotates each adjacent pair (x[2i], x[2i+1]) of the last dim at position p by the angle p * theta_i
+// (the official DeepSeek code's complex view) through the rotary_embedding op (autograd/rotary.hpp).
+// cos and sin are tabulated once, in double, up to max_position_embeddings. Holds no parameters;
+// one instance can be shared by every layer.
 class RotaryEmbedding {
  public:
   RotaryEmbedding(int64_t dim, int64_t max_position_embeddings, double base = 10000.0,

@@ -1,0 +1,331 @@
+// moe_experts: its checks, the dispatch of (token, slot) assignments by expert, the per-expert task
+// forward and backward, and in anomaly mode the per-expert checks that name the expert at fault.
+#include "moe_experts.hpp"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "../core/gemm.hpp"
+#include "../core/parallel.hpp"
+#include "../core/strided.hpp"
+#include "anomaly.hpp"
+#include "nn_ops.hpp"
+#include "node.hpp"
+
+namespace latent {
+namespace {
+
+// Every expert of a layer as one differentiable op. Rows: the routed (token, slot) assignments sorted
+// by expert (rows [0, N*K)), then, with shared experts, every token once (rows [N*K, N*K + N)). Each
+// expert owns a contiguous run of rows and runs as one task: gather its tokens, three GEMMs back to
+// back, write its rows. Tokens then sum their rows in slot order (shared row first), so the result
+// does not depend on which thread ran which expert.
+//
+// Forward, per expert with rows r (token t_r, gate weight w_r; w = 1 for shared experts):
+//   g = x_t Wg^T,  u = x_t Wu^T,  h = silu(g) * u,  out_r = w_r (h_r Wd^T),   y_t = sum of its out_r.
+// Backward, with dy_r = dy[t_r] and dh' = dy_r Wd (the gradient of h before the gate weight):
+//   dw_r = dh'_r . h_r,  dWd = dy^T (w h),  dh = w dh',  (dg, du) = swiglu backward,
+//   dWg = dg^T x_t,  dWu = du^T x_t,  dx_r = dg Wg + du Wu,  dx_t = sum of its dx_r.
+// Kept for the backward: g, u, h and the gathered rows of x (x itself the router keeps anyway).
+struct ExpertDispatch {
+  struct Expert {
+    Tensor gate, up, down;  // weights [I, D], [I, D], [D, I], detached
+    bool routed;            // false: a shared expert over every token, weight 1
+    int64_t first, rows, width, activations;  // its rows, its I, and where its [rows, I] activations start
+    int64_t index;                            // its index among the routed experts, -1 for the shared one
+    std::string module;                       // its label, else the caller's module (anomaly messages)
+    bool labelled;                            // module is the expert's own label: projections get suffixes
+  };
+  int64_t tokens = 0, routed_rows = 0, activation_size = 0;
+  bool shared = false;                            // rows [N*K, N*K + N) exist
+  std::vector<int64_t> token, slot, row_of_slot;  // per routed row: token, slot n*K+k; per slot: its row
+  std::vector<Expert> experts;                    // only experts with rows
+  std::vector<Tensor> weights;                    // gate, up, down of each expert: the op's inputs after x and w
+
+  void add(const ExpertWeights& w, int64_t expert, int64_t first, int64_t rows, const std::string& caller) {
+    const int64_t width = w.gate_proj.size(0);
+    experts.push_back({w.gate_proj.detach(), w.up_proj.detach(), w.down_proj.detach(), expert >= 0,
+                       expert >= 0 ? first : routed_rows + first, rows, width, activation_size, expert,
+                       w.label.empty() ? caller : w.label, !w.label.empty()});
+    activation_size += rows * width;
+    weights.insert(weights.end(), {w.gate_proj, w.up_proj, w.down_proj});
+    shared = shared || expert < 0;
+  }
+  int64_t rows() const { return routed_rows + (shared ? tokens : 0); }
+};
+
+// The expert's input rows: x itself for a shared expert, else its tokens gathered into `buffer`.
+template <class T>
+const T* expert_rows(const ExpertDispatch& d, const ExpertDispatch::Expert& e, const T* x, T* buffer, int64_t D) {
+  if (!e.routed) return x;
+  T* out = buffer + e.first * D;
+  for (int64_t r = 0; r < e.rows; ++r)
+    std::copy_n(x + d.token[static_cast<size_t>(e.first + r)] * D, D, out + r * D);
+  return out;
+}
+
+// y_t (or dx_t) = its shared row (if any) + its routed rows in slot order.
+template <class T>
+void sum_rows_per_token(const ExpertDispatch& d, const T* rows, T* out, int64_t K, int64_t D) {
+  parallel_for(d.tokens, std::max<int64_t>(1, 4096 / D), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      T* o = out + n * D;
+      if (d.shared)
+        std::copy_n(rows + (d.routed_rows + n) * D, D, o);
+      else
+        std::fill_n(o, D, T(0));
+      for (int64_t k = 0; k < K; ++k) {
+        const T* r = rows + d.row_of_slot[static_cast<size_t>(n * K + k)] * D;
+        for (int64_t c = 0; c < D; ++c) o[c] += r[c];
+      }
+    }
+  });
+}
+
+// What the backward of the experts op keeps: its inputs (x and the gate weights in slot order), the
+// routed rows of x gathered by expert, and each expert's g, u and h = silu(g) * u.
+struct ExpertsSaved {
+  Tensor x, slot_weights, gathered_x, gate_act, up_act, hidden;
+};
+
+// ---- anomaly mode: the op checks each expert's parts itself, in dispatch order (shared first) ----
+
+// A [rows, width] block of a flat buffer, for the checks.
+Tensor block(const Tensor& flat, int64_t offset, int64_t rows, int64_t width) {
+  return flat.as_strided({rows, width}, {width, 1}, offset);
+}
+
+std::string of(const ExpertDispatch::Expert& e) {
+  return e.index >= 0 ? " of expert " + std::to_string(e.index) : std::string(" of the shared expert");
+}
+
+// Where a part ran: "<label>.down_proj" for a projection of a labelled expert, else the label alone.
+std::string module_of(const ExpertDispatch::Expert& e, const char* projection = nullptr) {
+  return e.labelled && projection ? e.module + "." + projection : e.module;
+}
+
+void check_forward_parts(const ExpertDispatch& d, const ExpertsSaved& saved, const Tensor& rows) {
+  const int64_t D = saved.x.size(1);
+  for (const ExpertDispatch::Expert& e : d.experts) {
+    const Tensor xe = e.routed ? block(saved.gathered_x, e.first * D, e.rows, D) : saved.x;
+    const Tensor g = block(saved.gate_act, e.activations, e.rows, e.width);
+    const Tensor u = block(saved.up_act, e.activations, e.rows, e.width);
+    const Tensor h = block(saved.hidden, e.activations, e.rows, e.width);
+    const std::string x_name = "the input rows" + of(e);
+    autograd::check_forward_part("moe_experts", {"the gate_proj output" + of(e), g},
+                                 {{x_name, xe}, {"the gate_proj weight" + of(e), e.gate}}, module_of(e, "gate_proj"));
+    autograd::check_forward_part("moe_experts", {"the up_proj output" + of(e), u},
+                                 {{x_name, xe}, {"the up_proj weight" + of(e), e.up}}, module_of(e, "up_proj"));
+    autograd::check_forward_part("moe_experts", {"the SwiGLU product" + of(e), h},
+                                 {{"the gate_proj output" + of(e), g}, {"the up_proj output" + of(e), u}}, module_of(e));
+    autograd::check_forward_part("moe_experts", {"the down_proj output" + of(e), block(rows, e.first * D, e.rows, D)},
+                                 {{"the SwiGLU product" + of(e), h}, {"the down_proj weight" + of(e), e.down}},
+                                 module_of(e, "down_proj"));
+  }
+}
+
+template <class T>
+Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
+  const int64_t D = saved.x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
+  const DType dtype = saved.x.dtype();
+  saved.gathered_x = Tensor::empty({d.routed_rows, D}, dtype);
+  for (Tensor* t : {&saved.gate_act, &saved.up_act, &saved.hidden}) *t = Tensor::empty({d.activation_size}, dtype);
+  const Tensor rows = Tensor::empty({d.rows(), D}, dtype);
+  const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>();
+  T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>(), *prows = rows.data<T>();
+  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
+    const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
+    const T* xe = expert_rows(d, e, px, saved.gathered_x.data<T>(), D);
+    T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations, *out = prows + e.first * D;
+    gemm_serial<T>(false, true, e.rows, e.width, D, T(1), xe, D, e.gate.data<T>(), D, T(0), g, e.width);
+    gemm_serial<T>(false, true, e.rows, e.width, D, T(1), xe, D, e.up.data<T>(), D, T(0), u, e.width);
+    swiglu_forward(g, u, h, e.rows * e.width);
+    gemm_serial<T>(false, true, e.rows, D, e.width, T(1), h, e.width, e.down.data<T>(), e.width, T(0), out, D);
+    if (e.routed)
+      for (int64_t r = 0; r < e.rows; ++r) {
+        const T w = pw[d.slot[static_cast<size_t>(e.first + r)]];
+        for (T *p = out + r * D, *end = p + D; p != end; ++p) *p *= w;
+      }
+  });
+  if (autograd::is_anomaly_enabled()) [[unlikely]]
+    check_forward_parts(d, saved, rows);
+  Tensor y = Tensor::empty({d.tokens, D}, dtype);
+  sum_rows_per_token(d, prows, y.data<T>(), K, D);
+  return y;
+}
+
+// Gradients in the op's input order: x, the [N, K] gate weights, then gate/up/down of each expert.
+template <class T>
+std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved& saved, const Tensor& grad,
+                                     const std::vector<bool>& needed) {
+  const int64_t D = saved.x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
+  const DType dtype = saved.x.dtype();
+  const bool need_x = needed[0], need_w = needed[1];
+  const Tensor dy = contiguous_copy(grad);
+  const Tensor gathered_dy = Tensor::empty({d.routed_rows, D}, dtype);
+  const Tensor weighted = Tensor::empty({d.activation_size}, dtype), dhidden = Tensor::empty({d.activation_size}, dtype);
+  const Tensor dgate = Tensor::empty({d.activation_size}, dtype), dup = Tensor::empty({d.activation_size}, dtype);
+  const Tensor dx_rows = need_x ? Tensor::empty({d.rows(), D}, dtype) : Tensor();
+  Tensor dw = need_w ? Tensor::empty({d.tokens, K}, dtype) : Tensor();
+  std::vector<Tensor> grads(2 + 3 * d.experts.size());
+  for (size_t i = 0; i < d.experts.size(); ++i) {  // shapes are known up front: allocate outside the tasks
+    const ExpertDispatch::Expert& e = d.experts[i];
+    const Shape shapes[3] = {e.gate.shape(), e.up.shape(), e.down.shape()};
+    for (size_t j = 0; j < 3; ++j)
+      if (needed[2 + 3 * i + j]) grads[2 + 3 * i + j] = Tensor::empty(shapes[j], dtype);
+  }
+  const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>(), *pdy = dy.data<T>();
+  const T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>();
+  T *phw = weighted.data<T>(), *pdh = dhidden.data<T>(), *pdg = dgate.data<T>(), *pdu = dup.data<T>();
+  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
+    const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
+    const int64_t n = e.rows, I = e.width, at = e.activations;
+    const T* xe = e.routed ? saved.gathered_x.data<T>() + e.first * D : px;
+    const T* dye = expert_rows(d, e, pdy, gathered_dy.data<T>(), D);
+    const T *g = pg + at, *u = pu + at, *h = ph + at, *hw = h;
+    T *dh = pdh + at, *dg = pdg + at, *du = pdu + at;
+    gemm_serial<T>(false, false, n, I, D, T(1), dye, D, e.down.data<T>(), I, T(0), dh, I);
+    if (e.routed) {
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t slot = d.slot[static_cast<size_t>(e.first + r)];
+        const T w = pw[slot];
+        const T* hr = h + r * I;
+        T *hwr = phw + at + r * I, *dhr = dh + r * I;
+        if (need_w) {
+          double dot = 0;
+          for (int64_t c = 0; c < I; ++c) dot += static_cast<double>(dhr[c]) * hr[c];
+          dw.data<T>()[slot] = static_cast<T>(dot);
+        }
+        for (int64_t c = 0; c < I; ++c) hwr[c] = w * hr[c], dhr[c] *= w;
+      }
+      hw = phw + at;
+    }
+    const Tensor* expert_grads = grads.data() + 2 + 3 * i;
+    if (expert_grads[2].defined()) gemm_serial<T>(true, false, D, I, n, T(1), dye, D, hw, I, T(0), expert_grads[2].data<T>(), I);
+    swiglu_backward(g, u, dh, dg, du, n * I);
+    if (expert_grads[0].defined()) gemm_serial<T>(true, false, I, D, n, T(1), dg, I, xe, D, T(0), expert_grads[0].data<T>(), D);
+    if (expert_grads[1].defined()) gemm_serial<T>(true, false, I, D, n, T(1), du, I, xe, D, T(0), expert_grads[1].data<T>(), D);
+    if (need_x) {
+      T* dxe = dx_rows.data<T>() + e.first * D;
+      gemm_serial<T>(false, false, n, D, I, T(1), dg, I, e.gate.data<T>(), D, T(0), dxe, D);
+      gemm_serial<T>(false, false, n, D, I, T(1), du, I, e.up.data<T>(), D, T(1), dxe, D);
+    }
+  });
+  if (autograd::is_anomaly_enabled()) [[unlikely]]
+    for (size_t i = 0; i < d.experts.size(); ++i) {
+      const ExpertDispatch::Expert& e = d.experts[i];
+      const Tensor received = e.routed ? block(gathered_dy, e.first * D, e.rows, D) : dy;
+      const auto check = [&](const std::string& what, const Tensor& grad, const std::string& module) {
+        if (grad.defined()) autograd::check_backward_part("moe_experts", {what + of(e), grad}, received, module);
+      };
+      check("the down_proj input", block(dhidden, e.activations, e.rows, e.width), module_of(e, "down_proj"));
+      check("the down_proj weight", grads[2 + 3 * i + 2], module_of(e, "down_proj"));
+      check("the gate_proj output", block(dgate, e.activations, e.rows, e.width), module_of(e));
+      check("the up_proj output", block(dup, e.activations, e.rows, e.width), module_of(e));
+      check("the gate_proj weight", grads[2 + 3 * i], module_of(e, "gate_proj"));
+      check("the up_proj weight", grads[2 + 3 * i + 1], module_of(e, "up_proj"));
+      if (need_x) check("the input rows", block(dx_rows, e.first * D, e.rows, D), module_of(e));
+    }
+  if (need_x) {
+    grads[0] = Tensor::empty({d.tokens, D}, dtype);
+    sum_rows_per_token(d, dx_rows.data<T>(), grads[0].data<T>(), K, D);
+  }
+  grads[1] = dw;
+  return grads;
+}
+
+void check_expert(const ExpertWeights& w, const std::string& which, const Tensor& x) {
+  const int64_t D = x.size(1), I = w.gate_proj.defined() ? w.gate_proj.size(0) : -1;
+  for (const Tensor* t : {&w.gate_proj, &w.up_proj, &w.down_proj}) {
+    const bool fits = t->defined() && t->dim() == 2 && t->dtype() == x.dtype() && t->is_contiguous() &&
+                      (t == &w.down_proj ? t->size(0) == D && t->size(1) == I : t->size(0) == I && t->size(1) == D);
+    if (!fits)
+      throw Error("moe_experts: " + which + " needs contiguous " + dtype_name(x.dtype()) +
+                  " gate_proj, up_proj [I, " + std::to_string(D) + "] and down_proj [" + std::to_string(D) +
+                  ", I] for x " + shape_str(x.shape()) + ", got " +
+                  (w.gate_proj.defined() ? dtype_name(w.gate_proj.dtype()) + std::string(" ") : std::string()) +
+                  (w.gate_proj.defined() ? shape_str(w.gate_proj.shape()) : std::string("none")) + ", " +
+                  (w.up_proj.defined() ? shape_str(w.up_proj.shape()) : std::string("none")) + ", " +
+                  (w.down_proj.defined() ? shape_str(w.down_proj.shape()) : std::string("none")));
+  }
+}
+
+void check_inputs(const Tensor& x, const Tensor& weights, const Tensor& expert_ids,
+                  const std::vector<ExpertWeights>& experts, const ExpertWeights& shared) {
+  if (x.dim() != 2 || x.size(1) == 0 || !is_floating(x.dtype()))
+    throw Error(std::string("moe_experts: x must be a floating-point [N, D] tensor with D > 0, got ") + dtype_name(x.dtype()) +
+                " " + shape_str(x.shape()));
+  if (expert_ids.dtype() != kInt64 || expert_ids.dim() != 2 || expert_ids.size(0) != x.size(0))
+    throw Error(std::string("moe_experts: expert_ids must be Int64 [N, K] with N = ") + std::to_string(x.size(0)) +
+                ", got " + dtype_name(expert_ids.dtype()) + " " + shape_str(expert_ids.shape()));
+  if (weights.dtype() != x.dtype() || weights.shape() != expert_ids.shape())
+    throw Error(std::string("moe_experts: weights must be ") + dtype_name(x.dtype()) + " " +
+                shape_str(expert_ids.shape()) + " like expert_ids, got " + dtype_name(weights.dtype()) + " " +
+                shape_str(weights.shape()));
+  for (size_t e = 0; e < experts.size(); ++e) check_expert(experts[e], "expert " + std::to_string(e), x);
+  if (shared.gate_proj.defined()) check_expert(shared, "the shared expert", x);
+}
+
+// Stable counting sort of the N*K (token, slot) assignments by expert: each expert's tokens become one
+// contiguous run of rows, in token order. The shared expert sees every token; it goes first, being
+// the largest task.
+ExpertDispatch dispatch_by_expert(const Tensor& expert_ids, const std::vector<ExpertWeights>& experts,
+                                  const ExpertWeights& shared) {
+  const Tensor id_values = expert_ids.contiguous();
+  const int64_t N = expert_ids.size(0), K = expert_ids.size(1), E = static_cast<int64_t>(experts.size());
+  const int64_t* ids = id_values.data<int64_t>();
+  std::vector<int64_t> loads(static_cast<size_t>(E), 0), offsets(static_cast<size_t>(E + 1), 0);
+  for (int64_t i = 0; i < N * K; ++i) {
+    if (ids[i] < 0 || ids[i] >= E)
+      throw Error("moe_experts: expert id " + std::to_string(ids[i]) + " at " + index_str(i, expert_ids.shape()) +
+                  " out of range [0, " + std::to_string(E) + ")");
+    ++loads[static_cast<size_t>(ids[i])];
+  }
+  for (int64_t e = 0; e < E; ++e) offsets[static_cast<size_t>(e + 1)] = offsets[static_cast<size_t>(e)] + loads[static_cast<size_t>(e)];
+  ExpertDispatch d;
+  d.tokens = N;
+  d.routed_rows = N * K;
+  d.token.resize(static_cast<size_t>(N * K));
+  d.slot.resize(static_cast<size_t>(N * K));
+  d.row_of_slot.resize(static_cast<size_t>(N * K));
+  std::vector<int64_t> cursor(offsets.begin(), offsets.end() - 1);
+  for (int64_t i = 0; i < N * K; ++i) {
+    const int64_t row = cursor[static_cast<size_t>(ids[i])]++;
+    d.token[static_cast<size_t>(row)] = i / K;
+    d.slot[static_cast<size_t>(row)] = i;
+    d.row_of_slot[static_cast<size_t>(i)] = row;
+  }
+  const std::shared_ptr<const std::string> caller = autograd::current_module_label();
+  const std::string caller_module = caller ? *caller : std::string();
+  if (shared.gate_proj.defined()) d.add(shared, -1, 0, N, caller_module);
+  for (int64_t e = 0; e < E; ++e)  // an idle expert costs nothing (and gets no gradient)
+    if (loads[static_cast<size_t>(e)] > 0)
+      d.add(experts[static_cast<size_t>(e)], e, offsets[static_cast<size_t>(e)], loads[static_cast<size_t>(e)], caller_module);
+  return d;
+}
+
+}  // namespace
+
+Tensor moe_experts(const Tensor& x, const Tensor& weights, const Tensor& expert_ids,
+                   const std::vector<ExpertWeights>& experts, const ExpertWeights& shared) {
+  check_inputs(x, weights, expert_ids, experts, shared);
+  ExpertDispatch dispatch = dispatch_by_expert(expert_ids, experts, shared);
+  return dispatch_floating(x.dtype(), "moe_experts", [&]<class T>() {
+    ExpertsSaved saved;
+    saved.x = contiguous_copy(x.detach());
+    saved.slot_weights = contiguous_copy(weights.detach());
+    Tensor y = experts_forward<T>(dispatch, saved);
+    std::vector<Tensor> inputs = {x, weights};
+    inputs.insert(inputs.end(), dispatch.weights.begin(), dispatch.weights.end());
+    std::vector<bool> needed;
+    for (const Tensor& t : inputs) needed.push_back(t.requires_grad());
+    dispatch.weights.clear();  // the closure keeps the detached copies in experts, not the graph leaves
+    return autograd::record("moe_experts", y, inputs,
+                            [d = std::move(dispatch), saved = std::move(saved), needed](const Tensor& grad) {
+                              return experts_backward<T>(d, saved, grad, needed);
+                            });
+  });
+}
+
+}  // namespace latent
