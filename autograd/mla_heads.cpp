@@ -78,7 +78,7 @@ MlaHeads mla_heads(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const 
     });
     const Tensor value = kvc.as_strided({B, L, H, V}, {L * H * (nope + V), H * (nope + V), nope + V, 1}, nope);
     std::vector<Tensor> outs = autograd::record_multi(
-        "mla_heads", {query, key, value}, {q, kv, k_pe},
+        "mla_heads", {query, key, value}, {q, kv, k_pe}, {cos, sin},
         [cos, sin, B, L, H, D, V, nope, half](const std::vector<Tensor>& grads) -> std::vector<Tensor> {
           const DType dtype = cos.dtype();
           const Tensor dquery = grads[0].defined() ? contiguous_copy(grads[0]) : Tensor();

@@ -321,7 +321,10 @@ Tensor moe_experts(const Tensor& x, const Tensor& weights, const Tensor& expert_
     std::vector<bool> needed;
     for (const Tensor& t : inputs) needed.push_back(t.requires_grad());
     dispatch.weights.clear();  // the closure keeps the detached copies in experts, not the graph leaves
-    return autograd::record("moe_experts", y, inputs,
+    // x and the slot weights are saved as copies; the expert matrices are read in place, so their
+    // versions are checked before backward.
+    const std::vector<Tensor> expert_matrices(inputs.begin() + 2, inputs.end());
+    return autograd::record("moe_experts", y, inputs, expert_matrices,
                             [d = std::move(dispatch), saved = std::move(saved), needed](const Tensor& grad) {
                               return experts_backward<T>(d, saved, grad, needed);
                             });

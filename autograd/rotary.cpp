@@ -71,7 +71,7 @@ Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin, s
       throw Error("rotary_embedding: position " + std::to_string(p) + " out of range [0, " +
                   std::to_string(cos.size(0)) + ") of the tables");
   Tensor out = rotate(x.detach(), positions, cos, sin, false);
-  return autograd::record("rotary_embedding", out, {x},
+  return autograd::record("rotary_embedding", out, {x}, {cos, sin},
                           [positions = std::move(positions), cos, sin](const Tensor& grad) -> std::vector<Tensor> {
                             return {rotate(grad, positions, cos, sin, true)};
                           });
