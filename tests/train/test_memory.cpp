@@ -22,6 +22,7 @@
 
 using namespace latent;
 namespace fs = std::filesystem;
+using latent::testing::TempDir;
 
 namespace {
 
@@ -49,16 +50,6 @@ bool reset_peak_resident() {
   clear.flush();
   return bool(clear);
 }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "latent-memory-test-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
-    path = pattern;
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 constexpr int64_t kMiB = int64_t(1) << 20;
 
