@@ -46,18 +46,6 @@ DeepSeekV3::DeepSeekV3(const DeepSeekV3Config& config) : config_(config) {
   }
 }
 
-void DeepSeekV3::check_ids(const Tensor& ids, const char* op, int64_t max_length) const {
-  if (ids.dtype() != kInt64) throw Error(std::string(op) + ": token ids must be int64, got " + dtype_name(ids.dtype()));
-  if (ids.dim() != 2 || ids.size(1) == 0)
-    throw Error(std::string(op) + ": token ids must be [batch, length] with length >= 1, got " + shape_str(ids.shape()));
-  if (ids.size(1) > max_length)
-    throw Error(std::string(op) + ": sequence of " + std::to_string(ids.size(1)) + " tokens exceeds max_position_embeddings " +
-                std::to_string(config_.max_position_embeddings));
-  for (int64_t id : ids.to_vector<int64_t>())
-    if (id < 0 || id >= config_.vocab_size)
-      throw Error(std::string(op) + ": token id " + std::to_string(id) + " out of range [0, " + std::to_string(config_.vocab_size) + ")");
-}
-
 Tensor DeepSeekV3::head(const Tensor& h) const {
   return lm_head ? lm_head->forward(h) : linear(h, model->embed_tokens->weight);
 }
@@ -120,6 +108,19 @@ std::vector<std::pair<std::string, std::shared_ptr<DeepSeekMoE>>> DeepSeekV3::mo
   return out;
 }
 
+LossTerms DeepSeekV3::loss_terms(const Tensor& ids, const LossOptions& options) {
+  Losses losses = loss(ids, options.mtp_lambda);
+  return {losses.total, {{"ce", losses.ce}, {"balance", losses.balance}, {"mtp", losses.mtp}}};
+}
+
+std::vector<RoutingStatistics> DeepSeekV3::routing_statistics() const {
+  std::vector<RoutingStatistics> out;
+  const auto layers = moe_layers();
+  for (size_t i = 0; i < last_routing_.size() && i < layers.size(); ++i)
+    out.push_back({last_routing_[i].name, last_routing_[i].loads, layers[i].second->gate->e_score_correction_bias});
+  return out;
+}
+
 void DeepSeekV3::update_expert_bias(double gamma) {
   if (last_routing_.empty()) throw Error("update_expert_bias: call loss() first; its expert loads drive the update");
   const auto layers = moe_layers();
@@ -148,34 +149,8 @@ Tensor DeepSeekV3::forward_absorbed(const Tensor& ids, std::vector<LatentCache>&
   return head(model->norm->forward(h));
 }
 
-Tensor DeepSeekV3::generate(const Tensor& prompt_ids, const GenerateOptions& options) {
-  return generate(prompt_ids, options, [](int64_t) { return true; });
-}
-
-Tensor DeepSeekV3::generate(const Tensor& prompt_ids, const GenerateOptions& options,
-                            const std::function<bool(int64_t)>& on_token) {
-  if (prompt_ids.dim() != 1 || prompt_ids.numel() == 0)
-    throw Error("generate: prompt must be a non-empty 1-D int64 tensor, got " + shape_str(prompt_ids.shape()));
-  if (options.max_new_tokens < 0) throw Error("generate: max_new_tokens must be >= 0");
-  if (!(options.temperature >= 0)) throw Error("generate: temperature must be >= 0, got " + std::to_string(options.temperature));
-  if (options.top_k < 0) throw Error("generate: top_k must be >= 0");
-  const int64_t prompt_length = prompt_ids.numel();
-  if (options.max_new_tokens > config_.max_position_embeddings - prompt_length)  // no overflow for huge counts
-    throw Error("generate: prompt of " + std::to_string(prompt_length) + " plus " + std::to_string(options.max_new_tokens) +
-                " new tokens exceeds max_position_embeddings " + std::to_string(config_.max_position_embeddings));
-  NoGradGuard no_grad;
-  std::vector<LatentCache> caches = make_caches(1, prompt_length + options.max_new_tokens);
-  std::vector<int64_t> tokens = prompt_ids.to_vector<int64_t>();
-  Generator gen(options.seed);
-  Tensor logits = forward_absorbed(reshape(prompt_ids, {1, prompt_length}), caches);
-  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    std::vector<double> last = narrow(logits, 1, logits.size(1) - 1, 1).to(kFloat64).to_vector<double>();
-    const int64_t next = pick_next_token(last, options.temperature, options.top_k, gen);
-    tokens.push_back(next);
-    if (!on_token(next)) break;
-    if (step + 1 < options.max_new_tokens) logits = forward_absorbed(from_vector<int64_t>({next}, {1, 1}), caches);
-  }
-  return from_vector(tokens);
+CausalLM::DecodeStep DeepSeekV3::start_decoding(int64_t capacity) {
+  return [this, caches = make_caches(1, capacity)](const Tensor& ids) mutable { return forward_absorbed(ids, caches); };
 }
 
 std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) {

@@ -2,13 +2,12 @@
 // prediction modules, the training loss with both load-balancing mechanisms, cached generation,
 // and Hugging Face-layout checkpoints.
 #pragma once
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "../nn/embedding.hpp"
-#include "sampling.hpp"
+#include "causal_lm.hpp"
 #include "decoder_layer.hpp"
 #include "deepseek_v3_config.hpp"
 
@@ -22,28 +21,31 @@ class DeepSeekV3Model : public nn::Module {  // HF's "model." prefix
   std::shared_ptr<nn::RMSNorm> norm;
 };
 
-class DeepSeekV3 : public nn::Module {
+class DeepSeekV3 : public CausalLM {
  public:
   explicit DeepSeekV3(const DeepSeekV3Config& config);
   static std::shared_ptr<DeepSeekV3> from_pretrained(const std::string& dir);  // config.json + *.safetensors
-  void save_pretrained(const std::string& dir) const;                         // atomic files
+  void save_pretrained(const std::string& dir) const override;                // atomic files
+  void config_to_json_file(const std::string& path) const override { config_.to_json_file(path); }
 
-  Tensor forward(const Tensor& input_ids);  // Int64 [B, T] -> logits [B, T, V]
+  std::string model_type() const override { return config_.model_type; }
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  int64_t max_position_embeddings() const override { return config_.max_position_embeddings; }
+
+  Tensor forward(const Tensor& input_ids) override;  // Int64 [B, T] -> logits [B, T, V]
   struct Losses {
     Tensor total, ce, balance, mtp;
   };
   // ids Int64 [B, T+1]: inputs ids[:, :T], targets ids[:, 1:];
   // total = ce + aux_loss_alpha * balance + mtp_lambda * mtp (MODEL.md, "Loss").
   Losses loss(const Tensor& ids, double mtp_lambda = 0.3);
+  // loss() as named terms: "ce", "balance", "mtp".
+  LossTerms loss_terms(const Tensor& ids, const LossOptions& options = {}) override;
   // After the optimizer step: b_i += gamma * sign(mean(load) - load_i) per MoE layer, from the loads
   // of the last loss() call.
   void update_expert_bias(double gamma);
-
-  using GenerateOptions = models::GenerateOptions;
-  Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options);  // Int64 [T0] -> [T0 + new]
-  // Streams each new token to on_token as it is produced (return false to stop early).
-  Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options,
-                  const std::function<bool(int64_t token)>& on_token);
+  void after_optimizer_step(double bias_gamma) override { update_expert_bias(bias_gamma); }
+  std::vector<RoutingStatistics> routing_statistics() const override;
 
   // Absorbed-cache decoding: logits [B, T, V] for ids that follow what the caches hold.
   std::vector<LatentCache> make_caches(int64_t batch, int64_t capacity) const;
@@ -61,8 +63,10 @@ class DeepSeekV3 : public nn::Module {
   std::shared_ptr<DeepSeekV3Model> model;
   std::shared_ptr<nn::Linear> lm_head;  // null when tie_word_embeddings (the embedding is the head)
 
+ protected:
+  DecodeStep start_decoding(int64_t capacity) override;  // absorbed MLA latent caches
+
  private:
-  void check_ids(const Tensor& ids, const char* op, int64_t max_length) const;
   Tensor head(const Tensor& h) const;
   Tensor hidden_states(const Tensor& input_ids);  // after the final norm
 

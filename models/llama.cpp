@@ -114,20 +114,6 @@ Llama::Llama(const LlamaConfig& config) : config_(config) {
   if (lm_head) init_linear(lm_head);
 }
 
-void Llama::check_ids(const Tensor& ids, const char* op, int64_t max_length) const {
-  if (ids.dtype() != kInt64) throw Error(std::string(op) + ": token ids must be int64, got " + dtype_name(ids.dtype()));
-  if (ids.dim() != 2 || ids.size(1) == 0)
-    throw Error(std::string(op) + ": token ids must be [batch, length] with length >= 1, got " + shape_str(ids.shape()));
-  if (ids.size(1) > max_length)
-    throw Error(std::string(op) + ": " + std::to_string(ids.size(1)) + " positions exceed the " +
-                std::to_string(max_length) + " available (max_position_embeddings " +
-                std::to_string(config_.max_position_embeddings) + ")");
-  for (int64_t id : ids.to_vector<int64_t>())
-    if (id < 0 || id >= config_.vocab_size)
-      throw Error(std::string(op) + ": token id " + std::to_string(id) + " out of range [0, " +
-                  std::to_string(config_.vocab_size) + ")");
-}
-
 Tensor Llama::head(const Tensor& h) const {
   const Tensor normed = model->norm->forward(h);
   return lm_head ? lm_head->forward(normed) : linear(normed, model->embed_tokens->weight);
@@ -185,39 +171,13 @@ Tensor Llama::loss(const Tensor& ids, const Tensor& labels) {
                        reshape(contiguous(narrow(labels, 1, 1, T)), {B * T}));
 }
 
-Tensor Llama::generate(const Tensor& prompt_ids, const GenerateOptions& options) {
-  return generate(prompt_ids, options, [](int64_t) { return true; });
+LossTerms Llama::loss_terms(const Tensor& ids, const LossOptions&) {
+  const Tensor ce = loss(ids);
+  return {ce, {{"ce", ce}}};
 }
 
-Tensor Llama::generate(const Tensor& prompt_ids, const GenerateOptions& options,
-                       const std::function<bool(int64_t)>& on_token) {
-  if (prompt_ids.dtype() != kInt64 || prompt_ids.dim() != 1 || prompt_ids.numel() == 0)
-    throw Error("Llama::generate: prompt must be a non-empty 1-D int64 tensor, got " +
-                std::string(dtype_name(prompt_ids.dtype())) + " " + shape_str(prompt_ids.shape()));
-  if (options.max_new_tokens < 0)
-    throw Error("Llama::generate: max_new_tokens must be >= 0, got " + std::to_string(options.max_new_tokens));
-  if (!(options.temperature >= 0))
-    throw Error("Llama::generate: temperature must be >= 0, got " + std::to_string(options.temperature));
-  if (options.top_k < 0) throw Error("Llama::generate: top_k must be >= 0, got " + std::to_string(options.top_k));
-  const int64_t prompt_length = prompt_ids.numel();
-  if (options.max_new_tokens > config_.max_position_embeddings - prompt_length)  // no overflow for huge counts
-    throw Error("Llama::generate: prompt of " + std::to_string(prompt_length) + " plus " +
-                std::to_string(options.max_new_tokens) + " new tokens exceeds max_position_embeddings " +
-                std::to_string(config_.max_position_embeddings));
-  NoGradGuard no_grad;
-  std::vector<nn::KVCache> caches = make_caches(prompt_length + options.max_new_tokens);
-  std::vector<int64_t> tokens = prompt_ids.to_vector<int64_t>();
-  Generator gen(options.seed);
-  // The prompt fills the caches in one pass; each new token then costs one position.
-  Tensor logits = forward(reshape(prompt_ids, {1, prompt_length}), caches);
-  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    const Tensor last = narrow(logits, 1, logits.size(1) - 1, 1);
-    const int64_t next = pick_next_token(last.to(kFloat64).to_vector<double>(), options.temperature, options.top_k, gen);
-    tokens.push_back(next);
-    if (!on_token(next)) break;
-    if (step + 1 < options.max_new_tokens) logits = forward(from_vector<int64_t>({next}, {1, 1}), caches);
-  }
-  return from_vector(tokens);
+CausalLM::DecodeStep Llama::start_decoding(int64_t capacity) {
+  return [this, caches = make_caches(capacity)](const Tensor& ids) mutable { return forward(ids, caches); };
 }
 
 std::map<std::string, Tensor> Llama::hf_state_dict() const {

@@ -1,7 +1,6 @@
 // Llama: the dense pre-norm transformer of Hugging Face's LlamaForCausalLM (GQA attention with RoPE,
 // SwiGLU, RMSNorm), with its training loss, KV-cached generation and HF-layout checkpoints.
 #pragma once
-#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -9,9 +8,9 @@
 
 #include "../nn/attention.hpp"
 #include "../nn/embedding.hpp"
-#include "sampling.hpp"
 #include "../nn/mlp.hpp"
 #include "../nn/norm.hpp"
+#include "causal_lm.hpp"
 #include "llama_config.hpp"
 
 namespace latent::models {
@@ -40,11 +39,16 @@ class LlamaModel : public nn::Module {  // HF's "model." prefix
 // The rows of q_proj and k_proj are held in the adjacent-pair order nn::RotaryEmbedding rotates;
 // HF checkpoints pair dim i with i + head_dim/2 (rotate_half). hf_state_dict() / load_hf_state_dict()
 // convert, and from_pretrained / save_pretrained use them, so files stay in HF layout.
-class Llama : public nn::Module {
+class Llama : public CausalLM {
  public:
   explicit Llama(const LlamaConfig& config);  // weights ~ N(0, initializer_range^2), norms 1, biases 0
   static std::shared_ptr<Llama> from_pretrained(const std::string& dir);  // config.json + model*.safetensors
-  void save_pretrained(const std::string& dir) const;                    // atomic files, HF layout
+  void save_pretrained(const std::string& dir) const override;           // atomic files, HF layout
+  void config_to_json_file(const std::string& path) const override { config_.to_json_file(path); }
+
+  std::string model_type() const override { return config_.model_type; }
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  int64_t max_position_embeddings() const override { return config_.max_position_embeddings; }
 
   // The checkpoint's view: q/k rows in rotate_half order (new tensors), every other entry a detached
   // handle of the parameter.
@@ -52,7 +56,7 @@ class Llama : public nn::Module {
   // Strict load of HF-layout tensors. A tied model accepts a stored lm_head.weight equal to the embedding.
   void load_hf_state_dict(const std::map<std::string, Tensor>& state);
 
-  Tensor forward(const Tensor& input_ids);  // Int64 [B, T] -> logits [B, T, V]
+  Tensor forward(const Tensor& input_ids) override;  // Int64 [B, T] -> logits [B, T, V]
   // Logits [B, T, V] of ids that follow the tokens the caches hold; appends their keys and values.
   // Inference only (runs without recording gradients).
   Tensor forward(const Tensor& input_ids, std::vector<nn::KVCache>& caches);
@@ -63,19 +67,16 @@ class Llama : public nn::Module {
   // As HF's `labels`: labels [B, T+1] parallel to ids, targets labels[:, 1:]; -100 marks positions
   // that do not count (prompts, padding). loss(ids) == loss(ids, ids).
   Tensor loss(const Tensor& ids, const Tensor& labels);
-
-  using GenerateOptions = models::GenerateOptions;
-  Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options);  // Int64 [T0] -> [T0 + new]
-  // Streams each new token to on_token as it is produced (return false to stop early).
-  Tensor generate(const Tensor& prompt_ids, const GenerateOptions& options,
-                  const std::function<bool(int64_t token)>& on_token);
+  LossTerms loss_terms(const Tensor& ids, const LossOptions& options = {}) override;  // just "ce": loss(ids)
 
   const LlamaConfig& config() const { return config_; }
   std::shared_ptr<LlamaModel> model;
   std::shared_ptr<nn::Linear> lm_head;  // null when tie_word_embeddings (the embedding is the head)
 
+ protected:
+  DecodeStep start_decoding(int64_t capacity) override;  // one KV cache per layer
+
  private:
-  void check_ids(const Tensor& ids, const char* op, int64_t max_length) const;
   Tensor logits(const Tensor& input_ids);  // forward without the id checks
   Tensor head(const Tensor& h) const;      // final norm, then lm_head (or the tied embedding)
 

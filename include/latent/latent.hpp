@@ -37,6 +37,7 @@
 
 #include "train/checkpoint.hpp"
 #include "train/data_parallel.hpp"
+#include "models/causal_lm.hpp"
 #include "models/decoder_layer.hpp"
 #include "models/deepseek_v3.hpp"
 #include "models/deepseek_v3_config.hpp"
