@@ -100,7 +100,7 @@ void recover_checkpoint(const std::string& dir_name) {
   });
 }
 
-void save_checkpoint(const std::string& dir_name, const models::DeepSeekV3& model, const optim::Optimizer& optimizer,
+void save_checkpoint(const std::string& dir_name, const models::CausalLM& model, const optim::Optimizer& optimizer,
                      const TrainerState& state, const TrainingLog& log) {
   const io::CrashPoints crash_points(crash_point_for_this_save());
   const fs::path dir(dir_name), staging = dir / kStaging;

@@ -38,7 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../optim/optimizer.hpp"
-#include "../models/deepseek_v3.hpp"
+#include "../models/causal_lm.hpp"
 #include "training_log.hpp"
 
 namespace latent::train {
@@ -54,7 +54,7 @@ struct TrainerState {
 // Saves by the protocol above. On an error before the commit (disk full, unwritable directory) the
 // staging directory is removed and DIR keeps the previous checkpoint; the error propagates as
 // latent::Error naming the directory.
-void save_checkpoint(const std::string& dir, const models::DeepSeekV3& model, const optim::Optimizer& optimizer,
+void save_checkpoint(const std::string& dir, const models::CausalLM& model, const optim::Optimizer& optimizer,
                      const TrainerState& state, const TrainingLog& log);
 
 // True when dir holds a complete checkpoint (after recovering an interrupted save).

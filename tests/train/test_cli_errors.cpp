@@ -135,3 +135,11 @@ TEST_CASE("latent-generate refuses malformed model directories and prompts in on
   fs::remove(dir / "model.safetensors");
   require_one_line_failure(generate, args, "no model*.safetensors", tmp.path);
 }
+
+TEST_CASE("latent-train names itself when it refuses an unknown option or a malformed value", "[cli]") {
+  const std::string train = program("LATENT_TRAIN");
+  const TempDir tmp("latent-cli-errors");
+  require_one_line_failure(train, {"--steps", "3", "--foo"}, "unknown option --foo (see latent-train --help)", tmp.path);
+  require_one_line_failure(train, {"--stpes", "3"}, "unknown options --stpes 3", tmp.path);
+  require_one_line_failure(train, {"--steps", "many"}, "--steps", tmp.path);
+}
