@@ -431,7 +431,7 @@ TEST_CASE("bad input is refused before training with one clear message and a non
       {with({"--min-lr", "1"}), "--min-lr must be in [0, --lr"},
       {with({"--preset", "<drop>", "--resume", dir / "not-a-checkpoint"}), "is not a checkpoint"},
       {with({"--preset", "<drop>", "--resume", dir / "no-such-dir"}), "is not a checkpoint"},
-      {with({"--resume", dir / "not-a-checkpoint"}), "cannot be combined with --preset or --config"},
+      {with({"--resume", dir / "not-a-checkpoint"}), "cannot be combined with --preset, --config or --model-type"},
       {with({"--out", dir / "not-a-checkpoint"}), "holds files but no checkpoint"},
   };
   SECTION("each refused input") for (const Case& c : cases) {
