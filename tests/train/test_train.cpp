@@ -17,7 +17,9 @@
 
 #include "../helpers.hpp"
 #include "../programs.hpp"
+#include "train/interrupt.hpp"
 #include "train/model_setup.hpp"
+#include "train/trainer.hpp"
 
 extern char** environ;
 
@@ -759,4 +761,42 @@ TEST_CASE("latent-train --model-type llama trains through the same job, resumes 
                                                                             "--config", dir / "llama.json"}));
   CHECK(mismatch.exit_code == 1);
   CHECK(mismatch.err.find("--model-type deepseek_v3 but " + (dir / "llama.json") + " describes a llama model") != std::string::npos);
+}
+
+TEST_CASE("the Trainer in a program of one's own: an interrupt request stops after the step, saved and resumable",
+          "[train][trainer]") {
+  const TempDir dir;
+  train::TrainerOptions options;
+  options.model_type = "llama", options.preset = "tiny", options.data = {write_corpus(dir)}, options.out_dir = dir / "run";
+  options.steps = 4, options.batch = 2, options.seq = 16, options.warmup = 0, options.min_lr = options.lr;
+  options.sample_tokens = 4;
+  train::Trainer trainer(options);
+  CHECK(trainer.model().model_type() == "llama");
+  CHECK(trainer.log().columns() == std::vector<std::string>{"step", "loss", "val_loss", "lr", "tokens_per_s", "total",
+                                                             "grad_norm", "skipped"});
+
+  // One step by hand: the global losses hold the model's one term, and the optimizer moved the weights.
+  const Tensor before = trainer.model().parameters().front().clone();
+  const train::Trainer::StepResult first = trainer.step();
+  CHECK(!first.skipped());
+  REQUIRE(first.losses.terms.size() == 1);
+  CHECK(first.losses.terms[0].first == "ce");
+  CHECK(first.losses.total == first.losses.term("ce"));
+  CHECK(std::isfinite(first.grad_norm));
+  CHECK(trainer.state().step == 1);
+  CHECK(max(abs(trainer.model().parameters().front() - before)).item() > 0);
+
+  // A request made before run() (as SIGINT's handler makes it) ends run() after its first step.
+  train::request_interrupt();
+  REQUIRE(train::interrupt_requested());
+  CHECK(trainer.run() == 130);
+  train::clear_interrupt_request();
+  CHECK(trainer.state().step == 2);
+  CHECK(train::load_trainer_state(dir / "run").step == 2);
+
+  options.resume_dir = dir / "run", options.out_dir.clear();
+  train::Trainer resumed(options);
+  CHECK(resumed.state().step == 2);
+  CHECK(resumed.run() == 0);
+  CHECK(train::load_trainer_state(dir / "run").step == 4);
 }
