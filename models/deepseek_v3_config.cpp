@@ -10,49 +10,61 @@
 #include "../core/checked_int.hpp"
 #include "../core/error.hpp"
 #include "../io/json.hpp"
+#include "config_table.hpp"
 
 namespace latent::models {
 namespace {
 
 using nlohmann::json;
 
+using Config = DeepSeekV3Config;
+using config_table::Check;
+using config_table::Presence;
+
+// Every plain config.json key. Written too: architectures, num_key_value_heads, attention_bias, seq_aux
+// and rope_scaling, which latent fixes or reads as a nested object.
+const config_table::Key<Config, ScoringFunc, TopkMethod> kKeys[] = {
+    {"vocab_size", &Config::vocab_size, Presence::kRequired, Check::kPositive},
+    {"hidden_size", &Config::hidden_size, Presence::kRequired, Check::kPositive},
+    {"intermediate_size", &Config::intermediate_size, Presence::kRequired, Check::kNonNegative},
+    {"moe_intermediate_size", &Config::moe_intermediate_size, Presence::kRequired, Check::kNonNegative},
+    {"num_hidden_layers", &Config::num_hidden_layers, Presence::kRequired, Check::kPositive},
+    {"first_k_dense_replace", &Config::first_k_dense_replace, Presence::kRequired, Check::kNonNegative},
+    {"moe_layer_freq", &Config::moe_layer_freq, Presence::kOptional, Check::kPositive},
+    {"num_attention_heads", &Config::num_attention_heads, Presence::kRequired, Check::kPositive},
+    // HF writes null for "no query compression"; the official code writes 0.
+    {"q_lora_rank", &Config::q_lora_rank, Presence::kRequiredOrNull, Check::kNonNegative, true},
+    {"kv_lora_rank", &Config::kv_lora_rank, Presence::kRequired, Check::kPositive},
+    {"qk_nope_head_dim", &Config::qk_nope_head_dim, Presence::kRequired, Check::kPositive},
+    {"qk_rope_head_dim", &Config::qk_rope_head_dim, Presence::kRequired, Check::kPositive},
+    {"v_head_dim", &Config::v_head_dim, Presence::kRequired, Check::kPositive},
+    {"n_routed_experts", &Config::n_routed_experts, Presence::kRequired, Check::kNonNegative},
+    {"n_shared_experts", &Config::n_shared_experts, Presence::kRequired, Check::kNonNegative},
+    {"num_experts_per_tok", &Config::num_experts_per_tok, Presence::kRequired, Check::kNonNegative},
+    {"n_group", &Config::n_group, Presence::kRequired, Check::kNonNegative},
+    {"topk_group", &Config::topk_group, Presence::kRequired, Check::kNonNegative},
+    {"max_position_embeddings", &Config::max_position_embeddings, Presence::kRequired, Check::kPositive},
+    {"num_nextn_predict_layers", &Config::num_nextn_predict_layers, Presence::kOptional, Check::kNonNegative},
+    {"routed_scaling_factor", &Config::routed_scaling_factor, Presence::kRequired, Check::kFinite},
+    {"rope_theta", &Config::rope_theta, Presence::kRequired, Check::kFinitePositive},
+    {"rms_norm_eps", &Config::rms_norm_eps, Presence::kRequired, Check::kFinitePositive},
+    {"aux_loss_alpha", &Config::aux_loss_alpha, Presence::kOptional, Check::kFinite},
+    {"initializer_range", &Config::initializer_range, Presence::kOptional, Check::kFinite},
+    {"norm_topk_prob", &Config::norm_topk_prob, Presence::kRequired},
+    {"tie_word_embeddings", &Config::tie_word_embeddings, Presence::kOptional},
+    {"scoring_func", &Config::scoring_func, Presence::kOptional},
+    {"topk_method", &Config::topk_method, Presence::kOptional},
+    {"hidden_act", &Config::hidden_act, Presence::kOptional},
+    {"model_type", &Config::model_type, Presence::kOptional},
+};
+
 DeepSeekV3Config from_json(const json& j, const std::string& origin) {
   if (!j.is_object()) throw Error(origin + ": expected a JSON object");
   DeepSeekV3Config c;
-  auto req_int = [&](const char* key) { return io::required<int64_t>(j, key, origin); };
-  auto req_double = [&](const char* key) { return io::required<double>(j, key, origin); };
-  c.vocab_size = req_int("vocab_size");
-  c.hidden_size = req_int("hidden_size");
-  c.intermediate_size = req_int("intermediate_size");
-  c.moe_intermediate_size = req_int("moe_intermediate_size");
-  c.num_hidden_layers = req_int("num_hidden_layers");
-  c.first_k_dense_replace = req_int("first_k_dense_replace");
-  c.num_attention_heads = req_int("num_attention_heads");
-  // HF writes null for "no query compression"; the official code writes 0.
-  c.q_lora_rank = j.contains("q_lora_rank") && j["q_lora_rank"].is_null() ? 0 : req_int("q_lora_rank");
-  c.kv_lora_rank = req_int("kv_lora_rank");
-  c.qk_nope_head_dim = req_int("qk_nope_head_dim");
-  c.qk_rope_head_dim = req_int("qk_rope_head_dim");
-  c.v_head_dim = req_int("v_head_dim");
-  c.n_routed_experts = req_int("n_routed_experts");
-  c.n_shared_experts = req_int("n_shared_experts");
-  c.num_experts_per_tok = req_int("num_experts_per_tok");
-  c.n_group = req_int("n_group");
-  c.topk_group = req_int("topk_group");
-  c.max_position_embeddings = req_int("max_position_embeddings");
-  c.num_nextn_predict_layers = io::optional<int64_t>(j, "num_nextn_predict_layers", 0, origin);
-  c.moe_layer_freq = io::optional<int64_t>(j, "moe_layer_freq", 1, origin);
-  c.routed_scaling_factor = req_double("routed_scaling_factor");
-  c.rope_theta = req_double("rope_theta");
-  c.rms_norm_eps = req_double("rms_norm_eps");
-  c.aux_loss_alpha = io::optional<double>(j, "aux_loss_alpha", 0.0, origin);
-  c.initializer_range = io::optional<double>(j, "initializer_range", 0.02, origin);
-  c.norm_topk_prob = io::required<bool>(j, "norm_topk_prob", origin);
-  c.tie_word_embeddings = io::optional<bool>(j, "tie_word_embeddings", false, origin);
-  c.scoring_func = io::optional<std::string>(j, "scoring_func", "sigmoid", origin);
-  c.topk_method = io::optional<std::string>(j, "topk_method", c.scoring_func == "sigmoid" ? "noaux_tc" : "greedy", origin);
-  c.hidden_act = io::optional<std::string>(j, "hidden_act", "silu", origin);
-  c.model_type = io::optional<std::string>(j, "model_type", "deepseek_v3", origin);
+  config_table::read(c, j, kKeys, origin);
+  // V2 configs from before topk_method existed route greedily.
+  if (io::optional<std::string>(j, "topk_method", "", origin).empty() && c.scoring_func == ScoringFunc::kSoftmax)
+    c.topk_method = TopkMethod::kGreedy;
   if (io::optional<bool>(j, "attention_bias", false, origin))
     throw Error(origin + ": key 'attention_bias' is true; MLA projections without biases are supported only");
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
@@ -77,39 +89,9 @@ DeepSeekV3Config from_json(const json& j, const std::string& origin) {
 
 json to_json(const DeepSeekV3Config& c) {
   json j;
+  config_table::write(c, j, kKeys);
   j["architectures"] = {c.model_type == "deepseek_v2" ? "DeepseekV2ForCausalLM" : "DeepseekV3ForCausalLM"};
-  j["model_type"] = c.model_type;
-  j["vocab_size"] = c.vocab_size;
-  j["hidden_size"] = c.hidden_size;
-  j["intermediate_size"] = c.intermediate_size;
-  j["moe_intermediate_size"] = c.moe_intermediate_size;
-  j["num_hidden_layers"] = c.num_hidden_layers;
-  j["first_k_dense_replace"] = c.first_k_dense_replace;
-  j["moe_layer_freq"] = c.moe_layer_freq;
-  j["num_attention_heads"] = c.num_attention_heads;
   j["num_key_value_heads"] = c.num_attention_heads;
-  j["q_lora_rank"] = c.q_lora_rank == 0 ? json(nullptr) : json(c.q_lora_rank);
-  j["kv_lora_rank"] = c.kv_lora_rank;
-  j["qk_nope_head_dim"] = c.qk_nope_head_dim;
-  j["qk_rope_head_dim"] = c.qk_rope_head_dim;
-  j["v_head_dim"] = c.v_head_dim;
-  j["n_routed_experts"] = c.n_routed_experts;
-  j["n_shared_experts"] = c.n_shared_experts;
-  j["num_experts_per_tok"] = c.num_experts_per_tok;
-  j["n_group"] = c.n_group;
-  j["topk_group"] = c.topk_group;
-  j["max_position_embeddings"] = c.max_position_embeddings;
-  j["num_nextn_predict_layers"] = c.num_nextn_predict_layers;
-  j["routed_scaling_factor"] = c.routed_scaling_factor;
-  j["rope_theta"] = c.rope_theta;
-  j["rms_norm_eps"] = c.rms_norm_eps;
-  j["aux_loss_alpha"] = c.aux_loss_alpha;
-  j["initializer_range"] = c.initializer_range;
-  j["norm_topk_prob"] = c.norm_topk_prob;
-  j["tie_word_embeddings"] = c.tie_word_embeddings;
-  j["scoring_func"] = c.scoring_func;
-  j["topk_method"] = c.topk_method;
-  j["hidden_act"] = c.hidden_act;
   j["attention_bias"] = false;
   j["seq_aux"] = true;
   if (c.rope_scaling) {
@@ -162,7 +144,7 @@ ParameterCounts parameter_counts_unchecked(const DeepSeekV3Config& c) {
               mul(mul(c.kv_lora_rank, H), add(c.qk_nope_head_dim, c.v_head_dim))),
           mul(mul(H, c.v_head_dim), d));
   const int64_t expert = mul(mul(3, d), c.moe_intermediate_size);
-  const int64_t gate = add(mul(c.n_routed_experts, d), c.topk_method == "noaux_tc" ? c.n_routed_experts : 0);
+  const int64_t gate = add(mul(c.n_routed_experts, d), c.topk_method == TopkMethod::kNoauxTc ? c.n_routed_experts : 0);
   const int64_t norms = mul(2, d);
   const int64_t dense_layer = add(add(attention, mul(mul(3, d), c.intermediate_size)), norms);
   const int64_t moe_layer = add(add(add(attention, mul(add(c.n_routed_experts, c.n_shared_experts), expert)), gate), norms);
@@ -205,6 +187,9 @@ void check_model_size(const DeepSeekV3Config& c) {
 
 }  // namespace
 
+std::string_view to_string(ScoringFunc scoring_func) { return config_table::enum_to_string(scoring_func); }
+std::string_view to_string(TopkMethod topk_method) { return config_table::enum_to_string(topk_method); }
+
 DeepSeekV3Config DeepSeekV3Config::from_json_file(const std::string& path) { return from_json(io::read_json_file(path), path); }
 
 DeepSeekV3Config DeepSeekV3Config::from_json_string(const std::string& text, const std::string& origin) {
@@ -219,32 +204,14 @@ void DeepSeekV3Config::to_json_file(const std::string& path) const {
 std::string DeepSeekV3Config::to_json_string() const { return to_json(*this).dump(2); }
 
 void DeepSeekV3Config::validate() const {
+  config_table::check(*this, kKeys, "config");
   auto positive = [](int64_t v, const char* key) { require(v > 0, key, "must be positive, got " + std::to_string(v)); };
-  positive(vocab_size, "vocab_size");
-  positive(hidden_size, "hidden_size");
-  positive(num_hidden_layers, "num_hidden_layers");
-  positive(num_attention_heads, "num_attention_heads");
-  positive(kv_lora_rank, "kv_lora_rank");
-  positive(qk_nope_head_dim, "qk_nope_head_dim");
-  positive(qk_rope_head_dim, "qk_rope_head_dim");
-  positive(v_head_dim, "v_head_dim");
-  positive(max_position_embeddings, "max_position_embeddings");
-  positive(moe_layer_freq, "moe_layer_freq");
   require(qk_rope_head_dim % 2 == 0, "qk_rope_head_dim", "must be even (RoPE rotates pairs), got " + std::to_string(qk_rope_head_dim));
-  require(q_lora_rank >= 0, "q_lora_rank", "must be >= 0 (0 or null: no compression), got " + std::to_string(q_lora_rank));
-  require(first_k_dense_replace >= 0, "first_k_dense_replace", "must be >= 0, got " + std::to_string(first_k_dense_replace));
-  require(num_nextn_predict_layers >= 0, "num_nextn_predict_layers", "must be >= 0, got " + std::to_string(num_nextn_predict_layers));
-  require(rms_norm_eps > 0, "rms_norm_eps", "must be positive");
-  require(rope_theta > 0, "rope_theta", "must be positive");
   require(hidden_act == "silu", "hidden_act", "must be 'silu', got '" + hidden_act + "'");
   if (num_hidden_layers > num_moe_layers(*this)) positive(intermediate_size, "intermediate_size");
   require(num_hidden_layers + num_nextn_predict_layers <= kMaxLayers, "num_hidden_layers",
           fmt::format("({}) plus num_nextn_predict_layers ({}) exceeds latent's limit of {} layers", num_hidden_layers,
                       num_nextn_predict_layers, kMaxLayers));
-  for (const auto& [value, key] : {std::pair{routed_scaling_factor, "routed_scaling_factor"}, {rope_theta, "rope_theta"},
-                                   {rms_norm_eps, "rms_norm_eps"}, {aux_loss_alpha, "aux_loss_alpha"},
-                                   {initializer_range, "initializer_range"}})
-    require(std::isfinite(value), key, fmt::format("must be finite, got {}", value));
   if (num_nextn_predict_layers > 0 || num_moe_layers(*this) > 0) {
     positive(moe_intermediate_size, "moe_intermediate_size");
     positive(n_routed_experts, "n_routed_experts");
@@ -253,17 +220,12 @@ void DeepSeekV3Config::validate() const {
     positive(num_experts_per_tok, "num_experts_per_tok");
     positive(n_group, "n_group");
     positive(topk_group, "topk_group");
-    require(n_shared_experts >= 0, "n_shared_experts", "must be >= 0, got " + std::to_string(n_shared_experts));
-    require(routed_scaling_factor > 0, "routed_scaling_factor", "must be positive");
-    require(scoring_func == "sigmoid" || scoring_func == "softmax", "scoring_func",
-            "must be 'sigmoid' or 'softmax', got '" + scoring_func + "'");
-    require(topk_method == "noaux_tc" || topk_method == "greedy" || topk_method == "group_limited_greedy", "topk_method",
-            "must be 'noaux_tc', 'greedy' or 'group_limited_greedy', got '" + topk_method + "'");
+    require(routed_scaling_factor > 0, "routed_scaling_factor", fmt::format("must be positive, got {}", routed_scaling_factor));
     require(n_routed_experts % n_group == 0, "n_routed_experts",
             fmt::format("({}) must be divisible by n_group ({})", n_routed_experts, n_group));
     require(topk_group <= n_group, "topk_group",
             fmt::format("({}) must not exceed n_group ({})", topk_group, n_group));
-    const bool grouped = topk_method != "greedy" && n_group > 1;
+    const bool grouped = topk_method != TopkMethod::kGreedy && n_group > 1;
     const int64_t selectable = grouped ? topk_group * (n_routed_experts / n_group) : n_routed_experts;
     require(num_experts_per_tok <= selectable, "num_experts_per_tok",
             fmt::format("({}) exceeds the {} experts the kept groups offer", num_experts_per_tok, selectable));

@@ -1,13 +1,35 @@
 // DeepSeekV3Config: the Hugging Face config.json of DeepSeek-V3 (and V2-style variants), with the
 // checks that refuse impossible models and the parameter counts of MODEL.md.
 #pragma once
+#include <fmt/format.h>
+
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "../nn/rotary.hpp"
 
 namespace latent::models {
+
+// How the router scores experts: sigmoid (V3) or softmax (V2).
+enum class ScoringFunc { kSigmoid, kSoftmax };
+// How it picks them: noaux_tc (V3: groups ranked by their top-2 biased scores, bias for selection
+// only), greedy (plain top-k) or group_limited_greedy (V2: groups ranked by their best score).
+enum class TopkMethod { kNoauxTc, kGreedy, kGroupLimitedGreedy };
+
+// Their config.json spellings.
+constexpr std::array<std::pair<ScoringFunc, std::string_view>, 2> names(ScoringFunc) {
+  return {{{ScoringFunc::kSigmoid, "sigmoid"}, {ScoringFunc::kSoftmax, "softmax"}}};
+}
+constexpr std::array<std::pair<TopkMethod, std::string_view>, 3> names(TopkMethod) {
+  return {{{TopkMethod::kNoauxTc, "noaux_tc"}, {TopkMethod::kGreedy, "greedy"},
+           {TopkMethod::kGroupLimitedGreedy, "group_limited_greedy"}}};
+}
+std::string_view to_string(ScoringFunc scoring_func);
+std::string_view to_string(TopkMethod topk_method);
 
 struct DeepSeekV3Config {
   // Members are named exactly as the HF config.json keys.
@@ -19,8 +41,8 @@ struct DeepSeekV3Config {
   double routed_scaling_factor = 1.0, rope_theta = 10000.0, rms_norm_eps = 1e-6, aux_loss_alpha = 0.0,
          initializer_range = 0.02;
   bool norm_topk_prob = true, tie_word_embeddings = false;
-  std::string scoring_func = "sigmoid";  // "sigmoid" (V3) or "softmax" (V2)
-  std::string topk_method = "noaux_tc";  // "noaux_tc" (V3), "greedy" or "group_limited_greedy" (V2)
+  ScoringFunc scoring_func = ScoringFunc::kSigmoid;
+  TopkMethod topk_method = TopkMethod::kNoauxTc;  // absent from a softmax config.json: greedy
   std::string hidden_act = "silu";
   std::string model_type = "deepseek_v3";
   std::optional<nn::YarnConfig> rope_scaling;  // {"type": "yarn", ...} or null
@@ -44,3 +66,15 @@ struct DeepSeekV3Config {
 };
 
 }  // namespace latent::models
+
+// Prints the config.json spelling.
+template <> struct fmt::formatter<latent::models::ScoringFunc> : fmt::formatter<std::string_view> {
+  template <class Context> auto format(latent::models::ScoringFunc value, Context& context) const {
+    return fmt::formatter<std::string_view>::format(latent::models::to_string(value), context);
+  }
+};
+template <> struct fmt::formatter<latent::models::TopkMethod> : fmt::formatter<std::string_view> {
+  template <class Context> auto format(latent::models::TopkMethod value, Context& context) const {
+    return fmt::formatter<std::string_view>::format(latent::models::to_string(value), context);
+  }
+};

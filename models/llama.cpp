@@ -92,7 +92,7 @@ LlamaModel::LlamaModel(const LlamaConfig& c) {
   norm = register_module("norm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps));
 }
 
-Llama::Llama(const LlamaConfig& config) : config_(config) {
+Llama::Llama(const LlamaConfig& config) : config_(config.resolved()) {
   config_.validate();
   model = register_module("model", std::make_shared<LlamaModel>(config_));
   if (!config_.tie_word_embeddings)

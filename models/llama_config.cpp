@@ -9,11 +9,36 @@
 #include "../core/checked_int.hpp"
 #include "../core/error.hpp"
 #include "../io/json.hpp"
+#include "config_table.hpp"
 
 namespace latent::models {
 namespace {
 
 using nlohmann::json;
+
+using Config = LlamaConfig;
+using config_table::Check;
+using config_table::Presence;
+
+// Every plain config.json key (transformers' defaults for those older configs leave out). Written
+// too: architectures, and rope_scaling and mlp_bias, which latent supports only as null and false.
+const config_table::Key<Config> kKeys[] = {
+    {"vocab_size", &Config::vocab_size, Presence::kRequired, Check::kPositive},
+    {"hidden_size", &Config::hidden_size, Presence::kRequired, Check::kPositive},
+    {"intermediate_size", &Config::intermediate_size, Presence::kRequired, Check::kPositive},
+    {"num_hidden_layers", &Config::num_hidden_layers, Presence::kRequired, Check::kPositive},
+    {"num_attention_heads", &Config::num_attention_heads, Presence::kRequired, Check::kPositive},
+    {"num_key_value_heads", &Config::num_key_value_heads, Presence::kOptional, Check::kPositive},
+    {"head_dim", &Config::head_dim, Presence::kOptional, Check::kPositive},
+    {"max_position_embeddings", &Config::max_position_embeddings, Presence::kRequired, Check::kPositive},
+    {"rms_norm_eps", &Config::rms_norm_eps, Presence::kRequired, Check::kFinitePositive},
+    {"rope_theta", &Config::rope_theta, Presence::kOptional, Check::kFinitePositive},
+    {"initializer_range", &Config::initializer_range, Presence::kOptional, Check::kFiniteNonNegative},
+    {"tie_word_embeddings", &Config::tie_word_embeddings, Presence::kOptional},
+    {"attention_bias", &Config::attention_bias, Presence::kOptional},
+    {"hidden_act", &Config::hidden_act, Presence::kOptional},
+    {"model_type", &Config::model_type, Presence::kOptional},
+};
 
 // context: the file being read, or "LlamaConfig" for a config built in code.
 void require(bool ok, const std::string& key, const std::string& what, const std::string& context) {
@@ -52,33 +77,28 @@ int64_t checked_parameter_count(const LlamaConfig& c, const std::string& context
   }
 }
 
+LlamaConfig resolve(LlamaConfig c, const std::string& context) {
+  if (c.num_key_value_heads == 0) c.num_key_value_heads = c.num_attention_heads;
+  if (c.head_dim == 0 && c.num_attention_heads > 0) {  // (a non-positive head count is reported by check())
+    require(c.hidden_size % c.num_attention_heads == 0, "hidden_size",
+            fmt::format("({}) must be divisible by num_attention_heads ({}) when head_dim is not given", c.hidden_size,
+                        c.num_attention_heads),
+            context);
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  return c;
+}
+
+// c resolved.
 void check(const LlamaConfig& c, const std::string& context) {
-  auto positive = [&](int64_t v, const char* key) {
-    require(v > 0, key, "must be positive, got " + std::to_string(v), context);
-  };
-  positive(c.vocab_size, "vocab_size");
-  positive(c.hidden_size, "hidden_size");
-  positive(c.intermediate_size, "intermediate_size");
-  positive(c.num_hidden_layers, "num_hidden_layers");
-  positive(c.num_attention_heads, "num_attention_heads");
-  positive(c.num_key_value_heads, "num_key_value_heads");
-  require(c.head_dim > 0, "head_dim",
-          "must be positive, got " + std::to_string(c.head_dim) + " (usually hidden_size / num_attention_heads)", context);
-  positive(c.max_position_embeddings, "max_position_embeddings");
+  config_table::check(c, kKeys, context);
   require(c.num_attention_heads % c.num_key_value_heads == 0, "num_key_value_heads",
           fmt::format("({}) must divide num_attention_heads ({}): each key/value head serves a group of query heads",
                       c.num_key_value_heads, c.num_attention_heads),
           context);
   require(c.head_dim % 2 == 0, "head_dim", "must be even (RoPE rotates pairs), got " + std::to_string(c.head_dim), context);
-  require(c.rms_norm_eps > 0, "rms_norm_eps", fmt::format("must be positive, got {}", c.rms_norm_eps), context);
-  require(c.rope_theta > 0, "rope_theta", fmt::format("must be positive, got {}", c.rope_theta), context);
-  require(c.initializer_range >= 0, "initializer_range", fmt::format("must be >= 0, got {}", c.initializer_range),
-          context);
   require(c.hidden_act == "silu", "hidden_act", "must be 'silu', got '" + c.hidden_act + "'", context);
   require(c.model_type == "llama", "model_type", "must be 'llama', got '" + c.model_type + "'", context);
-  for (const auto& [value, key] : {std::pair{c.rms_norm_eps, "rms_norm_eps"}, {c.rope_theta, "rope_theta"},
-                                   {c.initializer_range, "initializer_range"}})
-    require(std::isfinite(value), key, fmt::format("must be finite, got {}", value), context);
   require(c.num_hidden_layers <= kMaxLayers, "num_hidden_layers",
           fmt::format("({}) exceeds latent's limit of {} layers", c.num_hidden_layers, kMaxLayers), context);
   const int64_t parameters = checked_parameter_count(c, context);
@@ -93,31 +113,8 @@ void check(const LlamaConfig& c, const std::string& context) {
 LlamaConfig from_json(const json& j, const std::string& origin) {
   if (!j.is_object()) throw Error(origin + ": expected a JSON object");
   LlamaConfig c;
-  auto req_int = [&](const char* key) { return io::required<int64_t>(j, key, origin); };
-  c.vocab_size = req_int("vocab_size");
-  c.hidden_size = req_int("hidden_size");
-  c.intermediate_size = req_int("intermediate_size");
-  c.num_hidden_layers = req_int("num_hidden_layers");
-  c.num_attention_heads = req_int("num_attention_heads");
-  c.max_position_embeddings = req_int("max_position_embeddings");
-  // transformers' own defaults for the keys older configs leave out.
-  c.num_key_value_heads = io::optional<int64_t>(j, "num_key_value_heads", c.num_attention_heads, origin);
-  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
-    c.head_dim = req_int("head_dim");
-  } else if (c.num_attention_heads > 0) {  // (a non-positive head count is reported by check())
-    require(c.hidden_size % c.num_attention_heads == 0, "hidden_size",
-            fmt::format("({}) must be divisible by num_attention_heads ({}) when head_dim is not given", c.hidden_size,
-                        c.num_attention_heads),
-            origin);
-    c.head_dim = c.hidden_size / c.num_attention_heads;
-  }
-  c.rms_norm_eps = io::required<double>(j, "rms_norm_eps", origin);
-  c.rope_theta = io::optional<double>(j, "rope_theta", 10000.0, origin);
-  c.initializer_range = io::optional<double>(j, "initializer_range", 0.02, origin);
-  c.tie_word_embeddings = io::optional<bool>(j, "tie_word_embeddings", false, origin);
-  c.attention_bias = io::optional<bool>(j, "attention_bias", false, origin);
-  c.hidden_act = io::optional<std::string>(j, "hidden_act", "silu", origin);
-  c.model_type = io::optional<std::string>(j, "model_type", "llama", origin);
+  config_table::read(c, j, kKeys, origin);
+  c = resolve(c, origin);
   // Refused rather than ignored: either would silently compute a different model.
   require(!io::optional<bool>(j, "mlp_bias", false, origin), "mlp_bias", "is true; SwiGLU without biases only", origin);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
@@ -129,24 +126,10 @@ LlamaConfig from_json(const json& j, const std::string& origin) {
 
 json to_json(const LlamaConfig& c) {
   json j;
+  config_table::write(c.resolved(), j, kKeys);
   j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = c.model_type;
-  j["vocab_size"] = c.vocab_size;
-  j["hidden_size"] = c.hidden_size;
-  j["intermediate_size"] = c.intermediate_size;
-  j["num_hidden_layers"] = c.num_hidden_layers;
-  j["num_attention_heads"] = c.num_attention_heads;
-  j["num_key_value_heads"] = c.num_key_value_heads;
-  j["head_dim"] = c.head_dim;
-  j["max_position_embeddings"] = c.max_position_embeddings;
-  j["rms_norm_eps"] = c.rms_norm_eps;
-  j["rope_theta"] = c.rope_theta;
   j["rope_scaling"] = nullptr;
-  j["initializer_range"] = c.initializer_range;
-  j["tie_word_embeddings"] = c.tie_word_embeddings;
-  j["attention_bias"] = c.attention_bias;
   j["mlp_bias"] = false;
-  j["hidden_act"] = c.hidden_act;
   return j;
 }
 
@@ -165,8 +148,10 @@ void LlamaConfig::to_json_file(const std::string& path) const {
 
 std::string LlamaConfig::to_json_string() const { return to_json(*this).dump(2); }
 
-void LlamaConfig::validate() const { check(*this, "LlamaConfig"); }
+LlamaConfig LlamaConfig::resolved() const { return resolve(*this, "LlamaConfig"); }
 
-int64_t LlamaConfig::num_parameters() const { return checked_parameter_count(*this, "LlamaConfig"); }
+void LlamaConfig::validate() const { check(resolved(), "LlamaConfig"); }
+
+int64_t LlamaConfig::num_parameters() const { return checked_parameter_count(resolved(), "LlamaConfig"); }
 
 }  // namespace latent::models

@@ -9,8 +9,8 @@ namespace latent::models {
 struct LlamaConfig {
   // Members are named exactly as the HF config.json keys.
   int64_t vocab_size = 0, hidden_size = 0, intermediate_size = 0, num_hidden_layers = 0, num_attention_heads = 0,
-          num_key_value_heads = 0 /* absent: num_attention_heads (no GQA) */,
-          head_dim = 0 /* absent from config.json: hidden_size / num_attention_heads */, max_position_embeddings = 0;
+          num_key_value_heads = 0 /* 0 or absent: num_attention_heads (no GQA) */,
+          head_dim = 0 /* 0 or absent: hidden_size / num_attention_heads */, max_position_embeddings = 0;
   double rms_norm_eps = 1e-6, rope_theta = 10000.0, initializer_range = 0.02;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // biases on q/k/v/o_proj
@@ -21,7 +21,10 @@ struct LlamaConfig {
   static LlamaConfig from_json_string(const std::string& text, const std::string& origin = "config.json");
   void to_json_file(const std::string& path) const;  // atomic
   std::string to_json_string() const;
-  // Throws latent::Error naming the offending key when the model cannot be built.
+  // This config with its derived defaults filled in (num_key_value_heads, head_dim); what Llama's
+  // constructor builds and to_json writes. Throws when head_dim must be derived but cannot be.
+  LlamaConfig resolved() const;
+  // Throws latent::Error naming the offending key when the model of resolved() cannot be built.
   void validate() const;
 
   // Counted, never allocated: embedding, layers, final norm and (unless tied) the head.

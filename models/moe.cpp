@@ -245,11 +245,11 @@ MoEGate::MoEGate(const DeepSeekV3Config& c)
       topk_group_(c.topk_group),
       routed_scaling_factor_(c.routed_scaling_factor),
       norm_topk_prob_(c.norm_topk_prob),
-      sigmoid_(c.scoring_func == "sigmoid"),
+      sigmoid_(c.scoring_func == ScoringFunc::kSigmoid),
       topk_method_(c.topk_method) {
   weight = register_parameter("weight", Tensor::empty({c.n_routed_experts, c.hidden_size}));
   nn::init::normal_(weight, 0.0, c.initializer_range);
-  if (topk_method_ == "noaux_tc")
+  if (topk_method_ == TopkMethod::kNoauxTc)
     e_score_correction_bias = register_buffer("e_score_correction_bias", zeros({c.n_routed_experts}));
 }
 
@@ -263,7 +263,7 @@ MoEGate::Routing MoEGate::route(const Tensor& x) const {
   const double* s = scores.data<double>();
   std::vector<double> bias(static_cast<size_t>(E), 0.0);
   if (e_score_correction_bias.defined()) bias = e_score_correction_bias.to(kFloat64).to_vector<double>();
-  const bool grouped = n_group_ > 1 && topk_method_ != "greedy";
+  const bool grouped = n_group_ > 1 && topk_method_ != TopkMethod::kGreedy;
   const int64_t per_group = E / n_group_;
 
   r.expert_ids = Tensor::empty({N, K}, kInt64);
@@ -280,7 +280,7 @@ MoEGate::Routing MoEGate::route(const Tensor& x) const {
           members.assign(choice.begin() + g * per_group, choice.begin() + (g + 1) * per_group);
           std::sort(members.begin(), members.end(), std::greater<>());
           group_score[static_cast<size_t>(g)] =
-              topk_method_ == "noaux_tc" ? members[0] + (members.size() > 1 ? members[1] : 0.0) : members[0];
+              topk_method_ == TopkMethod::kNoauxTc ? members[0] + (members.size() > 1 ? members[1] : 0.0) : members[0];
         }
         top_indices(group_score, topk_group_, kept_groups);
         std::fill(kept.begin(), kept.end(), false);

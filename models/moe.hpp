@@ -11,6 +11,7 @@
 namespace latent::models {
 
 struct DeepSeekV3Config;
+enum class TopkMethod;
 
 // What one MoE layer's routing did in the last forward pass with grad-tracked statistics.
 struct RoutingStats {
@@ -39,7 +40,7 @@ class MoEGate : public nn::Module {
   int64_t n_routed_experts_, top_k_, n_group_, topk_group_;
   double routed_scaling_factor_;
   bool norm_topk_prob_, sigmoid_;
-  std::string topk_method_;
+  TopkMethod topk_method_;
 };
 
 class DeepSeekMoE : public nn::Module {

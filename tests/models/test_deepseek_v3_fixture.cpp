@@ -66,7 +66,7 @@ void check_against_fixture(const std::string& name) {
       CHECK(routing.loads.to_vector<int64_t>() == f.expected.at("load." + routing.name).to_vector<int64_t>());
     }
 
-    if (model.config().topk_method == "noaux_tc") {
+    if (model.config().topk_method == models::TopkMethod::kNoauxTc) {
       model.update_expert_bias(0.001);
       for (auto& [bname, b] : model.named_buffers()) {
         INFO("bias " << bname);
