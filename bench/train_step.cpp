@@ -1,6 +1,6 @@
-// train_step: times one full DeepSeek-V3 training step (the step of examples/train.cpp) and reports
-// tokens/s, model FLOPs utilisation against an sgemm peak measured on the spot, peak RSS and OS
-// allocations per step; bench/torch_twin.py is its PyTorch counterpart.
+// train_step: times one full DeepSeek-V3 training step (the step of train::Trainer, train/trainer.cpp)
+// and reports tokens/s, model FLOPs utilisation against an sgemm peak measured on the spot, peak RSS
+// and OS allocations per step; bench/torch_twin.py is its PyTorch counterpart.
 #include <sys/resource.h>
 #include <time.h>
 

@@ -1,27 +1,23 @@
 // write_file_atomic: temporary file, fsync, rename, directory fsync; cleanup on every failure path;
-// and the crash points tests arm to kill the process between those steps.
+// crash points (crash_points.hpp) between those steps, for the tests that kill the process there.
 #include "atomic_file.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
 #include "../core/error.hpp"
+#include "crash_points.hpp"
 
 namespace latent::io {
 
 namespace {
 
 std::string errno_text() { return std::strerror(errno); }
-
-std::atomic<int64_t> crash_at{0};        // 0: crash points are unarmed
-std::atomic<int64_t> crash_points_seen{0};
 
 // Returns fsync's errno (0 on success) so callers can word the error for what they were doing.
 int fsync_directory(const std::string& dir, bool& opened) {
@@ -58,25 +54,6 @@ bool is_temporary_name(std::string_view file_name) {
   for (char c : file_name.substr(marker + 5))
     if (c < '0' || c > '9') return false;
   return true;
-}
-
-CrashPoints::CrashPoints(int64_t kill_at) {
-  crash_points_seen.store(0, std::memory_order_relaxed);
-  crash_at.store(kill_at, std::memory_order_relaxed);
-}
-
-CrashPoints::~CrashPoints() { crash_at.store(0, std::memory_order_relaxed); }
-
-void crash_point(const char* event, std::string_view subject) {
-  const int64_t target = crash_at.load(std::memory_order_relaxed);
-  if (target <= 0) return;
-  const int64_t reached = crash_points_seen.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (reached != target) return;
-  // write(2), not stdio: the message must reach stderr before the kill, and nothing else may be flushed.
-  const std::string message = fmt::format("fault injection: killed at crash point {}: {} {}\n", reached, event, subject);
-  [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, message.data(), message.size());
-  ::kill(::getpid(), SIGKILL);
-  ::_exit(137);  // not reached: SIGKILL cannot be caught
 }
 
 void write_all(std::FILE* file, const void* data, size_t nbytes, const std::string& path) {

@@ -1,6 +1,5 @@
 // Atomic file replacement: write to a temporary in the same directory, flush it to disk, rename it
 // over the target, so a crash or an error never leaves a half-written file where the old one was.
-// Also the crash points that let tests kill a multi-file protocol (checkpoints) at every step.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -34,23 +33,5 @@ bool is_temporary_name(std::string_view file_name);
 // loss. File systems that cannot sync directories (EINVAL) are accepted; other failures throw
 // latent::Error naming `dir`.
 void sync_directory(const std::string& dir);
-
-// --- crash points (test-only fault injection) ------------------------------------------------
-//
-// A multi-step file protocol calls crash_point() at every instant where a crash would leave a
-// distinct state on disk; write_file_atomic has four (temporary created, written, synced, renamed).
-// Unarmed, a crash point is one relaxed atomic load. While a CrashPoints object armed with n > 0
-// lives, the n-th crash point reached prints "fault injection: killed at crash point n: <event>
-// <subject>" on stderr and kills the process with SIGKILL, exactly as `kill -9` would: no
-// destructors, no stdio flush, no cleanup. Tests use it to crash a save at each of its points in turn.
-class CrashPoints {
- public:
-  explicit CrashPoints(int64_t kill_at);  // 0 arms nothing
-  ~CrashPoints();
-  CrashPoints(const CrashPoints&) = delete;
-  CrashPoints& operator=(const CrashPoints&) = delete;
-};
-
-void crash_point(const char* event, std::string_view subject = {});
 
 }  // namespace latent::io

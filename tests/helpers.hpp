@@ -1,4 +1,4 @@
-// Shared test helpers: comparing tensors with expected values, locating test data.
+// Shared test helpers: comparing tensors with expected values, locating test data, scratch directories.
 #pragma once
 #include <catch2/catch.hpp>
 
@@ -10,6 +10,8 @@
 #include <vector>
 
 #include <latent/latent.hpp>
+
+#include "temp_dir.hpp"
 
 namespace latent::testing {
 

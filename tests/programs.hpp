@@ -1,8 +1,6 @@
 // What the tests that run latent's built programs share: the programs' paths (from the environment
-// meson sets), scratch directories, shell quoting and whole-file reads.
+// meson sets), scratch directories (temp_dir.hpp), shell quoting and whole-file reads.
 #pragma once
-#include <stdlib.h>
-
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
@@ -10,6 +8,8 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+
+#include "temp_dir.hpp"
 
 namespace latent::testing {
 
@@ -19,20 +19,6 @@ inline std::string program(const char* variable) {
   if (!path || !std::filesystem::exists(path)) FAIL(variable << " must name the built program (meson sets it for `meson test`)");
   return path;
 }
-
-// A fresh directory under the system temporary directory, removed with everything in it.
-struct TempDir {
-  std::filesystem::path path;
-  explicit TempDir(const std::string& prefix = "latent-test") {
-    std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
-    if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
-    path = pattern;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 // s as one word for /bin/sh, whatever characters it holds.
 inline std::string quote(const std::string& s) {

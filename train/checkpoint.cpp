@@ -2,16 +2,15 @@
 #include "checkpoint.hpp"
 
 #include <algorithm>
-#include <atomic>
-#include <charconv>
-#include <cstdlib>
 #include <filesystem>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "../io/atomic_file.hpp"
+#include "../io/crash_points.hpp"
 #include "../io/json.hpp"
+#include "fault_injection.hpp"
 
 namespace latent::train {
 namespace fs = std::filesystem;
@@ -81,24 +80,6 @@ void roll_forward(const fs::path& dir) {
   remove_staging(dir);
 }
 
-// The kill point LATENT_FAULT_INJECT=<save>:<point> asks of this save (0: none); see checkpoint.hpp.
-int64_t injected_crash_point() {
-  static std::atomic<int64_t> saves_in_process{0};
-  const int64_t save = ++saves_in_process;
-  const char* spec = std::getenv("LATENT_FAULT_INJECT");
-  if (spec == nullptr || *spec == '\0') return 0;
-  const std::string_view text(spec);
-  const size_t colon = text.find(':');
-  int64_t wanted_save = 0, point = 0;
-  const auto parse = [](std::string_view digits, int64_t& value) {
-    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
-    return error == std::errc() && end == digits.data() + digits.size() && value > 0;
-  };
-  if (colon == std::string_view::npos || !parse(text.substr(0, colon), wanted_save) || !parse(text.substr(colon + 1), point))
-    throw Error(fmt::format("LATENT_FAULT_INJECT: expected <save>:<point> with positive integers, got '{}'", text));
-  return save == wanted_save ? point : 0;
-}
-
 void write_trainer_state(const std::string& path, const TrainerState& state) {
   const nlohmann::json j = {{"step", state.step},
                             {"sampler", {{"seed", state.sampler_seed}, {"offset", state.sampler_offset}}},
@@ -119,9 +100,9 @@ void recover_checkpoint(const std::string& dir_name) {
   });
 }
 
-void save_checkpoint(const std::string& dir_name, const models::DeepSeekV3& model, const optim::Optimizer& optimizer,
+void save_checkpoint(const std::string& dir_name, const models::CausalLM& model, const optim::Optimizer& optimizer,
                      const TrainerState& state, const TrainingLog& log) {
-  const io::CrashPoints crash_points(injected_crash_point());
+  const io::CrashPoints crash_points(crash_point_for_this_save());
   const fs::path dir(dir_name), staging = dir / kStaging;
   checked("save_checkpoint", dir_name, [&] {
     create_directories_durably(dir);

@@ -29,12 +29,7 @@
 // latent-generate) still always see a complete config.json and model.safetensors: each is replaced
 // by one rename.
 //
-// Test-only fault injection: with LATENT_FAULT_INJECT=<save>:<point> in the environment, the
-// <save>-th save_checkpoint call of the process (1-based) kills the process with SIGKILL at its
-// <point>-th crash point (io::crash_point: the instant after each create, write, fsync, rename and
-// removal of the protocol above), printing which one on stderr. A point beyond the save's last one does nothing, so
-// a test finds the number of points by raising <point> until the save completes. The variable is
-// read once per save; training steps never look at it.
+// Tests crash a save at each of these instants through the hooks of fault_injection.hpp.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -43,7 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../optim/optimizer.hpp"
-#include "../models/deepseek_v3.hpp"
+#include "../models/causal_lm.hpp"
 #include "training_log.hpp"
 
 namespace latent::train {
@@ -59,7 +54,7 @@ struct TrainerState {
 // Saves by the protocol above. On an error before the commit (disk full, unwritable directory) the
 // staging directory is removed and DIR keeps the previous checkpoint; the error propagates as
 // latent::Error naming the directory.
-void save_checkpoint(const std::string& dir, const models::DeepSeekV3& model, const optim::Optimizer& optimizer,
+void save_checkpoint(const std::string& dir, const models::CausalLM& model, const optim::Optimizer& optimizer,
                      const TrainerState& state, const TrainingLog& log);
 
 // True when dir holds a complete checkpoint (after recovering an interrupted save).

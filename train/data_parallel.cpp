@@ -1,14 +1,17 @@
-// DeepSeek-V3 data parallelism: global losses, averaged gradients and global expert loads.
+// Data parallelism of a causal LM: global losses, averaged gradients and global expert loads.
 #include "data_parallel.hpp"
 
+#include <algorithm>
+
+#include <fmt/format.h>
+
 #include "../core/factory.hpp"
-#include "../models/moe.hpp"
 
 namespace latent::train {
 
 namespace {
 
-std::vector<Tensor> parameters_and_buffers(const models::DeepSeekV3& model) {
+std::vector<Tensor> parameters_and_buffers(const models::CausalLM& model) {
   std::vector<Tensor> tensors = model.parameters();
   for (auto& [name, buffer] : model.named_buffers()) tensors.push_back(buffer);
   return tensors;
@@ -16,51 +19,56 @@ std::vector<Tensor> parameters_and_buffers(const models::DeepSeekV3& model) {
 
 }  // namespace
 
-DeepSeekV3DataParallel::DeepSeekV3DataParallel(std::shared_ptr<models::DeepSeekV3> model, const distributed::ProcessGroup& group,
-                                               int64_t bucket_bytes)
+double GlobalLosses::term(const std::string& name) const {
+  for (const auto& [term_name, value] : terms)
+    if (term_name == name) return value;
+  throw Error(fmt::format("GlobalLosses: no term '{}'", name));
+}
+
+DataParallel::DataParallel(std::shared_ptr<models::CausalLM> model, const distributed::ProcessGroup& group,
+                           int64_t bucket_bytes)
     : model_(std::move(model)), group_(group), reducer_(group, model_->parameters(), bucket_bytes) {
   distributed::broadcast_tensors(group_, parameters_and_buffers(*model_), 0);
 }
 
-DeepSeekV3DataParallel::GlobalLosses DeepSeekV3DataParallel::average_losses(const models::DeepSeekV3::Losses& losses) const {
-  const std::vector<double> sums =
-      group_.all_reduce_sum({losses.total.item(), losses.ce.item(), losses.balance.item(), losses.mtp.item()});
+GlobalLosses DataParallel::average_losses(const models::LossTerms& losses) const {
+  std::vector<double> values = {losses.total.item()};
+  for (const auto& [name, value] : losses.terms) values.push_back(value.item());
+  if (group_.size() > 1) values = group_.all_reduce_sum(values);
   const double ranks = double(group_.size());
-  return {sums[0] / ranks, sums[1] / ranks, sums[2] / ranks, sums[3] / ranks};
-}
-
-void DeepSeekV3DataParallel::all_reduce_gradients() { reducer_.all_reduce(); }
-
-std::vector<Tensor> DeepSeekV3DataParallel::global_expert_loads() const {
-  const auto& routing = model_->last_routing();
-  if (routing.empty()) throw Error("global_expert_loads: call loss() first; its expert loads are what the ranks sum");
-  // One flat Int64 reduction for all layers: counts add exactly, in any order.
-  int64_t total = 0;
-  for (const auto& layer : routing) total += layer.loads.numel();
-  Tensor flat = Tensor::empty({total}, kInt64);
-  int64_t* out = flat.data<int64_t>();
-  for (const auto& layer : routing) {
-    const std::vector<int64_t> loads = layer.loads.to_vector<int64_t>();
-    out = std::copy(loads.begin(), loads.end(), out);
-  }
-  group_.all_reduce_sum(flat);
-  std::vector<Tensor> global;
-  int64_t first = 0;
-  for (const auto& layer : routing) {
-    global.push_back(flat.narrow(0, first, layer.loads.numel()).contiguous().reshape(layer.loads.shape()));
-    first += layer.loads.numel();
-  }
+  GlobalLosses global{values[0] / ranks, {}};
+  for (size_t i = 0; i < losses.terms.size(); ++i) global.terms.emplace_back(losses.terms[i].first, values[i + 1] / ranks);
   return global;
 }
 
-std::vector<Tensor> DeepSeekV3DataParallel::update_expert_bias(double gamma) {
-  std::vector<Tensor> loads = global_expert_loads();
-  const auto layers = model_->moe_layers();
-  if (layers.size() != loads.size())
-    throw Error("update_expert_bias: " + std::to_string(loads.size()) + " routed layers in the last loss() but the model has " +
-                std::to_string(layers.size()) + " MoE layers");
-  for (size_t i = 0; i < layers.size(); ++i) layers[i].second->update_expert_bias(gamma, loads[i]);
-  return loads;
+void DataParallel::all_reduce_gradients() { reducer_.all_reduce(); }
+
+void DataParallel::all_reduce_expert_loads() {
+  if (group_.size() == 1) return;
+  std::vector<Tensor> loads;
+  int64_t total = 0;
+  for (const models::RoutingStatistics& layer : model_->routing_statistics()) {
+    if (!layer.loads.defined() || layer.loads.dtype() != kInt64 || !layer.loads.is_contiguous())
+      throw Error(fmt::format("all_reduce_expert_loads: the loads of {} must be a contiguous Int64 tensor", layer.layer));
+    loads.push_back(layer.loads);
+    total += layer.loads.numel();
+  }
+  if (loads.empty()) return;
+  // One flat Int64 reduction for all layers: counts add exactly, in any order.
+  Tensor flat = Tensor::empty({total}, kInt64);
+  int64_t* out = flat.data<int64_t>();
+  for (const Tensor& layer : loads) out = std::copy_n(layer.data<int64_t>(), layer.numel(), out);
+  group_.all_reduce_sum(flat);
+  const int64_t* in = flat.data<int64_t>();
+  for (Tensor& layer : loads) {
+    std::copy_n(in, layer.numel(), layer.data<int64_t>());
+    in += layer.numel();
+  }
+}
+
+void DataParallel::after_optimizer_step(double bias_gamma) {
+  all_reduce_expert_loads();
+  model_->after_optimizer_step(bias_gamma);
 }
 
 }  // namespace latent::train

@@ -85,13 +85,19 @@ void ByteCorpus::split(std::vector<int64_t> bytes, double val_fraction, const st
   const auto held_out = static_cast<size_t>(static_cast<double>(bytes.size()) * val_fraction);
   if (held_out < 2 || bytes.size() - held_out < 2)
     throw Error("data: " + origin + " holds " + std::to_string(bytes.size()) + " bytes, too few to split off validation");
-  validation_.assign(bytes.end() - static_cast<std::ptrdiff_t>(held_out), bytes.end());
+  validation_ = std::make_shared<const std::vector<int64_t>>(bytes.end() - static_cast<std::ptrdiff_t>(held_out), bytes.end());
   bytes.resize(bytes.size() - held_out);
-  train_ = std::move(bytes);
+  train_ = std::make_shared<const std::vector<int64_t>>(std::move(bytes));
 }
 
-BatchSampler::BatchSampler(const std::vector<int64_t>& tokens, int64_t batch, int64_t seq_len, uint64_t seed, BatchShard shard)
-    : tokens_(&tokens), batch_(batch), seq_len_(seq_len), shard_(shard), generator_(seed) {
+BatchSampler::BatchSampler(std::vector<int64_t> tokens, int64_t batch, int64_t seq_len, uint64_t seed, BatchShard shard)
+    : BatchSampler(std::make_shared<const std::vector<int64_t>>(std::move(tokens)), batch, seq_len, seed, shard) {}
+
+BatchSampler::BatchSampler(std::shared_ptr<const std::vector<int64_t>> shared_tokens, int64_t batch, int64_t seq_len,
+                           uint64_t seed, BatchShard shard)
+    : tokens_(std::move(shared_tokens)), batch_(batch), seq_len_(seq_len), shard_(shard), generator_(seed) {
+  if (!tokens_) throw Error("BatchSampler: no tokens (null pointer)");
+  const std::vector<int64_t>& tokens = *tokens_;
   if (batch <= 0 || seq_len <= 0)
     throw Error("BatchSampler: batch and seq_len must be positive, got " + std::to_string(batch) + ", " + std::to_string(seq_len));
   if (shard.count <= 0 || shard.index < 0 || shard.index >= shard.count)

@@ -2,6 +2,7 @@
 // validation tail, and a seeded batch sampler whose whole state is two integers (checkpointable).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,14 +23,17 @@ class ByteCorpus {
 
   const std::vector<std::string>& files() const { return files_; }  // what was read, in order
 
-  const std::vector<int64_t>& train() const { return train_; }
-  const std::vector<int64_t>& validation() const { return validation_; }
-  int64_t size() const { return static_cast<int64_t>(train_.size() + validation_.size()); }
+  const std::vector<int64_t>& train() const { return *train_; }
+  const std::vector<int64_t>& validation() const { return *validation_; }
+  // The same tokens, shared: a BatchSampler given these keeps them alive without a copy.
+  std::shared_ptr<const std::vector<int64_t>> shared_train() const { return train_; }
+  std::shared_ptr<const std::vector<int64_t>> shared_validation() const { return validation_; }
+  int64_t size() const { return static_cast<int64_t>(train_->size() + validation_->size()); }
 
  private:
   ByteCorpus() = default;
   void split(std::vector<int64_t> bytes, double val_fraction, const std::string& origin);
-  std::vector<int64_t> train_, validation_;
+  std::shared_ptr<const std::vector<int64_t>> train_, validation_;
   std::vector<std::string> files_;
 };
 
@@ -44,9 +48,14 @@ struct BatchShard {
 // and rank r draws only rows [r*batch/count, (r+1)*batch/count), exactly the rows one process with the
 // whole batch would have there. So the ranks together see the single-process batch, and the sampler
 // state (seed, offset) is the same on every rank and for every world size.
+//
+// The sampler shares ownership of its tokens, so it never outlives them: given a vector it keeps a
+// copy (`BatchSampler(ByteCorpus(paths).train(), ...)` is safe), given a shared vector it keeps that.
 class BatchSampler {
  public:
-  BatchSampler(const std::vector<int64_t>& tokens, int64_t batch, int64_t seq_len, uint64_t seed, BatchShard shard = {});
+  BatchSampler(std::shared_ptr<const std::vector<int64_t>> tokens, int64_t batch, int64_t seq_len, uint64_t seed,
+               BatchShard shard = {});
+  BatchSampler(std::vector<int64_t> tokens, int64_t batch, int64_t seq_len, uint64_t seed, BatchShard shard = {});
   Tensor next();  // Int64 [batch / shard.count, seq_len + 1]
   // Every window in order (for evaluation; whole batches, the shard does not apply): at most
   // max_batches batches of consecutive windows.
@@ -57,7 +66,7 @@ class BatchSampler {
   void set_state(uint64_t seed, uint64_t offset) { generator_.set_state(seed, offset); }
 
  private:
-  const std::vector<int64_t>* tokens_;
+  std::shared_ptr<const std::vector<int64_t>> tokens_;
   int64_t batch_, seq_len_;
   BatchShard shard_;
   Generator generator_;

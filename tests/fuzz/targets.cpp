@@ -14,11 +14,11 @@
 
 #include <latent/latent.hpp>
 
-#include "../../train/checkpoint.hpp"
-#include "../../models/deepseek_v3.hpp"
-#include "../../models/llama_config.hpp"
-#include "../../io/safetensors.hpp"
-#include "../../optim/adam.hpp"
+#include "train/checkpoint.hpp"
+#include "models/deepseek_v3.hpp"
+#include "models/llama_config.hpp"
+#include "io/safetensors.hpp"
+#include "optim/adam.hpp"
 
 namespace latent::fuzz {
 namespace {

@@ -7,14 +7,15 @@
 #include <fstream>
 #include <limits>
 
-#include "../../train/checkpoint.hpp"
-#include "../../models/llama.hpp"
+#include "train/checkpoint.hpp"
+#include "models/llama.hpp"
 #include "../helpers.hpp"
 
 using namespace latent;
 using models::DeepSeekV3;
 using models::DeepSeekV3Config;
 namespace fs = std::filesystem;
+using latent::testing::TempDir;
 
 namespace {
 
@@ -29,15 +30,6 @@ DeepSeekV3Config micro_config() {
   c.max_position_embeddings = 8, c.num_nextn_predict_layers = 1, c.routed_scaling_factor = 2.5;
   return c;
 }
-
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("latent-hostile-" + std::to_string(::getpid()));
-  TempDir() {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -6,24 +6,15 @@
 #include <fstream>
 #include <iterator>
 
-#include "../../io/json.hpp"
+#include "io/json.hpp"
 #include "../helpers.hpp"
 
 using namespace latent;
 using nlohmann::json;
 namespace fs = std::filesystem;
+using latent::testing::TempDir;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() : path(fs::temp_directory_path() / ("latent-json-test-" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);

@@ -12,28 +12,15 @@
 #include <iterator>
 #include <limits>
 
-#include "../../io/atomic_file.hpp"
-#include "../../io/safetensors.hpp"
+#include "io/atomic_file.hpp"
+#include "io/safetensors.hpp"
 #include "../helpers.hpp"
 
 using namespace latent;
 namespace fs = std::filesystem;
+using latent::testing::TempDir;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path =
-        fs::temp_directory_path() / ("latent-io-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -6,58 +6,36 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 
 #include "../helpers.hpp"
+#include "../programs.hpp"
 
 using namespace latent;
+using testing::program;
+using testing::quote;
+using testing::read_file;
+using testing::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct CliTempDir {
-  fs::path path = fs::temp_directory_path() / ("latent-cli-errors-" + std::to_string(::getpid()));
-  CliTempDir() {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~CliTempDir() { fs::remove_all(path); }
-};
-
-std::string cli_program(const char* variable) {
-  const char* path = std::getenv(variable);
-  REQUIRE(path != nullptr);  // set by tests/train/meson.build
-  return path;
-}
-
-std::string read_all(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 void write_all(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
 }
 
-std::string shell_quote(const std::string& word) {
-  std::string quoted = "'";
-  for (char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
 // Runs the program with stdin from /dev/null and requires the failure a user should see: a non-zero
 // exit and one line on stderr, "<program>: error: ..." containing `needle`.
 void require_one_line_failure(const std::string& program, const std::vector<std::string>& args,
                               const std::string& needle, const fs::path& scratch) {
-  std::string command = shell_quote(program);
-  for (const std::string& arg : args) command.append(" ").append(shell_quote(arg));
+  std::string command = quote(program);
+  for (const std::string& arg : args) command.append(" ").append(quote(arg));
   // Appended piece by piece: GCC 12 warns (-Wrestrict, a false positive) on the chained operator+.
-  command.append(" </dev/null >").append(shell_quote((scratch / "stdout").string()));
-  command.append(" 2>").append(shell_quote((scratch / "stderr").string()));
+  command.append(" </dev/null >").append(quote((scratch / "stdout").string()));
+  command.append(" 2>").append(quote((scratch / "stderr").string()));
   INFO(command);
   const int status = std::system(command.c_str());
-  const std::string err = read_all(scratch / "stderr");
+  const std::string err = read_file((scratch / "stderr").string());
   INFO("stderr: " << err);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) != 0);
@@ -79,8 +57,8 @@ models::DeepSeekV3Config micro_cli_config() {
 }  // namespace
 
 TEST_CASE("latent-train refuses malformed configs, checkpoints and data paths in one line", "[cli][hostile]") {
-  const std::string train = cli_program("LATENT_TRAIN");
-  CliTempDir tmp;
+  const std::string train = program("LATENT_TRAIN");
+  const TempDir tmp("latent-cli-errors");
   const fs::path config = tmp.path / "config.json", out = tmp.path / "out";
   write_all(tmp.path / "corpus.txt", std::string(4096, 'a'));
   const std::vector<std::string> common = {"--config", config.string(), "--data", (tmp.path / "corpus.txt").string(),
@@ -115,7 +93,7 @@ TEST_CASE("latent-train refuses malformed configs, checkpoints and data paths in
   models::DeepSeekV3(micro_cli_config()).save_pretrained(checkpoint.string());
   write_all(checkpoint / "optimizer.safetensors", "");
   write_all(checkpoint / "trainer_state.json", R"({"step": 1, "sampler": {"seed": 1, "offset": 0}})");
-  const std::string weights = read_all(checkpoint / "model.safetensors");
+  const std::string weights = read_file((checkpoint / "model.safetensors").string());
   write_all(checkpoint / "model.safetensors", weights.substr(0, weights.size() / 2));
   require_one_line_failure(train, {"--resume", checkpoint.string(), "--data", (tmp.path / "corpus.txt").string()},
                            (checkpoint / "model.safetensors").string(), tmp.path);
@@ -125,14 +103,14 @@ TEST_CASE("latent-train refuses malformed configs, checkpoints and data paths in
 }
 
 TEST_CASE("latent-generate refuses malformed model directories and prompts in one line", "[cli][hostile]") {
-  const std::string generate = cli_program("LATENT_GENERATE");
-  CliTempDir tmp;
+  const std::string generate = program("LATENT_GENERATE");
+  const TempDir tmp("latent-cli-errors");
   const fs::path dir = tmp.path / "model";
   models::DeepSeekV3(micro_cli_config()).save_pretrained(dir.string());
   const std::vector<std::string> args = {dir.string(), "--prompt", "hello", "--max-tokens", "2"};
 
   require_one_line_failure(generate, {(tmp.path / "absent").string(), "-p", "x"}, "is not a directory", tmp.path);
-  const std::string good_config = read_all(dir / "config.json");
+  const std::string good_config = read_file((dir / "config.json").string());
   write_all(dir / "config.json", "[]");
   require_one_line_failure(generate, args, "expected a JSON object", tmp.path);
   auto odd = nlohmann::json::parse(good_config);
@@ -151,9 +129,17 @@ TEST_CASE("latent-generate refuses malformed model directories and prompts in on
 
   require_one_line_failure(generate, {dir.string(), "--prompt", std::string(16, 'a')},
                            "leaves no room within max_position_embeddings 16", tmp.path);
-  const std::string weights = read_all(dir / "model.safetensors");
+  const std::string weights = read_file((dir / "model.safetensors").string());
   write_all(dir / "model.safetensors", weights.substr(0, 7));
   require_one_line_failure(generate, args, "too short for the 8-byte header length", tmp.path);
   fs::remove(dir / "model.safetensors");
   require_one_line_failure(generate, args, "no model*.safetensors", tmp.path);
+}
+
+TEST_CASE("latent-train names itself when it refuses an unknown option or a malformed value", "[cli]") {
+  const std::string train = program("LATENT_TRAIN");
+  const TempDir tmp("latent-cli-errors");
+  require_one_line_failure(train, {"--steps", "3", "--foo"}, "unknown option --foo (see latent-train --help)", tmp.path);
+  require_one_line_failure(train, {"--stpes", "3"}, "unknown options --stpes 3", tmp.path);
+  require_one_line_failure(train, {"--steps", "many"}, "--steps", tmp.path);
 }

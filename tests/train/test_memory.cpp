@@ -9,7 +9,7 @@
 
 #include "../helpers.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__)  // GCC's -fsanitize=address (clang defines it too since 13)
 #define LATENT_UNDER_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -22,6 +22,7 @@
 
 using namespace latent;
 namespace fs = std::filesystem;
+using latent::testing::TempDir;
 
 namespace {
 
@@ -49,16 +50,6 @@ bool reset_peak_resident() {
   clear.flush();
   return bool(clear);
 }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "latent-memory-test-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
-    path = pattern;
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 constexpr int64_t kMiB = int64_t(1) << 20;
 
@@ -158,10 +149,16 @@ TEST_CASE("read_safetensors copies the file once: the mapping is released and no
   // Tensor storage: exactly one copy of the data (these sizes are their own size classes).
   CHECK(stats.bytes_in_use - in_use_before == tensor_bytes);
   CHECK(stats.peak_bytes_in_use - in_use_before == tensor_bytes);
-  // After the load the process holds the copy and nothing of the mapping.
+  // After the load the process holds the copy and nothing of the mapping. While loading: the mapped
+  // file (page cache counted as resident) plus the one copy, never more. Under AddressSanitizer
+  // (clang's or GCC's) shadow memory and quarantine add to the resident set: the allocator's exact
+  // counts above carry the test there.
+#if !LATENT_UNDER_ASAN
   CHECK(resident_bytes() - resident_before <= file_bytes + slack);
-  // While loading: the mapped file (page cache counted as resident) plus the one copy, never more.
   if (peak_resettable) CHECK(peak_resident_bytes() - resident_before <= 2 * file_bytes + slack);
+#else
+  (void)peak_resettable, (void)slack;
+#endif
   CHECK(loaded.at("w2").numel() == 2048 * 1024);
 }
 

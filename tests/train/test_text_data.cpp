@@ -2,6 +2,8 @@
 // windows against the text, and that the sampler's two-integer state resumes the same draws.
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <optional>
 
 #include "../helpers.hpp"
 
@@ -10,26 +12,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch {
-  fs::path path;
-  Scratch() {
-    std::string pattern = (fs::temp_directory_path() / "latent-text-data-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
-    path = pattern;
-  }
-  ~Scratch() { fs::remove_all(path); }
-  std::string write(const std::string& name, const std::string& text) const {
-    std::ofstream(path / name, std::ios::binary) << text;
-    return (path / name).string();
-  }
-};
-
 std::string text_of(const std::vector<int64_t>& bytes) { return std::string(bytes.begin(), bytes.end()); }
 
 }  // namespace
 
 TEST_CASE("ByteCorpus joins files with a newline and holds out the tail", "[train][data]") {
-  Scratch dir;
+  const testing::TempDir dir;
   const std::string a = dir.write("a.txt", "0123456789"), b = dir.write("b.txt", "abcdefghi");
   const train::ByteCorpus corpus({a, b}, 0.1);
   // 10 + 1 + 9 = 20 bytes; floor(20 * 0.1) = 2 held out.
@@ -40,7 +28,7 @@ TEST_CASE("ByteCorpus joins files with a newline and holds out the tail", "[trai
 }
 
 TEST_CASE("a directory contributes its files in name order, each file once", "[train][data]") {
-  Scratch dir;
+  const testing::TempDir dir;
   fs::create_directories(dir.path / "texts" / "nested");
   dir.write("texts/b", "bbbbbbbbbb");
   dir.write("texts/a", "aaaaaaaaaa");
@@ -54,7 +42,7 @@ TEST_CASE("a directory contributes its files in name order, each file once", "[t
 }
 
 TEST_CASE("ByteCorpus refuses what cannot be text, naming the path", "[train][data]") {
-  Scratch dir;
+  const testing::TempDir dir;
   const std::string empty = dir.write("empty.txt", ""), tiny = dir.write("tiny.txt", "abc");
   fs::create_directories(dir.path / "only-empty");
   dir.write("only-empty/x", "");
@@ -104,4 +92,38 @@ TEST_CASE("BatchSampler::sequential covers the text in order, for evaluation", "
       for (int64_t t = 0; t < 11; ++t) CHECK(ids[size_t(row * 11 + t)] == int64_t(b) * 20 + row * 10 + t);
   }
   CHECK(sampler.sequential(1).size() == 1);
+}
+
+TEST_CASE("BatchSampler owns its tokens: a sampler of a temporary corpus draws from live text", "[train][data]") {
+  std::string text;
+  for (int i = 0; i < 4000; ++i) text += char('a' + i % 26);
+  // The corpus is destroyed at the end of this statement; a sampler that kept a pointer to its bytes
+  // would read freed memory (ASan: heap-use-after-free in next()).
+  train::BatchSampler sampler(train::ByteCorpus::from_text(text, 0.1).train(), 4, 16, 42);
+  // Reuse the freed heap with other values, so reading it without ASan would also draw wrong windows.
+  const std::vector<std::vector<int64_t>> clobber(16, std::vector<int64_t>(3600, -7));
+  for (int draw = 0; draw < 3; ++draw) {
+    const std::vector<int64_t> ids = sampler.next().to_vector<int64_t>();
+    REQUIRE(ids.size() == 4 * 17);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      REQUIRE(ids[i] >= 'a');
+      REQUIRE(ids[i] <= 'z');
+      if (i % 17 != 0) REQUIRE((ids[i] - 'a') == (ids[i - 1] - 'a' + 1) % 26);  // a window of the text
+    }
+  }
+
+  // The shared form keeps the corpus's own tokens alive without a copy.
+  std::weak_ptr<const std::vector<int64_t>> tokens;
+  std::optional<train::BatchSampler> shared;
+  {
+    const train::ByteCorpus corpus = train::ByteCorpus::from_text(text, 0.1);
+    tokens = corpus.shared_train();
+    shared.emplace(corpus.shared_train(), 2, 8, 1);
+  }
+  REQUIRE(!tokens.expired());
+  CHECK(shared->next().shape() == Shape{2, 9});
+  shared.reset();
+  CHECK(tokens.expired());
+  CHECK_THROWS_WITH(train::BatchSampler(std::shared_ptr<const std::vector<int64_t>>(), 1, 4, 0),
+                    Catch::Contains("no tokens"));
 }

@@ -17,6 +17,9 @@
 
 #include "../helpers.hpp"
 #include "../programs.hpp"
+#include "train/interrupt.hpp"
+#include "train/model_setup.hpp"
+#include "train/trainer.hpp"
 
 extern char** environ;
 
@@ -430,7 +433,7 @@ TEST_CASE("bad input is refused before training with one clear message and a non
       {with({"--min-lr", "1"}), "--min-lr must be in [0, --lr"},
       {with({"--preset", "<drop>", "--resume", dir / "not-a-checkpoint"}), "is not a checkpoint"},
       {with({"--preset", "<drop>", "--resume", dir / "no-such-dir"}), "is not a checkpoint"},
-      {with({"--resume", dir / "not-a-checkpoint"}), "cannot be combined with --preset or --config"},
+      {with({"--resume", dir / "not-a-checkpoint"}), "cannot be combined with --preset, --config or --model-type"},
       {with({"--out", dir / "not-a-checkpoint"}), "holds files but no checkpoint"},
   };
   SECTION("each refused input") for (const Case& c : cases) {
@@ -695,4 +698,105 @@ TEST_CASE("latent-generate loads a checkpoint and streams the prompt plus N byte
       CHECK(lines[0].find(message) != std::string::npos);
     }
   }
+}
+
+TEST_CASE("latent-train --model-type llama trains through the same job, resumes bitwise, and latent-generate reads it",
+          "[train][llama]") {
+  const std::string train = program("LATENT_TRAIN");
+  const TempDir dir;
+  const std::string corpus = write_corpus(dir), out = dir / "llama", half = dir / "half";
+  const std::vector<std::string> llama = {"--model-type", "llama", "--log-every", "2"};
+  const Run r = run(train, tiny_args(corpus, out, 6, llama));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  for (const char* piece : {"latent-train: Llama tiny", "config: hidden 64, 2 layers, 4 heads (2 key-value) of 16, MLP width 128",
+                            "shapes: ids [2, 33] -> logits [2, 32, 256]", "--- sample at step 6", "trained to step 6"})
+    CHECK(r.out.find(piece) != std::string::npos);
+  CHECK(r.out.find("aux_alpha") == std::string::npos);  // no DeepSeek-V3 settings for a dense model
+  CHECK(r.err.find("max/mean load") == std::string::npos);
+
+  // The checkpoint is a Llama directory: the library's dispatch opens it as one, with the preset's sizes.
+  CHECK(nlohmann::json::parse(read_file(out + "/config.json"))["model_type"] == "llama");
+  const auto model = models::from_pretrained(out);
+  CHECK(model->model_type() == "llama");
+  CHECK(model->num_parameters() == train::llama_preset("tiny").num_parameters());
+  CHECK(train::load_trainer_state(out).hyperparameters.at("model_type") == "llama");
+
+  // One loss term: the metrics have no balance, MTP or routing columns, and total is the cross-entropy.
+  const Csv csv = read_csv(out + "/metrics.csv");
+  CHECK(csv.header == std::vector<std::string>{"step", "loss", "val_loss", "lr", "tokens_per_s", "total", "grad_norm", "skipped"});
+  CHECK(csv.steps() == std::vector<int64_t>{1, 2, 4, 6});
+  for (const auto& row : csv.rows) CHECK(row[csv.column("total")] == row[csv.column("loss")]);
+
+  // 3 + 3 steps equal 6 straight steps, bitwise; --resume needs no --model-type.
+  REQUIRE(run(train, tiny_args(corpus, half, 3, llama)).exit_code == 0);
+  const Run resumed = run(train, {"--resume", half, "--steps", "6", "--threads", "2"});
+  INFO(resumed.err);
+  REQUIRE(resumed.exit_code == 0);
+  CHECK(resumed.out.find("latent-train: Llama " + half + " (resumed at step 3)") != std::string::npos);
+  require_same_tensors(half + "/model.safetensors", out + "/model.safetensors");
+  require_same_tensors(half + "/optimizer.safetensors", out + "/optimizer.safetensors");
+
+  // latent-generate opens the trained directory and continues the prompt greedily as the library does.
+  const Run g = run(program("LATENT_GENERATE"), {out, "--prompt", "the quick", "-n", "12", "--temperature", "0"});
+  INFO(g.err);
+  REQUIRE(g.exit_code == 0);
+  REQUIRE(g.out.size() == 9 + 12 + 1);
+  models::GenerateOptions greedy;
+  greedy.max_new_tokens = 12;
+  const std::vector<int64_t> expected =
+      model->generate(from_vector<int64_t>({116, 104, 101, 32, 113, 117, 105, 99, 107}), greedy).to_vector<int64_t>();
+  for (size_t i = 0; i < expected.size(); ++i) CHECK(int64_t(static_cast<unsigned char>(g.out[i])) == expected[i]);
+
+  // A Llama config.json trains through --config too; DeepSeek-V3's loss weights are refused for it.
+  train::llama_preset("tiny").to_json_file(dir / "llama.json");
+  const Run from_config = run(train, tiny_args(corpus, dir / "from-config", 1, {"--preset", "<drop>", "--config", dir / "llama.json"}));
+  INFO(from_config.err);
+  CHECK(from_config.exit_code == 0);
+  CHECK(from_config.out.find("latent-train: Llama " + (dir / "llama.json")) != std::string::npos);
+  const Run refused = run(train, tiny_args(corpus, dir / "refused", 1, {"--model-type", "llama", "--mtp-lambda", "0.5"}));
+  CHECK(refused.exit_code == 1);
+  CHECK(refused.err == "latent-train: error: --mtp-lambda weights a DeepSeek-V3 loss term; the llama model has none\n");
+  const Run mismatch = run(train, tiny_args(corpus, dir / "mismatch", 1, {"--preset", "<drop>", "--model-type", "deepseek_v3",
+                                                                            "--config", dir / "llama.json"}));
+  CHECK(mismatch.exit_code == 1);
+  CHECK(mismatch.err.find("--model-type deepseek_v3 but " + (dir / "llama.json") + " describes a llama model") != std::string::npos);
+}
+
+TEST_CASE("the Trainer in a program of one's own: an interrupt request stops after the step, saved and resumable",
+          "[train][trainer]") {
+  const TempDir dir;
+  train::TrainerOptions options;
+  options.model_type = "llama", options.preset = "tiny", options.data = {write_corpus(dir)}, options.out_dir = dir / "run";
+  options.steps = 4, options.batch = 2, options.seq = 16, options.warmup = 0, options.min_lr = options.lr;
+  options.sample_tokens = 4;
+  train::Trainer trainer(options);
+  CHECK(trainer.model().model_type() == "llama");
+  CHECK(trainer.log().columns() == std::vector<std::string>{"step", "loss", "val_loss", "lr", "tokens_per_s", "total",
+                                                             "grad_norm", "skipped"});
+
+  // One step by hand: the global losses hold the model's one term, and the optimizer moved the weights.
+  const Tensor before = trainer.model().parameters().front().clone();
+  const train::Trainer::StepResult first = trainer.step();
+  CHECK(!first.skipped());
+  REQUIRE(first.losses.terms.size() == 1);
+  CHECK(first.losses.terms[0].first == "ce");
+  CHECK(first.losses.total == first.losses.term("ce"));
+  CHECK(std::isfinite(first.grad_norm));
+  CHECK(trainer.state().step == 1);
+  CHECK(max(abs(trainer.model().parameters().front() - before)).item() > 0);
+
+  // A request made before run() (as SIGINT's handler makes it) ends run() after its first step.
+  train::request_interrupt();
+  REQUIRE(train::interrupt_requested());
+  CHECK(trainer.run() == 130);
+  train::clear_interrupt_request();
+  CHECK(trainer.state().step == 2);
+  CHECK(train::load_trainer_state(dir / "run").step == 2);
+
+  options.resume_dir = dir / "run", options.out_dir.clear();
+  train::Trainer resumed(options);
+  CHECK(resumed.state().step == 2);
+  CHECK(resumed.run() == 0);
+  CHECK(train::load_trainer_state(dir / "run").step == 4);
 }

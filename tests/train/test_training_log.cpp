@@ -15,20 +15,11 @@ std::string read_file(const fs::path& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-struct Scratch {
-  fs::path path;
-  Scratch() {
-    std::string pattern = (fs::temp_directory_path() / "latent-training-log-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
-    path = pattern;
-  }
-  ~Scratch() { fs::remove_all(path); }
-};
 
 }  // namespace
 
 TEST_CASE("TrainingLog writes one row per step with empty cells for missing values", "[train][log]") {
-  Scratch dir;
+  const testing::TempDir dir;
   train::TrainingLog log({"grad_norm"});
   CHECK(log.columns() == std::vector<std::string>{"step", "loss", "val_loss", "lr", "tokens_per_s", "grad_norm"});
   log.add(1, {{"loss", 5.5}, {"lr", 0.001}, {"grad_norm", 2.25}});
@@ -43,7 +34,7 @@ TEST_CASE("TrainingLog writes one row per step with empty cells for missing valu
 }
 
 TEST_CASE("TrainingLog reads its CSV back up to the resumed step and continues it", "[train][log]") {
-  Scratch dir;
+  const testing::TempDir dir;
   const fs::path path = dir.path / "metrics.csv";
   train::TrainingLog written({"grad_norm"});
   for (int64_t step = 1; step <= 4; ++step) written.add(step, {{"loss", 6.0 - double(step)}, {"grad_norm", 0.5}});
@@ -71,7 +62,7 @@ TEST_CASE("TrainingLog reads its CSV back up to the resumed step and continues i
 }
 
 TEST_CASE("loss.svg is written even before any evaluation", "[train][log]") {
-  Scratch dir;
+  const testing::TempDir dir;
   train::TrainingLog log;
   log.write_svg((dir.path / "empty.svg").string());  // no rows yet: axes only
   log.add(1, {{"loss", 5.0}});
