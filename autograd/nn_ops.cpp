@@ -164,7 +164,7 @@ template <class T> Tensor sum_partials(const Tensor& partials) {
 // with mean := 0 for rms_norm. Mean and rstd are saved per row. Backward, with dxhat = dy * w:
 //   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   (no mean(dxhat) term uncentred)
 //   dw = sum over rows of dy * xhat,  db = sum over rows of dy.
-// Per-row sums run in the tensor's type (f32 or better, the precision DESIGN.md asks of norm
+// Per-row sums run in the tensor's type (f32 or better, the precision docs/architecture.md, "Numbers", asks of norm
 // statistics; in f64 the f32 kernel would be three times slower), sums over rows in double.
 template <class T>
 Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,

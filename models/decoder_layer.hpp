@@ -25,7 +25,7 @@ class DecoderLayer : public nn::Module {
   Tensor feed_forward(const Tensor& h);
 };
 
-// Multi-token prediction module k (MODEL.md, "MTP"): combines the embedding of token j+k with the
+// Multi-token prediction module k (docs/deepseek_v3.md, "MTP"): combines the embedding of token j+k with the
 // previous depth's hidden state at j, runs one MoE decoder layer, and predicts token j+k+1 through
 // the main model's head. Stored as layer num_hidden_layers + k - 1.
 class MTPLayer : public DecoderLayer {

@@ -42,7 +42,7 @@ MultiHeadLatentAttention::MultiHeadLatentAttention(const DeepSeekV3Config& c, st
   kv_a_layernorm = register_module("kv_a_layernorm", std::make_shared<nn::RMSNorm>(kv_rank_, c.rms_norm_eps));
   kv_b_proj = register_module("kv_b_proj", projection(kv_rank_, heads_ * (nope_dim_ + v_dim_), std));
   o_proj = register_module("o_proj", projection(heads_ * v_dim_, d, std));
-  // YaRN's mscale multiplies the softmax scale twice (MODEL.md).
+  // YaRN's mscale multiplies the softmax scale twice (docs/deepseek_v3.md, "YaRN").
   scale_ = rope_->attention_scale() / std::sqrt(static_cast<double>(c.qk_head_dim()));
 }
 
@@ -68,7 +68,7 @@ Tensor MultiHeadLatentAttention::forward(const Tensor& x) const {
   return o_proj->forward(reshape(permute(out, {0, 2, 1, 3}), {B, T, heads_ * v_dim_}));
 }
 
-// Absorbed form (spec 5.5): with W_UK, W_UV the key and value halves of kv_b_proj per head,
+// Absorbed form (docs/deepseek_v3.md, "Absorbed cache"): with W_UK, W_UV the key and value halves of kv_b_proj per head,
 //   q_lat = q_nope W_UK,  score = (q_lat . c + q_pe . k_pe) * scale,  o = (softmax(score) c) W_UV^T.
 // The latent c acts as a single key/value head shared by every query head (MQA over the cache).
 Tensor MultiHeadLatentAttention::forward_absorbed(const Tensor& x, LatentCache& cache) const {

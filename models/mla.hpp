@@ -1,4 +1,4 @@
-// Multi-head Latent Attention (MODEL.md, "MLA"): queries through an optional low-rank bottleneck,
+// Multi-head Latent Attention (docs/deepseek_v3.md, "MLA"): queries through an optional low-rank bottleneck,
 // keys and values decompressed from a kv_lora_rank latent plus one shared RoPE key. Two forms with
 // the same result: the training form (per-head K/V) and the absorbed form that caches only the
 // latent and the rotated key (kv_lora_rank + qk_rope_head_dim floats per token).

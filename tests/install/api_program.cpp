@@ -1,4 +1,4 @@
-// An outside program written only against API.md's core and autograd names: it checks documented
+// An outside program written only against the documented public core and autograd names: it checks documented
 // behaviour with hand-computed values and exits non-zero on the first group of mismatches.
 #include <latent/latent.hpp>
 

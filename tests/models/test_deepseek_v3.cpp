@@ -179,7 +179,7 @@ TEST_CASE("bad token ids and lengths are refused with clear errors", "[dsv3][err
   CHECK_THROWS_WITH(model.generate(from_vector<int64_t>({1, 2}), options), Catch::Contains("max_position_embeddings"));
 }
 
-// DESIGN.md: same seed + same thread count => bitwise-identical runs. latent goes further: every
+// docs/architecture.md, "Threads": same seed + same thread count => bitwise-identical runs. latent goes further: every
 // parallel kernel splits work by shape only and sums in a fixed order, so the thread count does not
 // change a single bit either. Three full training steps (forward, backward with every kernel's
 // parallel path, clipping, AdamW, expert-bias update) must agree exactly at 1 and 2 threads.

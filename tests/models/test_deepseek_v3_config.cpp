@@ -1,4 +1,4 @@
-// DeepSeekV3Config: presets, parameter counts of MODEL.md, JSON round trips, and refusal of
+// DeepSeekV3Config: presets, parameter counts of docs/deepseek_v3.md, JSON round trips, and refusal of
 // impossible configs with the offending key named.
 #include <filesystem>
 #include <fstream>
@@ -9,7 +9,7 @@
 using namespace latent;
 using models::DeepSeekV3Config;
 
-TEST_CASE("parameter counts match MODEL.md for every preset", "[dsv3][config]") {
+TEST_CASE("parameter counts match docs/deepseek_v3.md for every preset", "[dsv3][config]") {
   const auto big = DeepSeekV3Config::preset("deepseek-v3-671b");
   CHECK(big.num_parameters() == 671026419200LL);
   CHECK(big.num_activated_parameters() == 37552297472LL);

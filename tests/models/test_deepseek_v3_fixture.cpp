@@ -1,4 +1,4 @@
-// DeepSeek-V3 against golden values from an independent PyTorch implementation of MODEL.md
+// DeepSeek-V3 against golden values from an independent PyTorch implementation of docs/deepseek_v3.md
 // (tests/data/dsv3-tiny, shared fixture; tests/data/README.md lists the others): logits, the four
 // losses, every gradient, routing and loads, the bias update, one AdamW step and greedy decoding.
 #include "../helpers.hpp"
@@ -9,7 +9,7 @@ using latent::testing::test_data;
 
 namespace {
 
-constexpr double kTol = 1e-4;  // f32 model against float64 references (MODEL.md: ~3e-6 is typical)
+constexpr double kTol = 1e-4;  // f32 model against float64 references (~3e-6 is typical)
 
 struct Fixture {
   std::shared_ptr<models::DeepSeekV3> model;

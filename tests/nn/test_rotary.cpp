@@ -47,7 +47,7 @@ TEST_CASE("rotary: plain inverse frequencies are base^(-2i/dim)", "[rotary]") {
 }
 
 TEST_CASE("rotary: YaRN frequencies and softmax scale of the tiny fixture config", "[rotary]") {
-  // Computed independently with /usr/bin/python3 from MODEL.md's formulas (plain math module):
+  // Computed independently with /usr/bin/python3 from the formulas of docs/deepseek_v3.md, "YaRN" (plain math module):
   //   corr(n) = dim*ln(orig/(n*2*pi))/(2*ln(base)); low = max(floor(corr(32)), 0) = 0, high = min(ceil(corr(1)), 7) = 1
   //   inv_freq_i = base^(-2i/dim) * (ramp_i/factor + 1 - ramp_i), ramp = clamp((i-low)/(high-low), 0, 1)
   //   -> [1.0, 0.025, 0.0025, 0.00025];  m = 0.1*ln(4) + 1 = 1.138629436111989,  m^2 = 1.2964769927807063

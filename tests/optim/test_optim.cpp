@@ -111,7 +111,7 @@ TEST_CASE("Adam and AdamW: closed-form first and second steps", "[optim]") {
       CHECK(values(w)[i] == Approx(p0[i] * (1 - lr * wd) - lr * g1[i] / (std::abs(g1[i]) + eps)).epsilon(1e-14));
     }
   }
-  SECTION("AdamW's default weight decay is 0.01 (API.md)") {
+  SECTION("AdamW's default weight decay is 0.01 (as torch.optim.AdamW)") {
     CHECK(optim::AdamWOptions{}.weight_decay == 0.01);
     CHECK(optim::AdamOptions{}.weight_decay == 0.0);
     Tensor p = param({1.0});
