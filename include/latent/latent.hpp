@@ -27,6 +27,9 @@
 #include "io/atomic_file.hpp"
 #include "io/json.hpp"
 #include "io/safetensors.hpp"
+#include "tokenizer/bpe_trainer.hpp"
+#include "tokenizer/byte_level.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 #include "optim/adam.hpp"
 #include "optim/clip_grad.hpp"
