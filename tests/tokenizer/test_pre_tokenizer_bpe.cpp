@@ -23,7 +23,10 @@ std::vector<std::string> pieces_of(const Tokenizer& tok, std::string_view text) 
   std::deque<std::string> storage;
   tok.pre_tokenize(text, pieces, storage);
   std::vector<std::string> out;
-  for (const auto& p : pieces) out.push_back((p.added_id >= 0 ? "#" : "") + std::string(p.bytes));
+  for (const auto& p : pieces) {
+    std::string& piece = out.emplace_back(p.added_id >= 0 ? "#" : "");
+    piece += p.bytes;
+  }
   return out;
 }
 
