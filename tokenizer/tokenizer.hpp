@@ -32,9 +32,9 @@ struct Piece {
 // then the pre-tokenizer on the text between them, then BPE on each piece. Hugging Face only takes
 // valid UTF-8; here each maximal run of invalid bytes becomes one piece of its own (the valid text
 // around it encoded as if the run were a boundary), so decode(encode(x)) == x for any bytes x
-// whenever the pre-tokenizer adds no prefix space. Regex classes follow PCRE2's Unicode tables,
-// which agree with Hugging Face's Oniguruma on the texts tested; transformers.js differs on U+FEFF
-// (JavaScript's \s includes it, theirs do not).
+// whenever the pre-tokenizer adds no prefix space. Regex classes are PCRE2's: \s is not U+FEFF
+// (nor in Unicode's White_Space, which Hugging Face's Oniguruma follows), whereas JavaScript's \s,
+// and so transformers.js, includes it.
 class Tokenizer {
  public:
   static Tokenizer from_file(const std::string& path);
