@@ -14,6 +14,10 @@
 #include "io/json.hpp"
 #include "io/safetensors.hpp"
 
+#include "tokenizer/bpe_trainer.hpp"
+#include "tokenizer/byte_level.hpp"
+#include "tokenizer/tokenizer.hpp"
+
 #include "autograd/anomaly.hpp"
 #include "autograd/function.hpp"
 #include "autograd/grad_mode.hpp"

@@ -180,10 +180,58 @@ def library_seeds():
         put("model_dir", "bad_truncated_weights", config_text + b"\0" + weights[: len(weights) // 2])
 
 
+def gpt2_byte_chars():
+    """GPT-2's byte -> character table (tokenizer/byte_level.hpp)."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    table, extra = {}, 256
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(extra)
+            extra += 1
+    return table
+
+
+def tokenizer_json_seeds():
+    """A small byte-level BPE tokenizer.json (a Split sequence, merges in both notations, an added
+    token) and one refused variant per rule the loader enforces."""
+    chars = gpt2_byte_chars()
+    vocab = {chars[b]: b for b in range(256)}
+    vocab.update({"ab": 256, "abc": 257, "\u0120t": 258, "\u0120th": 259})
+    split = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\p{N}{1,3}"}, "behavior": "Isolated", "invert": False},
+        {"type": "Split", "pattern": {"Regex": "\\s+(?!\\S)|\\s+|[\\p{L}\\p{M}]+|\\p{P}+"}, "behavior": "MergedWithNext",
+         "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    valid = {"added_tokens": [{"id": 260, "content": "<|end|>", "special": True}], "normalizer": None,
+             "pre_tokenizer": split, "post_processor": None, "decoder": {"type": "ByteLevel"},
+             "model": {"type": "BPE", "vocab": vocab, "merges": ["a b", ["ab", "c"], "\u0120 t", "\u0120t h"]}}
+    put("tokenizer_json", "valid_split_sequence.json", json.dumps(valid))
+    put("tokenizer_json", "valid_gpt2_style.json", json.dumps({**valid, "pre_tokenizer": {
+        "type": "ByteLevel", "add_prefix_space": True, "use_regex": True}}))
+
+    def variant(name, edit):
+        config = json.loads(json.dumps(valid))
+        edit(config)
+        put("tokenizer_json", f"bad_{name}.json", json.dumps(config))
+    variant("merge_unknown_token", lambda c: c["model"]["merges"].append("ab zz"))
+    variant("merge_result_unknown", lambda c: c["model"]["merges"].append("b c"))
+    variant("regex_rejected", lambda c: c["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(Regex="(\\p{N}"))
+    variant("duplicate_ids", lambda c: c["model"]["vocab"].update(zz=97))
+    variant("duplicate_added_ids", lambda c: c["added_tokens"].append({"id": 260, "content": "<|x|>"}))
+    variant("id_huge", lambda c: c["model"]["vocab"].update(ab=2**40))
+    variant("missing_byte", lambda c: c["model"]["vocab"].pop(chars[10]))
+    variant("normalizer_nfc", lambda c: c.update(normalizer={"type": "NFC"}))
+    variant("byte_level_not_last", lambda c: c["pre_tokenizer"]["pretokenizers"].reverse())
+    put("tokenizer_json", "bad_malformed.json", json.dumps(valid)[:300])
+
+
 if __name__ == "__main__":
-    for target in ("safetensors", "deepseek_v3_config", "llama_config", "trainer_state"):
+    for target in ("safetensors", "deepseek_v3_config", "llama_config", "trainer_state", "tokenizer_json"):
         shutil.rmtree(CORPUS / target, ignore_errors=True)
     safetensors_seeds()
     config_seeds()
     trainer_state_seeds()
+    tokenizer_json_seeds()
     library_seeds()

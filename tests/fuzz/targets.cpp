@@ -152,10 +152,23 @@ void run_model_dir(const uint8_t* data, size_t size) {
   require(logits.shape() == Shape({1, 2, vocab}), "model_dir: a loaded model's logits have the wrong shape");
 }
 
+void run_tokenizer_json(const uint8_t* data, size_t size) {
+  const auto tok = tokenizer::Tokenizer::from_json_string(as_text(data, size), "fuzz tokenizer.json");
+  // An accepted tokenizer encodes any bytes (its own file among them) into ids it can decode, and
+  // reloading what it would save encodes the same way.
+  const std::string text = as_text(data, std::min<size_t>(size, 4096)) + "Hello, world! 123 \xff\xfe";
+  const std::vector<int64_t> ids = tok.encode(text);
+  for (int64_t id : ids) require(id >= 0 && id < tok.vocab_size(), "tokenizer_json: encode produced an id out of range");
+  (void)tok.decode(ids);
+  const auto again = tokenizer::Tokenizer::from_json(tok.to_json(), "re-loaded tokenizer.json");
+  require(again.encode(text) == ids, "tokenizer_json: re-loading changed the encoding");
+}
+
 constexpr Target kTargets[] = {
     {"safetensors", run_safetensors},     {"deepseek_v3_config", run_deepseek_v3_config},
     {"llama_config", run_llama_config},   {"trainer_state", run_trainer_state},
     {"optimizer_state", run_optimizer_state}, {"model_dir", run_model_dir},
+    {"tokenizer_json", run_tokenizer_json},
 };
 
 }  // namespace

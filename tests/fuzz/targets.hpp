@@ -37,6 +37,8 @@ struct Target {
 //                     before the first NUL) and model.safetensors (the bytes after it); an
 //                     accepted model must run a forward pass. Configs too big to build quickly
 //                     are skipped, not loaded.
+// tokenizer_json:     tokenizer::Tokenizer::from_json_string; an accepted tokenizer must encode
+//                     text into ids it decodes, and re-load from to_json() to the same encoding.
 const Target* find_target(std::string_view name);
 const Target* targets_begin();
 const Target* targets_end();
