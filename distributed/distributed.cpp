@@ -48,6 +48,7 @@ MPI_Datatype mpi_type(DType dtype) {
     case DType::Float32: return MPI_FLOAT;
     case DType::Float64: return MPI_DOUBLE;
     case DType::Int64: return MPI_INT64_T;
+    case DType::BFloat16: break;  // reductions run on float32 gradients
   }
   throw Error("distributed: unsupported dtype");
 }

@@ -255,7 +255,13 @@ MoEGate::MoEGate(const DeepSeekV3Config& c)
 
 MoEGate::Routing MoEGate::route(const Tensor& x) const {
   nn::ForwardScope scope(*this);
-  const Tensor logits = linear(x, weight);
+  // The router's scores stay float32 under bf16 matmul precision (as DeepSeek-V3 keeps its gating in
+  // high precision): bf16 rounding would flip near-tied top-k choices, and a flipped expert changes
+  // a token's output by far more than the rounding itself.
+  const Tensor logits = [&] {
+    MatmulPrecisionGuard highest(MatmulPrecision::kHighest);
+    return linear(x, weight);
+  }();
   Routing r;
   r.scores = sigmoid_ ? sigmoid(logits) : softmax(logits, -1);
   const int64_t N = x.size(0), E = n_routed_experts_, K = top_k_;
