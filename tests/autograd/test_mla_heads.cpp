@@ -37,7 +37,8 @@ MlaHeads composed(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const T
 }  // namespace
 
 TEST_CASE("mla_heads equals the heads composed from primitive ops, values and gradients", "[mla_heads]") {
-  const auto [cos, sin] = tables(9);
+  const auto rope = tables(9);
+  const Tensor &cos = rope.first, &sin = rope.second;
   const std::vector<Tensor> inputs = {randn64({2, 5, 3, kNope + kRope}, 1), randn64({2, 5, 3, kNope + kV}, 2),
                                       randn64({2, 5, kRope}, 3)};
   testing::require_same_as_composed([&](const std::vector<Tensor>& in) { return flat(mla_heads(in[0], in[1], in[2], cos, sin, kNope)); },
@@ -50,7 +51,8 @@ TEST_CASE("mla_heads equals the heads composed from primitive ops, values and gr
 }
 
 TEST_CASE("mla_heads passes gradcheck in f64: strided inputs, one token, each output alone", "[mla_heads]") {
-  const auto [cos, sin] = tables(6);
+  const auto rope = tables(6);
+  const Tensor &cos = rope.first, &sin = rope.second;
   const Tensor q = randn64({2, 3, 2, kNope + kRope}, 4), kv = randn64({2, 3, 2, kNope + kV}, 5), k_pe = randn64({2, 3, kRope}, 6);
   CHECK(autograd::gradcheck(
       [&](const std::vector<Tensor>& in) { return flat(mla_heads(in[0], in[1], in[2], cos, sin, kNope)); }, {q, kv, k_pe}));
@@ -77,7 +79,8 @@ TEST_CASE("mla_heads passes gradcheck in f64: strided inputs, one token, each ou
 }
 
 TEST_CASE("mla_heads refuses inputs that do not fit together, naming the shapes", "[mla_heads]") {
-  const auto [cos, sin] = tables(4);
+  const auto rope = tables(4);
+  const Tensor &cos = rope.first, &sin = rope.second;
   const Tensor q = zeros({1, 3, 2, kNope + kRope}, kFloat64), kv = zeros({1, 3, 2, kNope + kV}, kFloat64);
   const Tensor k_pe = zeros({1, 3, kRope}, kFloat64);
   CHECK_THROWS_WITH(mla_heads(reshape(q, {3, 2, kNope + kRope}), kv, k_pe, cos, sin, kNope),
