@@ -27,7 +27,8 @@ std::vector<int64_t> from(int64_t start, int64_t T) {
 }  // namespace
 
 TEST_CASE("rotary_embedding: a pair at position 1 rotates by 1 radian (hand values)", "[rotary_op]") {
-  const auto [cos, sin] = tables(4);
+  const auto rope = tables(4);
+  const Tensor &cos = rope.first, &sin = rope.second;
   // (1, 2) by 1 rad: (cos 1 - 2 sin 1, sin 1 + 2 cos 1); (3, 4) by 0.01 rad likewise.
   const double c1 = std::cos(1.0), s1 = std::sin(1.0), c2 = std::cos(0.01), s2 = std::sin(0.01);
   const Tensor x = from_vector<double>({1, 2, 3, 4}, {1, 1, 1, 4});
@@ -40,7 +41,8 @@ TEST_CASE("rotary_embedding: a pair at position 1 rotates by 1 radian (hand valu
 }
 
 TEST_CASE("rotary_embedding equals RoPE composed from primitive ops, values and gradients", "[rotary_op]") {
-  const auto [cos, sin] = tables(16, {1.0, 0.3, 0.05});
+  const auto rope = tables(16, {1.0, 0.3, 0.05});
+  const Tensor &cos = rope.first, &sin = rope.second;
   const std::vector<int64_t> positions = {15, 0, 7, 3};
   testing::require_same_as_composed(
       [&](const std::vector<Tensor>& in) { return rotary_embedding(in[0], cos, sin, positions); },
@@ -49,7 +51,8 @@ TEST_CASE("rotary_embedding equals RoPE composed from primitive ops, values and 
 }
 
 TEST_CASE("rotary_embedding passes gradcheck in f64: strided views, explicit positions, one token", "[rotary_op]") {
-  const auto [cos, sin] = tables(16, {1.0, 0.3, 0.05});
+  const auto rope = tables(16, {1.0, 0.3, 0.05});
+  const Tensor &cos = rope.first, &sin = rope.second;
   const Tensor x = randn64({2, 3, 2, 6}, 1);
   CHECK(autograd::gradcheck([&](const std::vector<Tensor>& in) { return rotary_embedding(in[0], cos, sin, from(5, 3)); }, {x}));
   // A narrow of a wider last dim (as MLA's q_pe) and a permuted view (inner stride != 1).
@@ -67,7 +70,8 @@ TEST_CASE("rotary_embedding passes gradcheck in f64: strided views, explicit pos
 
 TEST_CASE("rotary_embedding's backward rotates by -theta, undoing the forward", "[rotary_op]") {
   // The rotation is orthogonal, so the gradient of sum(w * rope(x)) is rope^{-1}(w); with w = rope(x) it is x.
-  const auto [cos, sin] = tables(64, {1.0, 0.3, 0.05, 0.001});
+  const auto rope = tables(64, {1.0, 0.3, 0.05, 0.001});
+  const Tensor &cos = rope.first, &sin = rope.second;
   const Tensor x = randn64({1, 4, 3, 8}, 4);
   const Tensor y = rotary_embedding(x, cos, sin, from(20, 4));
   sum(y * y.detach()).backward();
@@ -75,7 +79,8 @@ TEST_CASE("rotary_embedding's backward rotates by -theta, undoing the forward", 
 }
 
 TEST_CASE("rotary_embedding refuses bad shapes, dtypes, tables and positions, naming them", "[rotary_op]") {
-  const auto [cos, sin] = tables(8);
+  const auto rope = tables(8);
+  const Tensor &cos = rope.first, &sin = rope.second;
   const Tensor x = zeros({1, 3, 2, 4}, kFloat64);
   CHECK_THROWS_WITH(rotary_embedding(zeros({3, 4}, kFloat64), cos, sin, {0, 1, 2}),
                     "rotary_embedding: x must be [B, T, H, D] with D even, got [3, 4]");
