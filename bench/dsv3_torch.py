@@ -1,7 +1,7 @@
-# An independent PyTorch implementation of DeepSeek-V3 as MODEL.md fixes it, with a minimal safetensors reader/writer: the reference for latent's fixtures and benchmark twin.
+# An independent PyTorch implementation of DeepSeek-V3 as docs/deepseek_v3.md fixes it, with a minimal safetensors reader/writer: the reference for latent's fixtures and benchmark twin.
 """DeepSeek-V3 (training form) in plain PyTorch, parameter names = the Hugging Face checkpoint names.
 
-What it covers, each as MODEL.md states it:
+What it covers, each as docs/deepseek_v3.md states it:
   * MLA with q-LoRA (q_a_proj -> q_a_layernorm -> q_b_proj) or a plain q_proj (q_lora_rank 0/null),
     decoupled RoPE rotating ADJACENT pairs (2i, 2i+1), YaRN frequencies and the mscale^2 softmax factor;
   * DeepSeekMoE: sigmoid gate with the noaux_tc router (correction bias for selection only, group score
@@ -93,7 +93,7 @@ def write_safetensors(path, tensors, metadata=None):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Configuration: the Hugging Face config.json keys, with the defaults MODEL.md implies.
+# Configuration: the Hugging Face config.json keys, with the defaults docs/deepseek_v3.md implies.
 
 _CONFIG_DEFAULTS = {
     "q_lora_rank": 0, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 0, "moe_layer_freq": 1,

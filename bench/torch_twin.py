@@ -50,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dsv3_torch import DeepseekConfig, DeepseekV3ForCausalLM  # noqa: E402
 
 AUX_LOSS_ALPHA, MTP_LAMBDA, BIAS_GAMMA = 1e-4, 0.3, 1e-3
-EXPECTED_PARAMETERS = {"tiny": 207_968, "small": 6_552_624}  # MODEL.md, "Presets"
+EXPECTED_PARAMETERS = {"tiny": 207_968, "small": 6_552_624}  # docs/deepseek_v3.md, "Presets"
 
 
 def openblas():
@@ -119,7 +119,7 @@ def main():
     assert n_params == EXPECTED_PARAMETERS[ARGS.preset], f"{ARGS.preset}: {n_params} parameters"
     flops_per_token = model_flops_per_token(cfg, ARGS.seq)
     if ARGS.preset == "small" and ARGS.seq == 256:
-        assert round(flops_per_token / 1e6, 1) == 27.9, flops_per_token  # MODEL.md's benchmark figure
+        assert round(flops_per_token / 1e6, 1) == 27.9, flops_per_token  # the small preset's forward FLOPs per token
     print(f"model: preset {ARGS.preset}, {n_params:,} parameters in the main model, "
           f"{sum(p.numel() for p in model.parameters()):,} trained (MTP included)")
     print(f"model_flops_per_token: {flops_per_token:,} ({flops_per_token / 1e6:.1f} MFLOP at T={ARGS.seq})")
