@@ -19,7 +19,7 @@ const Tensor& LossTerms::term(const std::string& name) const {
     if (term_name == name) return value;
     known += (known.empty() ? "" : ", ") + term_name;
   }
-  throw Error(fmt::format("LossTerms::term: no term '{}' (terms: {})", name, known));
+  fail("LossTerms::term: no term '{}' (terms: {})", name, known);
 }
 
 void CausalLM::after_optimizer_step(double) {}
@@ -27,15 +27,15 @@ void CausalLM::after_optimizer_step(double) {}
 std::vector<RoutingStatistics> CausalLM::routing_statistics() const { return {}; }
 
 void CausalLM::check_ids(const Tensor& ids, const std::string& op, int64_t max_length) const {
-  if (ids.dtype() != kInt64) throw Error(fmt::format("{}: token ids must be int64, got {}", op, dtype_name(ids.dtype())));
+  if (ids.dtype() != kInt64) fail("{}: token ids must be int64, got {}", op, dtype_name(ids.dtype()));
   if (ids.dim() != 2 || ids.size(1) == 0)
-    throw Error(fmt::format("{}: token ids must be [batch, length] with length >= 1, got {}", op, shape_str(ids.shape())));
+    fail("{}: token ids must be [batch, length] with length >= 1, got {}", op, shape_str(ids.shape()));
   if (ids.size(1) > max_length)
-    throw Error(fmt::format("{}: {} positions exceed the {} available (max_position_embeddings {})", op, ids.size(1),
-                            max_length, max_position_embeddings()));
+    fail("{}: {} positions exceed the {} available (max_position_embeddings {})", op, ids.size(1), max_length,
+        max_position_embeddings());
   const int64_t vocabulary = vocab_size();
   for (int64_t id : ids.to_vector<int64_t>())
-    if (id < 0 || id >= vocabulary) throw Error(fmt::format("{}: token id {} out of range [0, {})", op, id, vocabulary));
+    if (id < 0 || id >= vocabulary) fail("{}: token id {} out of range [0, {})", op, id, vocabulary);
 }
 
 namespace {
@@ -44,16 +44,15 @@ enum class Family { kDeepSeekV3, kLlama };
 
 Family family_of(const std::string& config_json) {
   const nlohmann::json j = io::read_json_file(config_json);
-  if (!j.is_object()) throw Error(config_json + ": expected a JSON object");
+  if (!j.is_object()) fail("{}: expected a JSON object", config_json);
   const std::string type = io::required<std::string>(j, "model_type", config_json);
   if (type == "deepseek_v3" || type == "deepseek_v2") return Family::kDeepSeekV3;
   if (type == "llama") return Family::kLlama;
-  throw Error(fmt::format("{}: key 'model_type' is '{}'; latent builds 'deepseek_v3', 'deepseek_v2' or 'llama'",
-                          config_json, type));
+  fail("{}: key 'model_type' is '{}'; latent builds 'deepseek_v3', 'deepseek_v2' or 'llama'", config_json, type);
 }
 
 std::string config_path(const std::string& dir) {
-  if (!std::filesystem::is_directory(dir)) throw Error("from_pretrained: '" + dir + "' is not a directory");
+  if (!std::filesystem::is_directory(dir)) fail("from_pretrained: '{}' is not a directory", dir);
   return (std::filesystem::path(dir) / "config.json").string();
 }
 
@@ -64,7 +63,7 @@ std::shared_ptr<CausalLM> from_pretrained(const std::string& dir) {
     case Family::kDeepSeekV3: return DeepSeekV3::from_pretrained(dir);
     case Family::kLlama: return Llama::from_pretrained(dir);
   }
-  throw Error("from_pretrained: unreachable model family");
+  fail("from_pretrained: unreachable model family");
 }
 
 std::shared_ptr<CausalLM> from_config_file(const std::string& config_json) {
@@ -72,7 +71,7 @@ std::shared_ptr<CausalLM> from_config_file(const std::string& config_json) {
     case Family::kDeepSeekV3: return std::make_shared<DeepSeekV3>(DeepSeekV3Config::from_json_file(config_json));
     case Family::kLlama: return std::make_shared<Llama>(LlamaConfig::from_json_file(config_json));
   }
-  throw Error("from_config_file: unreachable model family");
+  fail("from_config_file: unreachable model family");
 }
 
 int64_t num_parameters_of_config_file(const std::string& config_json) {
@@ -80,7 +79,7 @@ int64_t num_parameters_of_config_file(const std::string& config_json) {
     case Family::kDeepSeekV3: return DeepSeekV3Config::from_json_file(config_json).num_parameters();
     case Family::kLlama: return LlamaConfig::from_json_file(config_json).num_parameters();
   }
-  throw Error("num_parameters_of_config_file: unreachable model family");
+  fail("num_parameters_of_config_file: unreachable model family");
 }
 
 }  // namespace latent::models

@@ -45,6 +45,12 @@ class CausalLM : public nn::Module {
   virtual int64_t max_position_embeddings() const = 0;
 
   virtual Tensor forward(const Tensor& input_ids) = 0;  // Int64 [B, T] -> logits [B, T, V]
+  // forward inside the model's ForwardScope (nn/module.hpp); CausalLM's forward is virtual, so the
+  // call operator is written here rather than inherited from nn::Callable.
+  Tensor operator()(const Tensor& input_ids) {
+    nn::ForwardScope scope(*this);
+    return forward(input_ids);
+  }
   // ids Int64 [B, T+1]: inputs ids[:, :T], targets ids[:, 1:].
   virtual LossTerms loss_terms(const Tensor& ids, const LossOptions& options = {}) = 0;
   // What the model updates outside the gradient after each optimizer step (DeepSeek-V3: the expert

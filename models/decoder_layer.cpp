@@ -27,18 +27,17 @@ DecoderLayer::DecoderLayer(const DeepSeekV3Config& c, bool is_moe, std::shared_p
 }
 
 Tensor DecoderLayer::feed_forward(const Tensor& h) {
-  const Tensor x = post_attention_layernorm->forward(h);
-  return h + (moe ? moe->forward(x) : dense_mlp->forward(x));
+  const Tensor x = (*post_attention_layernorm)(h);
+  return h + (moe ? (*moe)(x) : (*dense_mlp)(x));
 }
 
 Tensor DecoderLayer::forward(const Tensor& h) {
-  nn::ForwardScope scope(*this);
-  return feed_forward(h + self_attn->forward(input_layernorm->forward(h)));
+  return feed_forward(h + (*self_attn)((*input_layernorm)(h)));
 }
 
 Tensor DecoderLayer::forward_absorbed(const Tensor& h, LatentCache& cache) {
   nn::ForwardScope scope(*this);
-  return feed_forward(h + self_attn->forward_absorbed(input_layernorm->forward(h), cache));
+  return feed_forward(h + self_attn->forward_absorbed((*input_layernorm)(h), cache));
 }
 
 MTPLayer::SharedHead::SharedHead(const DeepSeekV3Config& c) {
@@ -55,8 +54,7 @@ MTPLayer::MTPLayer(const DeepSeekV3Config& c, std::shared_ptr<const nn::RotaryEm
 }
 
 Tensor MTPLayer::forward(const Tensor& embedded, const Tensor& previous) {
-  nn::ForwardScope scope(*this);
-  const Tensor x = eh_proj->forward(cat({enorm->forward(embedded), hnorm->forward(previous)}, -1));
+  const Tensor x = (*eh_proj)(cat({(*enorm)(embedded), (*hnorm)(previous)}, -1));
   return DecoderLayer::forward(x);
 }
 

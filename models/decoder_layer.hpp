@@ -10,7 +10,7 @@
 
 namespace latent::models {
 
-class DecoderLayer : public nn::Module {
+class DecoderLayer : public nn::Callable<DecoderLayer> {
  public:
   DecoderLayer(const DeepSeekV3Config& config, bool moe, std::shared_ptr<const nn::RotaryEmbedding> rope);
   Tensor forward(const Tensor& h);                          // training form
@@ -33,6 +33,11 @@ class MTPLayer : public DecoderLayer {
   MTPLayer(const DeepSeekV3Config& config, std::shared_ptr<const nn::RotaryEmbedding> rope);
   // embedded: embed_tokens(ids[j+k]) [B, T', hidden]; previous: h_{k-1}[j] [B, T', hidden] -> h_k
   Tensor forward(const Tensor& embedded, const Tensor& previous);
+  // Hides DecoderLayer's call operator, which would run the one-input forward.
+  Tensor operator()(const Tensor& embedded, const Tensor& previous) {
+    nn::ForwardScope scope(*this);
+    return forward(embedded, previous);
+  }
 
   std::shared_ptr<nn::RMSNorm> enorm, hnorm;
   std::shared_ptr<nn::Linear> eh_proj;  // [hidden, 2*hidden]: embedding first, then hidden state

@@ -47,17 +47,16 @@ DeepSeekV3::DeepSeekV3(const DeepSeekV3Config& config) : config_(config) {
 }
 
 Tensor DeepSeekV3::head(const Tensor& h) const {
-  return lm_head ? lm_head->forward(h) : linear(h, model->embed_tokens->weight);
+  return lm_head ? (*lm_head)(h) : linear(h, model->embed_tokens->weight);
 }
 
 Tensor DeepSeekV3::hidden_states(const Tensor& input_ids) {
-  Tensor h = model->embed_tokens->forward(input_ids);
-  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) h = model->layers->at<DecoderLayer>(static_cast<size_t>(l))->forward(h);
-  return model->norm->forward(h);
+  Tensor h = (*model->embed_tokens)(input_ids);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) h = (*model->layers->at<DecoderLayer>(static_cast<size_t>(l)))(h);
+  return (*model->norm)(h);
 }
 
 Tensor DeepSeekV3::forward(const Tensor& input_ids) {
-  nn::ForwardScope scope(*this);
   check_ids(input_ids, "DeepSeekV3::forward", config_.max_position_embeddings);
   return head(hidden_states(input_ids));
 }
@@ -67,8 +66,8 @@ DeepSeekV3::Losses DeepSeekV3::loss(const Tensor& ids, double mtp_lambda) {
   check_ids(ids, "DeepSeekV3::loss", config_.max_position_embeddings + 1);
   const int64_t B = ids.size(0), T = ids.size(1) - 1, V = config_.vocab_size, D = config_.num_nextn_predict_layers;
   if (T <= D)
-    throw Error("DeepSeekV3::loss: ids [" + std::to_string(B) + ", " + std::to_string(T + 1) + "] too short for " +
-                std::to_string(D) + " multi-token prediction modules (need more than " + std::to_string(D + 1) + " tokens)");
+    fail("DeepSeekV3::loss: ids [{}, {}] too short for {} multi-token prediction modules (need more than {} tokens)", B,
+        T + 1, D, D + 1);
   auto next_token_loss = [&](const Tensor& logits, int64_t first, int64_t length) {
     return cross_entropy(reshape(logits, {B * length, V}), reshape(contiguous(narrow(ids, 1, first, length)), {B * length}));
   };
@@ -82,8 +81,8 @@ DeepSeekV3::Losses DeepSeekV3::loss(const Tensor& ids, double mtp_lambda) {
   for (int64_t k = 1; k <= D; ++k) {
     const int64_t length = T - k;
     auto mtp = model->layers->at<MTPLayer>(static_cast<size_t>(config_.num_hidden_layers + k - 1));
-    const Tensor h = mtp->forward(model->embed_tokens->forward(narrow(ids, 1, k, length)), narrow(previous, 1, 0, length));
-    mtp_losses.push_back(next_token_loss(head(mtp->shared_head->norm->forward(h)), k + 1, length));
+    const Tensor h = (*mtp)((*model->embed_tokens)(narrow(ids, 1, k, length)), narrow(previous, 1, 0, length));
+    mtp_losses.push_back(next_token_loss(head((*mtp->shared_head->norm)(h)), k + 1, length));
     previous = h;
   }
   out.mtp = mtp_losses.empty() ? zeros({}, h_main.dtype()) : mean(stack(mtp_losses, 0));
@@ -122,15 +121,14 @@ std::vector<RoutingStatistics> DeepSeekV3::routing_statistics() const {
 }
 
 void DeepSeekV3::update_expert_bias(double gamma) {
-  if (last_routing_.empty()) throw Error("update_expert_bias: call loss() first; its expert loads drive the update");
+  if (last_routing_.empty()) fail("update_expert_bias: call loss() first; its expert loads drive the update");
   const auto layers = moe_layers();
   for (size_t i = 0; i < layers.size(); ++i) layers[i].second->update_expert_bias(gamma, last_routing_[i].loads);
 }
 
 std::vector<LatentCache> DeepSeekV3::make_caches(int64_t batch, int64_t capacity) const {
   if (capacity > config_.max_position_embeddings)
-    throw Error("make_caches: capacity " + std::to_string(capacity) + " exceeds max_position_embeddings " +
-                std::to_string(config_.max_position_embeddings));
+    fail("make_caches: capacity {} exceeds max_position_embeddings {}", capacity, config_.max_position_embeddings);
   std::vector<LatentCache> caches;
   const DType dtype = model->embed_tokens->weight.dtype();
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) caches.emplace_back(batch, capacity, config_, dtype);
@@ -140,13 +138,13 @@ std::vector<LatentCache> DeepSeekV3::make_caches(int64_t batch, int64_t capacity
 Tensor DeepSeekV3::forward_absorbed(const Tensor& ids, std::vector<LatentCache>& caches) {
   nn::ForwardScope scope(*this);
   if (static_cast<int64_t>(caches.size()) != config_.num_hidden_layers)
-    throw Error("forward_absorbed: " + std::to_string(caches.size()) + " caches for " + std::to_string(config_.num_hidden_layers) + " layers");
+    fail("forward_absorbed: {} caches for {} layers", caches.size(), config_.num_hidden_layers);
   check_ids(ids, "DeepSeekV3::forward_absorbed", caches.empty() ? 0 : caches[0].capacity() - caches[0].length);
   NoGradGuard no_grad;
-  Tensor h = model->embed_tokens->forward(ids);
+  Tensor h = (*model->embed_tokens)(ids);
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l)
     h = model->layers->at<DecoderLayer>(static_cast<size_t>(l))->forward_absorbed(h, caches[static_cast<size_t>(l)]);
-  return head(model->norm->forward(h));
+  return head((*model->norm)(h));
 }
 
 CausalLM::DecodeStep DeepSeekV3::start_decoding(int64_t capacity) {
@@ -154,7 +152,7 @@ CausalLM::DecodeStep DeepSeekV3::start_decoding(int64_t capacity) {
 }
 
 std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) {
-  if (!fs::is_directory(dir)) throw Error("from_pretrained: '" + dir + "' is not a directory");
+  if (!fs::is_directory(dir)) fail("from_pretrained: '{}' is not a directory", dir);
   const DeepSeekV3Config config = DeepSeekV3Config::from_json_file((fs::path(dir) / "config.json").string());
   std::map<std::string, Tensor> state = load_model_tensors(dir, "from_pretrained");
 
@@ -167,10 +165,10 @@ std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) 
       auto it = state.find(copy);
       if (it == state.end()) continue;
       auto original = state.find(main);
-      if (original == state.end()) throw Error("from_pretrained: '" + copy + "' present but '" + main + "' missing");
+      if (original == state.end()) fail("from_pretrained: '{}' present but '{}' missing", copy, main);
       if (it->second.shape() != original->second.shape() ||
           it->second.to(kFloat64).to_vector<double>() != original->second.to(kFloat64).to_vector<double>())
-        throw Error("from_pretrained: '" + copy + "' differs from '" + main + "'; the MTP module must share them");
+        fail("from_pretrained: '{}' differs from '{}'; the MTP module must share them", copy, main);
       state.erase(it);
     }
   }

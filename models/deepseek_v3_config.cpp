@@ -59,21 +59,21 @@ const config_table::Key<Config, ScoringFunc, TopkMethod> kKeys[] = {
 };
 
 DeepSeekV3Config from_json(const json& j, const std::string& origin) {
-  if (!j.is_object()) throw Error(origin + ": expected a JSON object");
+  if (!j.is_object()) fail("{}: expected a JSON object", origin);
   DeepSeekV3Config c;
   config_table::read(c, j, kKeys, origin);
   // V2 configs from before topk_method existed route greedily.
   if (io::optional<std::string>(j, "topk_method", "", origin).empty() && c.scoring_func == ScoringFunc::kSoftmax)
     c.topk_method = TopkMethod::kGreedy;
   if (io::optional<bool>(j, "attention_bias", false, origin))
-    throw Error(origin + ": key 'attention_bias' is true; MLA projections without biases are supported only");
+    fail("{}: key 'attention_bias' is true; MLA projections without biases are supported only", origin);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     const json& r = j["rope_scaling"];
     const std::string where = origin + " rope_scaling";
-    if (!r.is_object()) throw Error(origin + ": key 'rope_scaling' must be an object or null");
+    if (!r.is_object()) fail("{}: key 'rope_scaling' must be an object or null", origin);
     const std::string type = r.contains("type") ? io::required<std::string>(r, "type", where)
                                                 : io::required<std::string>(r, "rope_type", where);
-    if (type != "yarn") throw Error(origin + ": key 'rope_scaling.type' is '" + type + "'; only 'yarn' is supported");
+    if (type != "yarn") fail("{}: key 'rope_scaling.type' is '{}'; only 'yarn' is supported", origin, type);
     nn::YarnConfig y;
     y.factor = io::required<double>(r, "factor", where);
     y.original_max_position_embeddings = io::required<int64_t>(r, "original_max_position_embeddings", where);
@@ -107,7 +107,7 @@ json to_json(const DeepSeekV3Config& c) {
 }
 
 void require(bool ok, const std::string& key, const std::string& what) {
-  if (!ok) throw Error("config: key '" + key + "' " + what);
+  if (!ok) fail("config: key '{}' {}", key, what);
 }
 
 // Hostile configs name sizes whose products do not fit in 64 bits (hidden_size 2^62) or that no
@@ -168,21 +168,19 @@ ParameterCounts parameter_counts(const DeepSeekV3Config& c) {
   try {
     return parameter_counts_unchecked(c);
   } catch (const CountOverflow&) {
-    throw Error(fmt::format("config: sizes too large: the parameter count of hidden_size {}, vocab_size {}, "
+    fail("config: sizes too large: the parameter count of hidden_size {}, vocab_size {}, "
                             "num_hidden_layers {}, n_routed_experts {} x moe_intermediate_size {} overflows 64 bits",
-                            c.hidden_size, c.vocab_size, c.num_hidden_layers, c.n_routed_experts,
-                            c.moe_intermediate_size));
+        c.hidden_size, c.vocab_size, c.num_hidden_layers, c.n_routed_experts, c.moe_intermediate_size);
   }
 }
 
 void check_model_size(const DeepSeekV3Config& c) {
   const int64_t elements = parameter_counts(c).allocated;
   if (elements > kMaxElements)
-    throw Error(fmt::format("config: sizes too large: the model would allocate {} parameters and RoPE table entries, "
+    fail("config: sizes too large: the model would allocate {} parameters and RoPE table entries, "
                             "more than latent's limit of 2^40 ({}); hidden_size {}, vocab_size {}, num_hidden_layers {}, "
                             "max_position_embeddings {}",
-                            elements, kMaxElements, c.hidden_size, c.vocab_size, c.num_hidden_layers,
-                            c.max_position_embeddings));
+        elements, kMaxElements, c.hidden_size, c.vocab_size, c.num_hidden_layers, c.max_position_embeddings);
 }
 
 }  // namespace
@@ -276,7 +274,7 @@ DeepSeekV3Config DeepSeekV3Config::preset(const std::string& name) {
     c.aux_loss_alpha = 0.001;
     c.rope_scaling = nn::YarnConfig{40.0, 4096, 32.0, 1.0, 1.0, 1.0};
   } else {
-    throw Error("DeepSeekV3Config: unknown preset '" + name + "' (known: tiny, small, deepseek-v3-671b)");
+    fail("DeepSeekV3Config: unknown preset '{}' (known: tiny, small, deepseek-v3-671b)", name);
   }
   c.validate();
   return c;

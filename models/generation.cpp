@@ -13,15 +13,15 @@ namespace latent::models {
 Tensor CausalLM::generate(const Tensor& prompt_ids, const GenerateOptions& options,
                           const std::function<bool(int64_t)>& on_token) {
   if (prompt_ids.dtype() != kInt64 || prompt_ids.dim() != 1 || prompt_ids.numel() == 0)
-    throw Error(fmt::format("generate: prompt must be a non-empty 1-D int64 tensor, got {} {}",
-                            dtype_name(prompt_ids.dtype()), shape_str(prompt_ids.shape())));
-  if (options.max_new_tokens < 0) throw Error(fmt::format("generate: max_new_tokens must be >= 0, got {}", options.max_new_tokens));
-  if (!(options.temperature >= 0)) throw Error(fmt::format("generate: temperature must be >= 0, got {}", options.temperature));
-  if (options.top_k < 0) throw Error(fmt::format("generate: top_k must be >= 0, got {}", options.top_k));
+    fail("generate: prompt must be a non-empty 1-D int64 tensor, got {} {}", dtype_name(prompt_ids.dtype()),
+        shape_str(prompt_ids.shape()));
+  if (options.max_new_tokens < 0) fail("generate: max_new_tokens must be >= 0, got {}", options.max_new_tokens);
+  if (!(options.temperature >= 0)) fail("generate: temperature must be >= 0, got {}", options.temperature);
+  if (options.top_k < 0) fail("generate: top_k must be >= 0, got {}", options.top_k);
   const int64_t prompt_length = prompt_ids.numel();
   if (options.max_new_tokens > max_position_embeddings() - prompt_length)  // (no overflow for huge counts)
-    throw Error(fmt::format("generate: prompt of {} plus {} new tokens exceeds max_position_embeddings {}", prompt_length,
-                            options.max_new_tokens, max_position_embeddings()));
+    fail("generate: prompt of {} plus {} new tokens exceeds max_position_embeddings {}", prompt_length,
+        options.max_new_tokens, max_position_embeddings());
   NoGradGuard no_grad;
   const DecodeStep decode = start_decoding(prompt_length + options.max_new_tokens);
   std::vector<int64_t> tokens = prompt_ids.to_vector<int64_t>();

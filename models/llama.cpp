@@ -35,11 +35,10 @@ std::string layer_prefix(int64_t index) { return "model.layers." + std::to_strin
 // [2, D/2] (first halves, then second halves), adjacent order as [D/2, 2] (pairs side by side).
 Tensor reorder_rope_rows(const Tensor& weight, int64_t num_heads, int64_t head_dim, bool to_adjacent, const char* op) {
   if (num_heads <= 0 || head_dim <= 0 || head_dim % 2 != 0)
-    throw Error(std::string(op) + ": num_heads " + std::to_string(num_heads) + " and head_dim " +
-                std::to_string(head_dim) + " must be positive, head_dim even");
+    fail("{}: num_heads {} and head_dim {} must be positive, head_dim even", op, num_heads, head_dim);
   if (!weight.defined() || weight.dim() < 1 || weight.size(0) != num_heads * head_dim)
-    throw Error(std::string(op) + ": expected " + std::to_string(num_heads) + " heads x " + std::to_string(head_dim) +
-                " rows, got " + (weight.defined() ? shape_str(weight.shape()) : std::string("an undefined tensor")));
+    fail("{}: expected {} heads x {} rows, got {}", op, num_heads, head_dim,
+        (weight.defined() ? shape_str(weight.shape()) : std::string("an undefined tensor")));
   const int64_t columns = weight.numel() / weight.size(0), half = head_dim / 2;
   const Shape split = to_adjacent ? Shape{num_heads, 2, half, columns} : Shape{num_heads, half, 2, columns};
   return reshape(contiguous(transpose(reshape(weight, split), 1, 2)), weight.shape());
@@ -80,9 +79,8 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c) {
 }
 
 Tensor LlamaDecoderLayer::forward(const Tensor& h, nn::KVCache* cache) const {
-  nn::ForwardScope scope(*this);
-  const Tensor x = h + self_attn->forward(input_layernorm->forward(h), cache);
-  return x + mlp->forward(post_attention_layernorm->forward(x));
+  const Tensor x = h + (*self_attn)((*input_layernorm)(h), cache);
+  return x + (*mlp)((*post_attention_layernorm)(x));
 }
 
 LlamaModel::LlamaModel(const LlamaConfig& c) {
@@ -115,14 +113,14 @@ Llama::Llama(const LlamaConfig& config) : config_(config.resolved()) {
 }
 
 Tensor Llama::head(const Tensor& h) const {
-  const Tensor normed = model->norm->forward(h);
-  return lm_head ? lm_head->forward(normed) : linear(normed, model->embed_tokens->weight);
+  const Tensor normed = (*model->norm)(h);
+  return lm_head ? (*lm_head)(normed) : linear(normed, model->embed_tokens->weight);
 }
 
 Tensor Llama::logits(const Tensor& input_ids) {
   nn::ForwardScope scope(*this);
-  Tensor h = model->embed_tokens->forward(input_ids);
-  for (size_t l = 0; l < model->layers->size(); ++l) h = model->layers->at<LlamaDecoderLayer>(l)->forward(h);
+  Tensor h = (*model->embed_tokens)(input_ids);
+  for (size_t l = 0; l < model->layers->size(); ++l) h = (*model->layers->at<LlamaDecoderLayer>(l))(h);
   return head(h);
 }
 
@@ -133,8 +131,8 @@ Tensor Llama::forward(const Tensor& input_ids) {
 
 std::vector<nn::KVCache> Llama::make_caches(int64_t capacity) const {
   if (capacity <= 0 || capacity > config_.max_position_embeddings)
-    throw Error("Llama::make_caches: capacity " + std::to_string(capacity) + " outside [1, max_position_embeddings " +
-                std::to_string(config_.max_position_embeddings) + "]");
+    fail("Llama::make_caches: capacity {} outside [1, max_position_embeddings {}]", capacity,
+        config_.max_position_embeddings);
   std::vector<nn::KVCache> caches;
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) caches.emplace_back(capacity);
   return caches;
@@ -142,13 +140,12 @@ std::vector<nn::KVCache> Llama::make_caches(int64_t capacity) const {
 
 Tensor Llama::forward(const Tensor& input_ids, std::vector<nn::KVCache>& caches) {
   if (static_cast<int64_t>(caches.size()) != config_.num_hidden_layers)
-    throw Error("Llama::forward: " + std::to_string(caches.size()) + " KV caches for " +
-                std::to_string(config_.num_hidden_layers) + " layers (use make_caches)");
+    fail("Llama::forward: {} KV caches for {} layers (use make_caches)", caches.size(), config_.num_hidden_layers);
   check_ids(input_ids, "Llama::forward (KV cache)", caches[0].capacity() - caches[0].length());
   nn::ForwardScope scope(*this);
   NoGradGuard no_grad;
-  Tensor h = model->embed_tokens->forward(input_ids);
-  for (size_t l = 0; l < model->layers->size(); ++l) h = model->layers->at<LlamaDecoderLayer>(l)->forward(h, &caches[l]);
+  Tensor h = (*model->embed_tokens)(input_ids);
+  for (size_t l = 0; l < model->layers->size(); ++l) h = (*model->layers->at<LlamaDecoderLayer>(l))(h, &caches[l]);
   return head(h);
 }
 
@@ -158,14 +155,13 @@ Tensor Llama::loss(const Tensor& ids, const Tensor& labels) {
   nn::ForwardScope scope(*this);
   check_ids(ids, "Llama::loss", config_.max_position_embeddings + 1);
   if (ids.size(1) < 2)
-    throw Error("Llama::loss: ids " + shape_str(ids.shape()) + " hold no (input, target) pair; need [B, T+1], T >= 1");
+    fail("Llama::loss: ids {} hold no (input, target) pair; need [B, T+1], T >= 1", shape_str(ids.shape()));
   if (labels.dtype() != kInt64 || labels.shape() != ids.shape())
-    throw Error("Llama::loss: labels must be int64 of the ids' shape " + shape_str(ids.shape()) + ", got " +
-                dtype_name(labels.dtype()) + " " + shape_str(labels.shape()));
+    fail("Llama::loss: labels must be int64 of the ids' shape {}, got {} {}", shape_str(ids.shape()),
+        dtype_name(labels.dtype()), shape_str(labels.shape()));
   for (int64_t label : labels.to_vector<int64_t>())
     if (label != -100 && (label < 0 || label >= config_.vocab_size))
-      throw Error("Llama::loss: label " + std::to_string(label) + " out of range [0, " +
-                  std::to_string(config_.vocab_size) + ") and not -100 (ignored)");
+      fail("Llama::loss: label {} out of range [0, {}) and not -100 (ignored)", label, config_.vocab_size);
   const int64_t B = ids.size(0), T = ids.size(1) - 1, V = config_.vocab_size;
   return cross_entropy(reshape(logits(narrow(ids, 1, 0, T)), {B * T, V}),
                        reshape(contiguous(narrow(labels, 1, 1, T)), {B * T}));
@@ -197,8 +193,7 @@ void Llama::load_hf_state_dict(const std::map<std::string, Tensor>& hf_state) {
     const Tensor& stored_head = state.at(head_name);
     if (embed == state.end() || embed->second.shape() != stored_head.shape() ||
         embed->second.to(kFloat64).to_vector<double>() != stored_head.to(kFloat64).to_vector<double>())
-      throw Error("Llama::load_hf_state_dict: tie_word_embeddings is true but '" + head_name + "' differs from '" +
-                  embed_name + "'");
+      fail("Llama::load_hf_state_dict: tie_word_embeddings is true but '{}' differs from '{}'", head_name, embed_name);
     state.erase(head_name);
   }
   // Entries of the wrong shape are left for load_state_dict, which reports every mismatch at once.
@@ -212,7 +207,7 @@ void Llama::load_hf_state_dict(const std::map<std::string, Tensor>& hf_state) {
 }
 
 std::shared_ptr<Llama> Llama::from_pretrained(const std::string& dir) {
-  if (!fs::is_directory(dir)) throw Error("Llama::from_pretrained: '" + dir + "' is not a directory");
+  if (!fs::is_directory(dir)) fail("Llama::from_pretrained: '{}' is not a directory", dir);
   const LlamaConfig config = LlamaConfig::from_json_file((fs::path(dir) / "config.json").string());
   const std::map<std::string, Tensor> state = load_model_tensors(dir, "Llama::from_pretrained");
   auto model = std::make_shared<Llama>(config);

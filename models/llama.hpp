@@ -16,7 +16,7 @@
 namespace latent::models {
 
 // h += self_attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h)).
-class LlamaDecoderLayer : public nn::Module {
+class LlamaDecoderLayer : public nn::Callable<LlamaDecoderLayer> {
  public:
   explicit LlamaDecoderLayer(const LlamaConfig& config);
   // h [B, T, hidden] -> [B, T, hidden]. With a cache, h holds the T tokens after the cached ones.

@@ -42,7 +42,7 @@ const config_table::Key<Config> kKeys[] = {
 
 // context: the file being read, or "LlamaConfig" for a config built in code.
 void require(bool ok, const std::string& key, const std::string& what, const std::string& context) {
-  if (!ok) throw Error(context + ": key '" + key + "' " + what);
+  if (!ok) fail("{}: key '{}' {}", context, key, what);
 }
 
 // Hostile configs name sizes whose products overflow 64 bits or that no machine could allocate;
@@ -73,7 +73,7 @@ int64_t checked_parameter_count(const LlamaConfig& c, const std::string& context
   try {
     return count_parameters(c);
   } catch (const CountOverflow&) {
-    throw Error(context + ": sizes too large: the parameter count overflows 64 bits (" + sizes(c) + ")");
+    fail("{}: sizes too large: the parameter count overflows 64 bits ({})", context, sizes(c));
   }
 }
 
@@ -105,13 +105,13 @@ void check(const LlamaConfig& c, const std::string& context) {
   int64_t rope_tables = 0, elements = 0;  // cos and sin, head_dim / 2 each per position
   if (__builtin_mul_overflow(c.max_position_embeddings, c.head_dim, &rope_tables) ||
       __builtin_add_overflow(parameters, rope_tables, &elements) || elements > kMaxElements)
-    throw Error(fmt::format("{}: sizes too large: the model would allocate more than latent's limit of 2^40 ({}) "
+    fail("{}: sizes too large: the model would allocate more than latent's limit of 2^40 ({}) "
                             "parameters and RoPE table entries ({}, max_position_embeddings {})",
-                            context, kMaxElements, sizes(c), c.max_position_embeddings));
+        context, kMaxElements, sizes(c), c.max_position_embeddings);
 }
 
 LlamaConfig from_json(const json& j, const std::string& origin) {
-  if (!j.is_object()) throw Error(origin + ": expected a JSON object");
+  if (!j.is_object()) fail("{}: expected a JSON object", origin);
   LlamaConfig c;
   config_table::read(c, j, kKeys, origin);
   c = resolve(c, origin);

@@ -47,25 +47,23 @@ MultiHeadLatentAttention::MultiHeadLatentAttention(const DeepSeekV3Config& c, st
 }
 
 Tensor MultiHeadLatentAttention::queries(const Tensor& x) const {
-  const Tensor q = q_proj ? q_proj->forward(x) : q_b_proj->forward(q_a_layernorm->forward(q_a_proj->forward(x)));
+  const Tensor q = q_proj ? (*q_proj)(x) : (*q_b_proj)((*q_a_layernorm)((*q_a_proj)(x)));
   return reshape(q, {x.size(0), x.size(1), heads_, nope_dim_ + rope_dim_});
 }
 
 Tensor MultiHeadLatentAttention::forward(const Tensor& x) const {
-  nn::ForwardScope scope(*this);
   const int64_t B = x.size(0), T = x.size(1);
   const Tensor q = queries(x);
-  const Tensor compressed = kv_a_proj_with_mqa->forward(x);  // [B, T, kv_rank + rope_dim]
+  const Tensor compressed = (*kv_a_proj_with_mqa)(x);  // [B, T, kv_rank + rope_dim]
   const Tensor c_kv = narrow(compressed, 2, 0, kv_rank_), k_pe = narrow(compressed, 2, kv_rank_, rope_dim_);
-  const Tensor kv = reshape(kv_b_proj->forward(kv_a_layernorm->forward(c_kv)), {B, T, heads_, nope_dim_ + v_dim_});
+  const Tensor kv = reshape((*kv_b_proj)((*kv_a_layernorm)(c_kv)), {B, T, heads_, nope_dim_ + v_dim_});
   if (T > rope_->max_position_embeddings())
-    throw Error("MLA: " + std::to_string(T) + " positions exceed max_position_embeddings " +
-                std::to_string(rope_->max_position_embeddings()));
+    fail("MLA: {} positions exceed max_position_embeddings {}", T, rope_->max_position_embeddings());
   const DType dtype = q.dtype();
   const auto [query, key, value] = mla_heads(q, kv, k_pe, rope_->cos(dtype), rope_->sin(dtype), nope_dim_);
   const Tensor out = scaled_dot_product_attention(permute(query, {0, 2, 1, 3}), permute(key, {0, 2, 1, 3}),
                                                   permute(value, {0, 2, 1, 3}), true, scale_);  // [B, H, T, v]
-  return o_proj->forward(reshape(permute(out, {0, 2, 1, 3}), {B, T, heads_ * v_dim_}));
+  return (*o_proj)(reshape(permute(out, {0, 2, 1, 3}), {B, T, heads_ * v_dim_}));
 }
 
 // Absorbed form (docs/deepseek_v3.md, "Absorbed cache"): with W_UK, W_UV the key and value halves of kv_b_proj per head,
@@ -74,14 +72,13 @@ Tensor MultiHeadLatentAttention::forward(const Tensor& x) const {
 Tensor MultiHeadLatentAttention::forward_absorbed(const Tensor& x, LatentCache& cache) const {
   nn::ForwardScope scope(*this);
   const int64_t B = x.size(0), T = x.size(1), start = cache.length;
-  if (cache.kv.size(0) != B) throw Error("MLA: cache batch " + std::to_string(cache.kv.size(0)) + " differs from input batch " + std::to_string(B));
+  if (cache.kv.size(0) != B) fail("MLA: cache batch {} differs from input batch {}", cache.kv.size(0), B);
   if (start + T > cache.capacity())
-    throw Error("MLA: cache of " + std::to_string(cache.capacity()) + " positions cannot take " + std::to_string(T) +
-                " more after " + std::to_string(start));
+    fail("MLA: cache of {} positions cannot take {} more after {}", cache.capacity(), T, start);
   const Tensor q = queries(x);
   const Tensor q_nope = narrow(q, 3, 0, nope_dim_), q_pe = rope_->apply(narrow(q, 3, nope_dim_, rope_dim_), start);
-  const Tensor compressed = kv_a_proj_with_mqa->forward(x);
-  const Tensor c_kv = kv_a_layernorm->forward(narrow(compressed, 2, 0, kv_rank_));
+  const Tensor compressed = (*kv_a_proj_with_mqa)(x);
+  const Tensor c_kv = (*kv_a_layernorm)(narrow(compressed, 2, 0, kv_rank_));
   const Tensor k_pe = rope_->apply(reshape(narrow(compressed, 2, kv_rank_, rope_dim_), {B, T, 1, rope_dim_}), start);
   narrow(cache.kv, 1, start, T).copy_(c_kv);
   narrow(cache.k_pe, 1, start, T).copy_(reshape(k_pe, {B, T, rope_dim_}));
@@ -95,7 +92,7 @@ Tensor MultiHeadLatentAttention::forward_absorbed(const Tensor& x, LatentCache& 
   const Tensor key = cat({latent, narrow(cache.k_pe, 1, 0, cache.length).unsqueeze(1)}, 3);
   const Tensor o_lat = scaled_dot_product_attention(query, key, latent, true, scale_);  // [B, H, T, kv_rank]
   const Tensor out = matmul(o_lat, transpose(w_uv, 1, 2));                              // [B, H, T, v]
-  return o_proj->forward(reshape(permute(out, {0, 2, 1, 3}), {B, T, heads_ * v_dim_}));
+  return (*o_proj)(reshape(permute(out, {0, 2, 1, 3}), {B, T, heads_ * v_dim_}));
 }
 
 }  // namespace latent::models

@@ -22,7 +22,7 @@ struct LatentCache {
   int64_t floats_per_token() const { return kv.size(2) + k_pe.size(2); }
 };
 
-class MultiHeadLatentAttention : public nn::Module {
+class MultiHeadLatentAttention : public nn::Callable<MultiHeadLatentAttention> {
  public:
   MultiHeadLatentAttention(const DeepSeekV3Config& config, std::shared_ptr<const nn::RotaryEmbedding> rope);
   // Training form over x [B, T, hidden] at positions 0..T-1 (causal).

@@ -11,17 +11,17 @@ namespace latent::models {
 
 std::map<std::string, Tensor> load_model_tensors(const std::string& dir, const std::string& who) {
   namespace fs = std::filesystem;
-  if (!fs::is_directory(dir)) throw Error(who + ": '" + dir + "' is not a directory");
+  if (!fs::is_directory(dir)) fail("{}: '{}' is not a directory", who, dir);
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(dir))
     if (entry.path().extension() == ".safetensors" && entry.path().filename().string().rfind("model", 0) == 0)
       files.push_back(entry.path());
-  if (files.empty()) throw Error(who + ": no model*.safetensors in '" + dir + "'");
+  if (files.empty()) fail("{}: no model*.safetensors in '{}'", who, dir);
   std::sort(files.begin(), files.end());
   std::map<std::string, Tensor> state;
   for (const auto& file : files)
     for (auto& [name, t] : io::load_safetensors(file.string()))
-      if (!state.emplace(name, t).second) throw Error(who + ": tensor '" + name + "' appears in two files of '" + dir + "'");
+      if (!state.emplace(name, t).second) fail("{}: tensor '{}' appears in two files of '{}'", who, name, dir);
   return state;
 }
 

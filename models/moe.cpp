@@ -142,8 +142,7 @@ DeepSeekMoE::DeepSeekMoE(const DeepSeekV3Config& c) {
 }
 
 Tensor DeepSeekMoE::forward(const Tensor& x) {
-  nn::ForwardScope scope(*this);
-  if (x.dim() != 3) throw Error("DeepSeekMoE: input must be [B, T, hidden], got " + shape_str(x.shape()));
+  if (x.dim() != 3) fail("DeepSeekMoE: input must be [B, T, hidden], got {}", shape_str(x.shape()));
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2), N = B * T;
   const Tensor flat = reshape(x, {N, D});
   const MoEGate::Routing routing = gate->route(flat);
@@ -166,16 +165,16 @@ Tensor DeepSeekMoE::forward(const Tensor& x) {
 }
 
 void DeepSeekMoE::update_expert_bias(double gamma) {
-  if (!stats_.loads.defined()) throw Error("update_expert_bias: no forward pass has routed tokens yet");
+  if (!stats_.loads.defined()) fail("update_expert_bias: no forward pass has routed tokens yet");
   update_expert_bias(gamma, stats_.loads);
 }
 
 void DeepSeekMoE::update_expert_bias(double gamma, const Tensor& loads) {
   Tensor& bias = gate->e_score_correction_bias;
   if (!bias.defined())
-    throw Error("update_expert_bias: this MoE layer has no e_score_correction_bias (its topk_method is not noaux_tc)");
+    fail("update_expert_bias: this MoE layer has no e_score_correction_bias (its topk_method is not noaux_tc)");
   if (loads.shape() != bias.shape())
-    throw Error("update_expert_bias: loads " + shape_str(loads.shape()) + " do not match " + shape_str(bias.shape()) + " experts");
+    fail("update_expert_bias: loads {} do not match {} experts", shape_str(loads.shape()), shape_str(bias.shape()));
   const std::vector<double> c = loads.to(kFloat64).to_vector<double>();
   const double mean_load = std::accumulate(c.begin(), c.end(), 0.0) / static_cast<double>(c.size());
   std::vector<double> b = bias.to(kFloat64).to_vector<double>();

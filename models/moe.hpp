@@ -43,7 +43,7 @@ class MoEGate : public nn::Module {
   TopkMethod topk_method_;
 };
 
-class DeepSeekMoE : public nn::Module {
+class DeepSeekMoE : public nn::Callable<DeepSeekMoE> {
  public:
   explicit DeepSeekMoE(const DeepSeekV3Config& config);
   // x: [B, T, hidden] -> [B, T, hidden]; routing statistics of this call go to last_stats().

@@ -63,16 +63,15 @@ CausalSelfAttention::CausalSelfAttention(int64_t hidden, int64_t heads, int64_t 
 }
 
 Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) const {
-  ForwardScope scope(*this);
   if (x.dim() != 3 || x.size(2) != hidden_size)
     fail("CausalSelfAttention: expected x [B, T, {}], got {}", hidden_size, shape_str(x.shape()));
   if (cache && GradMode::is_enabled() && (x.requires_grad() || autograd::any_requires_grad(parameters())))
     fail("CausalSelfAttention: the KV cache is for inference (gradients cannot reach cached keys and values); "
          "run it under NoGradGuard");
   const int64_t B = x.size(0), T = x.size(1), start = cache ? cache->length() : 0;
-  const Tensor q = rotary->apply(reshape(q_proj->forward(x), {B, T, num_heads, head_dim}), start);
-  Tensor k = rotary->apply(reshape(k_proj->forward(x), {B, T, num_kv_heads, head_dim}), start);
-  Tensor v = reshape(v_proj->forward(x), {B, T, num_kv_heads, head_dim});
+  const Tensor q = rotary->apply(reshape((*q_proj)(x), {B, T, num_heads, head_dim}), start);
+  Tensor k = rotary->apply(reshape((*k_proj)(x), {B, T, num_kv_heads, head_dim}), start);
+  Tensor v = reshape((*v_proj)(x), {B, T, num_kv_heads, head_dim});
   if (cache) {
     cache->append(k, v);
     k = cache->keys();
@@ -83,7 +82,7 @@ Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) const {
   // out as [B, T, H, D], so the merge of the heads below is free.
   const Tensor out = scaled_dot_product_attention(permute(q, {0, 2, 1, 3}), permute(k, {0, 2, 1, 3}),
                                                   permute(v, {0, 2, 1, 3}), true, scale);
-  return o_proj->forward(reshape(permute(out, {0, 2, 1, 3}), {B, T, num_heads * head_dim}));
+  return (*o_proj)(reshape(permute(out, {0, 2, 1, 3}), {B, T, num_heads * head_dim}));
 }
 
 }  // namespace latent::nn

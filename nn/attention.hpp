@@ -39,7 +39,7 @@ struct CausalSelfAttentionOptions {
 // heads sharing num_kv_heads key/value heads. RoPE rotates adjacent dim pairs (DeepSeek's
 // convention; Hugging Face Llama checkpoints pair i with i + head_dim/2, so their q_proj/k_proj rows
 // would need de-interleaving). The softmax scale is rope.attention_scale() / sqrt(head_dim).
-class CausalSelfAttention : public Module {
+class CausalSelfAttention : public Callable<CausalSelfAttention> {
  public:
   CausalSelfAttention(int64_t hidden_size, int64_t num_heads, int64_t num_kv_heads,
                       const CausalSelfAttentionOptions& options = {});
@@ -47,7 +47,6 @@ class CausalSelfAttention : public Module {
   // one, x holds the T tokens after the cache->length() already cached ones, whose keys and values
   // are appended; the cache is for inference and refuses to run while gradients are recorded.
   Tensor forward(const Tensor& x, KVCache* cache = nullptr) const;
-  Tensor operator()(const Tensor& x, KVCache* cache = nullptr) const { return forward(x, cache); }
 
   int64_t hidden_size, num_heads, num_kv_heads, head_dim;
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;

@@ -13,7 +13,6 @@ Dropout::Dropout(double probability, std::shared_ptr<Generator> generator)
 }
 
 Tensor Dropout::forward(const Tensor& x) const {
-  ForwardScope scope(*this);
   return dropout(x, p, is_training(), generator_.get());
 }
 

@@ -8,13 +8,12 @@
 
 namespace latent::nn {
 
-class Dropout : public Module {
+class Dropout : public Callable<Dropout> {
  public:
   // Masks are drawn from `generator` when given (a seeded generator reproduces them), else from the
   // global generator.
   explicit Dropout(double p = 0.5, std::shared_ptr<Generator> generator = nullptr);
   Tensor forward(const Tensor& x) const;
-  Tensor operator()(const Tensor& x) const { return forward(x); }
 
   double p;
 

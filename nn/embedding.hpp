@@ -4,11 +4,10 @@
 
 namespace latent::nn {
 
-class Embedding : public Module {
+class Embedding : public Callable<Embedding> {
  public:
   Embedding(int64_t num_embeddings, int64_t embedding_dim);
   Tensor forward(const Tensor& ids) const;  // Int64 [...] -> [..., embedding_dim]
-  Tensor operator()(const Tensor& ids) const { return forward(ids); }
 
   int64_t num_embeddings, embedding_dim;
   Tensor weight;

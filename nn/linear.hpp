@@ -4,12 +4,11 @@
 
 namespace latent::nn {
 
-class Linear : public Module {
+class Linear : public Callable<Linear> {
  public:
   // Initialised as torch.nn.Linear: W, b ~ U(-1/sqrt(in), 1/sqrt(in)).
   Linear(int64_t in_features, int64_t out_features, bool bias = true);
   Tensor forward(const Tensor& x) const;
-  Tensor operator()(const Tensor& x) const { return forward(x); }
 
   int64_t in_features, out_features;
   Tensor weight, bias;  // bias undefined when constructed without one

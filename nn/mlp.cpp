@@ -11,8 +11,7 @@ SwiGLU::SwiGLU(int64_t hidden, int64_t intermediate)
       down_proj(register_module("down_proj", std::make_shared<Linear>(intermediate, hidden, false))) {}
 
 Tensor SwiGLU::forward(const Tensor& x) const {
-  ForwardScope scope(*this);
-  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));
+  return (*down_proj)(swiglu((*gate_proj)(x), (*up_proj)(x)));
 }
 
 }  // namespace latent::nn

@@ -4,11 +4,10 @@
 
 namespace latent::nn {
 
-class SwiGLU : public Module {
+class SwiGLU : public Callable<SwiGLU> {
  public:
   SwiGLU(int64_t hidden_size, int64_t intermediate_size);  // no biases
   Tensor forward(const Tensor& x) const;
-  Tensor operator()(const Tensor& x) const { return forward(x); }
 
   std::shared_ptr<Linear> gate_proj, up_proj, down_proj;
 };

@@ -16,19 +16,19 @@ Module::~Module() {
 
 void Module::check_new_name(const std::string& name) const {
   if (name.empty() || name.find('.') != std::string::npos)
-    throw Error("Module: invalid name '" + name + "' (must be non-empty, without '.')");
+    fail("Module: invalid name '{}' (must be non-empty, without '.')", name);
   auto taken = [&](const auto& list) {
     for (const auto& [n, _] : list)
       if (n == name) return true;
     return false;
   };
   if (taken(parameters_) || taken(buffers_) || taken(children_))
-    throw Error("Module: name '" + name + "' is already registered");
+    fail("Module: name '{}' is already registered", name);
 }
 
 Tensor& Module::register_parameter(const std::string& name, Tensor t) {
   check_new_name(name);
-  if (!t.defined()) throw Error("Module: parameter '" + name + "' is undefined");
+  if (!t.defined()) fail("Module: parameter '{}' is undefined", name);
   if (!t.is_leaf()) t = t.detach();
   t.requires_grad_(true);
   parameters_.emplace_back(name, std::make_unique<Tensor>(std::move(t)));
@@ -37,16 +37,16 @@ Tensor& Module::register_parameter(const std::string& name, Tensor t) {
 
 Tensor& Module::register_buffer(const std::string& name, Tensor t) {
   check_new_name(name);
-  if (!t.defined()) throw Error("Module: buffer '" + name + "' is undefined");
+  if (!t.defined()) fail("Module: buffer '{}' is undefined", name);
   buffers_.emplace_back(name, std::make_unique<Tensor>(t.detach()));
   return *buffers_.back().second;
 }
 
 void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
   check_new_name(name);
-  if (!m) throw Error("Module: submodule '" + name + "' is null");
+  if (!m) fail("Module: submodule '{}' is null", name);
   for (const Module* ancestor = this; ancestor; ancestor = ancestor->parent_)
-    if (ancestor == m.get()) throw Error("Module: submodule '" + name + "' is this module or one of its parents (a cycle)");
+    if (ancestor == m.get()) fail("Module: submodule '{}' is this module or one of its parents (a cycle)", name);
   if (!m->parent_) m->parent_ = this;  // a module shared by two parents keeps its first path
   children_.emplace_back(name, std::move(m));
 }
@@ -138,7 +138,7 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
     list("missing keys", strict ? missing : std::vector<std::string>{});
     list("unexpected keys", strict ? unexpected : std::vector<std::string>{});
     list("shape mismatches", mismatched);
-    throw Error(message);
+    fail("{}", message);
   }
   for (const auto& [name, t] : own) {
     auto it = state.find(name);

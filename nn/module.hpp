@@ -2,15 +2,18 @@
 // by name in the constructor, so checkpoint names ("model.layers.0.mlp.gate_proj.weight") fall out
 // of the module tree.
 //
-// A forward opens with `ForwardScope scope(*this);`. In anomaly mode (autograd/anomaly.hpp) that
-// makes the module's path the one NaN/Inf errors name ("model.layers.2.mlp.experts.5.down_proj"),
-// for the ops it runs and for their backward; otherwise it costs one flag test. User modules do the
-// same:
+// A layer derives from nn::Callable<Self> and writes `forward`; calling it, `(*layer)(x)`, runs that
+// forward inside a ForwardScope. In anomaly mode (autograd/anomaly.hpp) the scope makes the module's
+// path the one NaN/Inf errors name ("model.layers.2.mlp.experts.5.down_proj"), for the ops it runs
+// and for their backward; otherwise it costs one flag test. User modules do the same:
 //
-//   Tensor MyBlock::forward(const Tensor& x) const {
-//     latent::nn::ForwardScope scope(*this);
-//     return proj->forward(latent::relu(x));
-//   }
+//   struct MyBlock : latent::nn::Callable<MyBlock> {
+//     std::shared_ptr<latent::nn::Linear> proj = register_module("proj", std::make_shared<latent::nn::Linear>(8, 8));
+//     latent::Tensor forward(const latent::Tensor& x) const { return (*proj)(latent::relu(x)); }
+//   };
+//
+// Calling `forward` directly skips only the label. Entry points other than forward (a model's
+// `loss`, say) open `ForwardScope scope(*this);` themselves.
 #pragma once
 #include <map>
 #include <memory>
@@ -86,6 +89,21 @@ class ForwardScope {
  private:
   void enter(const Module& module);
   std::optional<autograd::ModuleLabelScope> label_;
+};
+
+// A Module called as a function: operator() forwards its arguments to Derived::forward inside a
+// ForwardScope (const and non-const, as Derived's forward is declared).
+template <class Derived>
+class Callable : public Module {
+ public:
+  template <class... Args> decltype(auto) operator()(Args&&... args) const {
+    ForwardScope scope(*this);
+    return static_cast<const Derived&>(*this).forward(std::forward<Args>(args)...);
+  }
+  template <class... Args> decltype(auto) operator()(Args&&... args) {
+    ForwardScope scope(*this);
+    return static_cast<Derived&>(*this).forward(std::forward<Args>(args)...);
+  }
 };
 
 // An indexed list of submodules, registered as "0", "1", ... (HF's `layers.N.` names).

@@ -12,7 +12,6 @@ RMSNorm::RMSNorm(int64_t d, double e) : dim(d), eps(e) {
 }
 
 Tensor RMSNorm::forward(const Tensor& x) const {
-  ForwardScope scope(*this);
   return rms_norm(x, weight, eps);
 }
 
@@ -25,7 +24,6 @@ LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
 }
 
 Tensor LayerNorm::forward(const Tensor& x) const {
-  ForwardScope scope(*this);
   if (x.dim() == 0 || x.size(-1) != dim) fail("LayerNorm: input {} does not end in {}", shape_str(x.shape()), dim);
   return layer_norm(x, weight, bias, eps);
 }

@@ -4,22 +4,20 @@
 
 namespace latent::nn {
 
-class RMSNorm : public Module {
+class RMSNorm : public Callable<RMSNorm> {
  public:
   explicit RMSNorm(int64_t dim, double eps = 1e-6);  // weight initialised to ones
   Tensor forward(const Tensor& x) const;
-  Tensor operator()(const Tensor& x) const { return forward(x); }
 
   int64_t dim;
   double eps;
   Tensor weight;
 };
 
-class LayerNorm : public Module {
+class LayerNorm : public Callable<LayerNorm> {
  public:
   explicit LayerNorm(int64_t dim, double eps = 1e-5, bool elementwise_affine = true);
   Tensor forward(const Tensor& x) const;
-  Tensor operator()(const Tensor& x) const { return forward(x); }
 
   int64_t dim;
   double eps;

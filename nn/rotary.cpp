@@ -31,8 +31,8 @@ double rope_attention_scale(const std::optional<YarnConfig>& yarn) {
 }
 
 std::vector<double> rope_inv_freq(int64_t dim, double base, const std::optional<YarnConfig>& yarn) {
-  if (dim <= 0 || dim % 2 != 0) throw Error("rope_inv_freq: dim must be positive and even, got " + std::to_string(dim));
-  if (!(base > 1)) throw Error("rope_inv_freq: base must exceed 1, got " + std::to_string(base));
+  if (dim <= 0 || dim % 2 != 0) fail("rope_inv_freq: dim must be positive and even, got {}", dim);
+  if (!(base > 1)) fail("rope_inv_freq: base must exceed 1, got {}", base);
   const int64_t half = dim / 2;
   std::vector<double> inv_freq(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i)
@@ -41,10 +41,8 @@ std::vector<double> rope_inv_freq(int64_t dim, double base, const std::optional<
 
   const YarnConfig& y = *yarn;
   if (!(y.factor > 0) || y.original_max_position_embeddings <= 0 || !(y.beta_fast > 0) || !(y.beta_slow > 0))
-    throw Error(
-        "rope_inv_freq: YaRN needs positive factor, original_max_position_embeddings, beta_fast and beta_slow, got " +
-        std::to_string(y.factor) + ", " + std::to_string(y.original_max_position_embeddings) + ", " +
-        std::to_string(y.beta_fast) + ", " + std::to_string(y.beta_slow));
+    fail("rope_inv_freq: YaRN needs positive factor, original_max_position_embeddings, beta_fast and beta_slow, got {}, {}, {}, {}",
+        y.factor, y.original_max_position_embeddings, y.beta_fast, y.beta_slow);
   // Pairs rotating fast (many turns over the original context) keep their frequency, slow ones are
   // interpolated by 1/factor, and a linear ramp blends the two between the correction dims.
   const double low =
@@ -68,8 +66,7 @@ RotaryEmbedding::RotaryEmbedding(int64_t dim, int64_t max_position_embeddings, d
       yarn_(yarn),
       inv_freq_(rope_inv_freq(dim, base, yarn)) {
   if (max_position_embeddings <= 0)
-    throw Error("RotaryEmbedding: max_position_embeddings must be positive, got " +
-                std::to_string(max_position_embeddings));
+    fail("RotaryEmbedding: max_position_embeddings must be positive, got {}", max_position_embeddings);
   // Hugging Face scales cos and sin by mscale(factor, mscale) / mscale(factor, mscale_all_dim); the
   // ratio is 1 for every released DeepSeek config (the official code never scales), but it keeps the
   // two YaRN magnitudes meaning what they mean in transformers.
@@ -101,8 +98,7 @@ Tensor RotaryEmbedding::sin(DType dtype) const {
 
 Tensor RotaryEmbedding::apply(const Tensor& x, int64_t start_position) const {
   if (x.dim() != 4)
-    throw Error("RotaryEmbedding: expected x of shape [B, T, H, " + std::to_string(dim_) + "], got " +
-                shape_str(x.shape()));
+    fail("RotaryEmbedding: expected x of shape [B, T, H, {}], got {}", dim_, shape_str(x.shape()));
   std::vector<int64_t> positions(static_cast<size_t>(x.size(1)));
   for (size_t t = 0; t < positions.size(); ++t) positions[t] = start_position + static_cast<int64_t>(t);
   return apply_positions(x, std::move(positions));
@@ -110,19 +106,18 @@ Tensor RotaryEmbedding::apply(const Tensor& x, int64_t start_position) const {
 
 Tensor RotaryEmbedding::apply(const Tensor& x, const Tensor& positions) const {
   if (positions.dtype() != kInt64 || positions.dim() != 1)
-    throw Error(std::string("RotaryEmbedding: positions must be an Int64 vector [T], got ") +
-                dtype_name(positions.dtype()) + " " + shape_str(positions.shape()));
+    fail("RotaryEmbedding: positions must be an Int64 vector [T], got {} {}", dtype_name(positions.dtype()),
+        shape_str(positions.shape()));
   return apply_positions(x, positions.to_vector<int64_t>());
 }
 
 Tensor RotaryEmbedding::apply_positions(const Tensor& x, std::vector<int64_t> positions) const {
   if (x.dim() != 4 || x.size(3) != dim_)
-    throw Error("RotaryEmbedding: expected x of shape [B, T, H, " + std::to_string(dim_) + "], got " +
-                shape_str(x.shape()));
+    fail("RotaryEmbedding: expected x of shape [B, T, H, {}], got {}", dim_, shape_str(x.shape()));
   for (const int64_t p : positions)
     if (p < 0 || p >= max_positions_)
-      throw Error("RotaryEmbedding: position " + std::to_string(p) + " out of range [0, " +
-                  std::to_string(max_positions_) + ") of max_position_embeddings " + std::to_string(max_positions_));
+      fail("RotaryEmbedding: position {} out of range [0, {}) of max_position_embeddings {}", p, max_positions_,
+          max_positions_);
   const bool is_double = x.dtype() == kFloat64;
   return rotary_embedding(x, is_double ? cos64_ : cos32_, is_double ? sin64_ : sin32_, std::move(positions));
 }

@@ -33,6 +33,7 @@
 #include "nn/module.hpp"
 #include "nn/norm.hpp"
 #include "nn/rotary.hpp"
+#include "nn/sequential.hpp"
 
 #include "optim/adam.hpp"
 #include "optim/clip_grad.hpp"

@@ -37,26 +37,24 @@ struct HandWrittenInf : autograd::Function<HandWrittenInf> {
   static std::vector<Tensor> backward(AutogradContext*, std::vector<Tensor> grads) { return {grads[0]}; }
 };
 
-struct Block : nn::Module {
+struct Block : nn::Callable<Block> {
   Block() { fc = register_module("fc", std::make_shared<nn::Linear>(3, 3)); }
   Tensor forward(const Tensor& x, bool broken_backward) const {
-    nn::ForwardScope scope(*this);
-    const Tensor h = fc->forward(x);
+    const Tensor h = (*fc)(x);
     return broken_backward ? NanGradient::apply(h) : relu(h);
   }
   std::shared_ptr<nn::Linear> fc;
 };
 
-struct Net : nn::Module {
+struct Net : nn::Callable<Net> {
   Net() {
     blocks = register_module("blocks", std::make_shared<nn::ModuleList>());
     for (int i = 0; i < 3; ++i) blocks->push_back(std::make_shared<Block>());
   }
   // Block `broken` (if any) gets the broken backward; the root then takes log(x + shift).
   Tensor forward(const Tensor& x, int broken = -1, double shift = 1.0) const {
-    nn::ForwardScope scope(*this);
     Tensor h = x;
-    for (size_t i = 0; i < blocks->size(); ++i) h = blocks->at<Block>(i)->forward(h, static_cast<int>(i) == broken);
+    for (size_t i = 0; i < blocks->size(); ++i) h = (*blocks->at<Block>(i))(h, static_cast<int>(i) == broken);
     return log(h + shift);
   }
   std::shared_ptr<nn::ModuleList> blocks;
@@ -179,15 +177,15 @@ TEST_CASE("anomaly: errors name the module path the op ran in, forward and backw
     DetectAnomalyGuard anomaly;
     SECTION("a forward inside a nested module") {
       net.blocks->at<anomaly_test::Block>(1)->fc->bias.detach().fill_(kNaN);
-      REQUIRE_THROWS_WITH(net.forward(x), "anomaly: forward of 'add' produced NaN in its output [4, 3] (12 of 12 values, "
+      REQUIRE_THROWS_WITH(net(x), "anomaly: forward of 'add' produced NaN in its output [4, 3] (12 of 12 values, "
                                           "first at [0, 0]); its input 1 [3] already held NaN; it ran in module blocks.1.fc");
     }
     SECTION("the root module is named by its class") {
-      REQUIRE_THROWS_WITH(net.forward(x, -1, -1e6), "anomaly: forward of 'log' produced NaN in its output [4, 3] (12 of 12 "
+      REQUIRE_THROWS_WITH(net(x, -1, -1e6), "anomaly: forward of 'log' produced NaN in its output [4, 3] (12 of 12 "
                                                     "values, first at [0, 0]); it ran in module Net");
     }
     SECTION("a backward reports the module its node's forward ran in") {
-      const Tensor loss = sum(net.forward(x, 2, 10.0));
+      const Tensor loss = sum(net(x, 2, 10.0));
       REQUIRE_THROWS_WITH(loss.backward(), "anomaly: backward of 'anomaly_test::NanGradient' produced NaN in the gradient "
                                            "of input 0 [4, 3] (12 of 12 values, first at [0, 0]); forward ran in module blocks.2");
     }

@@ -138,9 +138,9 @@ TEST_CASE("ForwardScope labels ops with the module path in anomaly mode only, an
     CHECK(*autograd::current_module_label() == "Net");
   }
   CHECK(autograd::current_module_label() == nullptr);
-  // The library's layers open their scope: a NaN weight is reported with the layer's path.
+  // Calling a library layer opens its scope: a NaN weight is reported with the layer's path.
   net.block->norm->weight.detach().fill_(std::numeric_limits<double>::quiet_NaN());
-  CHECK_THROWS_WITH(net.block->norm->forward(ones({2, 2})),
+  CHECK_THROWS_WITH((*net.block->norm)(ones({2, 2})),
                     "anomaly: forward of 'rms_norm' produced NaN in its output [2, 2] (4 of 4 values, first at [0, 0]); "
                     "its input 1 [2] already held NaN; it ran in module block.norm");
 }
