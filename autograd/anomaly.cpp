@@ -104,18 +104,17 @@ void check_result(const std::string& name, const std::string& what, const Tensor
     if (in.any()) held = "; " + inputs[i].name + " " + shape_str(inputs[i].tensor.shape()) + " already held " + kind(in);
   }
   if (found.nan == 0 && !held.empty()) return;  // an infinity carried along, not made here
-  throw Error("anomaly: forward of '" + name + "' produced " + kind(found) + " in " + what + " " +
-              shape_str(out.shape()) + details(found, out) + held + where);
+  fail("anomaly: forward of '{}' produced {} in {} {}{}{}{}", name, kind(found), what, shape_str(out.shape()),
+       details(found, out), held, where);
 }
 
 void check_gradient(const std::string& name, const std::string& what, const Tensor& grad, const std::string& held_in,
                     const NonFinite& held, const std::string& where) {
   const NonFinite found = scan(grad);
   if (!found.any()) return;
-  throw Error("anomaly: backward of '" + name + "' produced " + kind(found) + " in the gradient of " + what + " " +
-              shape_str(grad.shape()) + details(found, grad) +
-              (held.any() ? "; the gradient it received" + held_in + " already held " + kind(held) : std::string()) +
-              where);
+  fail("anomaly: backward of '{}' produced {} in the gradient of {} {}{}{}{}", name, kind(found), what,
+       shape_str(grad.shape()), details(found, grad),
+       held.any() ? "; the gradient it received" + held_in + " already held " + kind(held) : std::string(), where);
 }
 
 std::string module_clause(const std::string& module, const char* lead) {

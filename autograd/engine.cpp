@@ -49,7 +49,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
   std::vector<std::shared_ptr<Node>> root_nodes;  // keep roots alive while we run
   for (size_t i = 0; i < roots.size(); ++i) {
     const Edge edge = gradient_edge(roots[i]);
-    if (!edge.node) throw Error("backward: tensor does not require grad and has no grad_fn");
+    if (!edge.node) fail("backward: tensor does not require grad and has no grad_fn");
     auto& buffer = buffers[edge.node.get()];
     buffer.resize(static_cast<size_t>(edge.node->num_outputs));
     accumulate(buffer[static_cast<size_t>(edge.input_nr)], grad_roots[i]);
@@ -77,8 +77,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     node->saved_versions.check(node->name());
     std::vector<Tensor> input_grads = node->apply(std::move(grads));
     if (input_grads.size() != node->next_edges.size())
-      throw Error(node->name() + ": backward returned " + std::to_string(input_grads.size()) + " gradients for " +
-                  std::to_string(node->next_edges.size()) + " inputs");
+      fail("{}: backward returned {} gradients for {} inputs", node->name(), input_grads.size(),
+           node->next_edges.size());
     if (anomaly) [[unlikely]] {
       std::vector<bool> flowing;
       for (const Edge& e : node->next_edges) flowing.push_back(e.node != nullptr);
@@ -103,8 +103,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
 }  // namespace autograd
 
 Tensor& Tensor::requires_grad_(bool on) {
-  if (on && !is_floating(dtype())) throw Error("requires_grad_: only floating-point tensors can require grad, got int64");
-  if (!on && !is_leaf()) throw Error("requires_grad_: cannot turn off requires_grad on a non-leaf tensor; use detach()");
+  if (on && !is_floating(dtype())) fail("requires_grad_: only floating-point tensors can require grad, got int64");
+  if (!on && !is_leaf()) fail("requires_grad_: cannot turn off requires_grad on a non-leaf tensor; use detach()");
   impl().requires_grad = on;
   return *this;
 }
@@ -113,7 +113,7 @@ Tensor Tensor::grad() const { return impl().grad ? Tensor(impl().grad) : Tensor(
 
 void Tensor::set_grad(const Tensor& grad) const {
   if (grad.defined() && grad.shape() != shape())
-    throw Error("set_grad: gradient shape " + shape_str(grad.shape()) + " differs from tensor shape " + shape_str(shape()));
+    fail("set_grad: gradient shape {} differs from tensor shape {}", shape_str(grad.shape()), shape_str(shape()));
   impl().grad = grad.defined() ? grad.impl_ptr() : nullptr;
 }
 
@@ -129,17 +129,15 @@ Tensor Tensor::detach() const {
 
 void Tensor::backward(bool retain_graph) const {
   if (numel() != 1)
-    throw Error("backward: implicit seed needs a one-element tensor, got shape " + shape_str(shape()) +
-                "; pass a grad_output");
+    fail("backward: implicit seed needs a one-element tensor, got shape {}; pass a grad_output", shape_str(shape()));
   backward(ones(shape(), dtype()), retain_graph);
 }
 
 void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
   if (grad_output.shape() != shape())
-    throw Error("backward: grad_output shape " + shape_str(grad_output.shape()) + " differs from " + shape_str(shape()));
+    fail("backward: grad_output shape {} differs from {}", shape_str(grad_output.shape()), shape_str(shape()));
   if (grad_output.dtype() != dtype())
-    throw Error(std::string("backward: grad_output dtype ") + dtype_name(grad_output.dtype()) + " differs from " +
-                dtype_name(dtype()));
+    fail("backward: grad_output dtype {} differs from {}", dtype_name(grad_output.dtype()), dtype_name(dtype()));
   autograd::run_backward({*this}, {grad_output}, retain_graph);
 }
 

@@ -70,9 +70,8 @@ bool check(const std::vector<std::pair<std::string, Tensor>>& parameters, const 
   for (const auto& [name, p] : parameters) {
     if (!p.requires_grad()) continue;
     if (p.dtype() != kFloat64)
-      throw Error(fmt::format("{}: parameter '{}' is {}; parameters are perturbed in place, so call to(kFloat64) "
-                              "on the module first",
-                              who, name, dtype_name(p.dtype())));
+      fail("{}: parameter '{}' is {}; parameters are perturbed in place, so call to(kFloat64) on the module first", who,
+           name, dtype_name(p.dtype()));
     bool seen = false;
     for (const Target& t : targets) seen = seen || t.tensor.is_same(p);
     if (seen) continue;
@@ -80,34 +79,35 @@ bool check(const std::vector<std::pair<std::string, Tensor>>& parameters, const 
     stash.clear(p);
   }
   if (targets.empty())
-    throw Error(who + ": no input requires grad, so there is nothing to check (call requires_grad_() on the "
-                      "inputs, or use gradcheck_module for a module's parameters)");
+    fail("{}: no input requires grad, so there is nothing to check (call requires_grad_() on the "
+         "inputs, or use gradcheck_module for a module's parameters)",
+         who);
 
   Tensor output;
   try {
     output = fn(args);
   } catch (const Error& e) {  // typically a float32 module meeting the float64 inputs
     const std::string message = e.what();
-    throw Error(who + ": fn threw on its float64 inputs: " + message +
-                (message.find("float32") != std::string::npos ? "; if fn runs a float32 module, call to(kFloat64) on it"
-                                                              : ""));
+    fail("{}: fn threw on its float64 inputs: {}{}", who, message,
+         message.find("float32") != std::string::npos ? "; if fn runs a float32 module, call to(kFloat64) on it" : "");
   }
-  if (!output.defined()) throw Error(who + ": fn returned an undefined tensor");
+  if (!output.defined()) fail("{}: fn returned an undefined tensor", who);
   if (output.dtype() != kFloat64)
-    throw Error(fmt::format("{}: fn must compute in float64, its output is {} (a float32 module given float64 "
-                            "inputs: call to(kFloat64) on the module)",
-                            who, dtype_name(output.dtype())));
+    fail("{}: fn must compute in float64, its output is {} (a float32 module given float64 "
+         "inputs: call to(kFloat64) on the module)",
+         who, dtype_name(output.dtype()));
   if (!output.requires_grad())
-    throw Error(who + ": the output does not depend on any tensor being checked; a module's parameters are "
-                      "checked with gradcheck_module");
+    fail("{}: the output does not depend on any tensor being checked; a module's parameters are "
+         "checked with gradcheck_module",
+         who);
   Generator gen(0x6eadc4ec);
   const Tensor weights = randn(output.shape(), kFloat64, &gen);
   sum(mul(output, weights)).backward();
   for (const Target& t : targets)  // the copy was not what fn used: perturbing it would check nothing
     if (t.original.defined() && t.original.is_leaf() && t.original.grad().defined())
-      throw Error(fmt::format("{}: {} ({} {}) is reached by fn directly, not through its argument; such tensors "
-                              "are perturbed in place and must be float64: call to(kFloat64) on the module",
-                              who, t.label, dtype_name(t.original.dtype()), shape_str(t.original.shape())));
+      fail("{}: {} ({} {}) is reached by fn directly, not through its argument; such tensors "
+           "are perturbed in place and must be float64: call to(kFloat64) on the module",
+           who, t.label, dtype_name(t.original.dtype()), shape_str(t.original.shape()));
 
   std::string first_bad;
   int64_t bad = 0, checked = 0;
@@ -146,9 +146,9 @@ bool check(const std::vector<std::pair<std::string, Tensor>>& parameters, const 
     });
   }
   if (bad > 0)
-    throw Error(fmt::format("{}: {} (tolerance atol {:g} + rtol {:g} * |numerical|, eps {:g}); {} of {} checked "
-                            "elements are off",
-                            who, first_bad, options.atol, options.rtol, options.eps, bad, checked));
+    fail("{}: {} (tolerance atol {:g} + rtol {:g} * |numerical|, eps {:g}); {} of {} checked "
+         "elements are off",
+         who, first_bad, options.atol, options.rtol, options.eps, bad, checked);
   return true;
 }
 

@@ -20,25 +20,23 @@ void check_inputs(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const T
            ", nope " + std::to_string(nope);
   };
   if (q.dim() != 4 || kv.dim() != 4 || k_pe.dim() != 3)
-    throw Error("mla_heads: expected q [B, L, H, nope + rope], kv [B, L, H, nope + V], k_pe [B, L, rope], got " + shapes());
+    fail("mla_heads: expected q [B, L, H, nope + rope], kv [B, L, H, nope + V], k_pe [B, L, rope], got {}", shapes());
   const int64_t rope = q.size(3) - nope;
   if (nope < 0 || rope < 0 || rope % 2 != 0)
-    throw Error("mla_heads: q's last dim must be nope plus an even rope dim, got " + shapes());
+    fail("mla_heads: q's last dim must be nope plus an even rope dim, got {}", shapes());
   for (int64_t d = 0; d < 3; ++d)
     if (kv.size(d) != q.size(d) || (d < 2 && k_pe.size(d) != q.size(d)))
-      throw Error("mla_heads: q, kv and k_pe must agree in [B, L(, H)], got " + shapes());
+      fail("mla_heads: q, kv and k_pe must agree in [B, L(, H)], got {}", shapes());
   if (kv.size(3) < nope || k_pe.size(2) != rope)
-    throw Error("mla_heads: kv's last dim must hold nope + V and k_pe's the rope dim " + std::to_string(rope) +
-                ", got " + shapes());
+    fail("mla_heads: kv's last dim must hold nope + V and k_pe's the rope dim {}, got {}", rope, shapes());
   if (!is_floating(q.dtype()) || kv.dtype() != q.dtype() || k_pe.dtype() != q.dtype())
-    throw Error(std::string("mla_heads: q, kv and k_pe must be of one floating-point dtype, got ") +
-                dtype_name(q.dtype()) + ", " + dtype_name(kv.dtype()) + ", " + dtype_name(k_pe.dtype()));
+    fail("mla_heads: q, kv and k_pe must be of one floating-point dtype, got {}, {}, {}", dtype_name(q.dtype()),
+         dtype_name(kv.dtype()), dtype_name(k_pe.dtype()));
   for (const Tensor* table : {&cos, &sin})
     if (table->dim() != 2 || table->size(1) != rope / 2 || table->dtype() != q.dtype() || !table->is_contiguous() ||
         table->size(0) < q.size(1))
-      throw Error(std::string("mla_heads: the RoPE tables must be contiguous ") + dtype_name(q.dtype()) + " [P, " +
-                  std::to_string(rope / 2) + "] with P >= L = " + std::to_string(q.size(1)) + ", got " +
-                  dtype_name(table->dtype()) + " " + shape_str(table->shape()));
+      fail("mla_heads: the RoPE tables must be contiguous {} [P, {}] with P >= L = {}, got {} {}",
+           dtype_name(q.dtype()), rope / 2, q.size(1), dtype_name(table->dtype()), shape_str(table->shape()));
 }
 
 }  // namespace

@@ -241,28 +241,27 @@ void check_expert(const ExpertWeights& w, const std::string& which, const Tensor
     const bool fits = t->defined() && t->dim() == 2 && t->dtype() == x.dtype() && t->is_contiguous() &&
                       (t == &w.down_proj ? t->size(0) == D && t->size(1) == I : t->size(0) == I && t->size(1) == D);
     if (!fits)
-      throw Error("moe_experts: " + which + " needs contiguous " + dtype_name(x.dtype()) +
-                  " gate_proj, up_proj [I, " + std::to_string(D) + "] and down_proj [" + std::to_string(D) +
-                  ", I] for x " + shape_str(x.shape()) + ", got " +
-                  (w.gate_proj.defined() ? dtype_name(w.gate_proj.dtype()) + std::string(" ") : std::string()) +
-                  (w.gate_proj.defined() ? shape_str(w.gate_proj.shape()) : std::string("none")) + ", " +
-                  (w.up_proj.defined() ? shape_str(w.up_proj.shape()) : std::string("none")) + ", " +
-                  (w.down_proj.defined() ? shape_str(w.down_proj.shape()) : std::string("none")));
+      fail("moe_experts: {} needs contiguous {} gate_proj, up_proj [I, {}] and down_proj [{}, I] for x {}, "
+           "got {}{}, {}, {}",
+           which, dtype_name(x.dtype()), D, D, shape_str(x.shape()),
+           w.gate_proj.defined() ? dtype_name(w.gate_proj.dtype()) + std::string(" ") : std::string(),
+           w.gate_proj.defined() ? shape_str(w.gate_proj.shape()) : std::string("none"),
+           w.up_proj.defined() ? shape_str(w.up_proj.shape()) : std::string("none"),
+           w.down_proj.defined() ? shape_str(w.down_proj.shape()) : std::string("none"));
   }
 }
 
 void check_inputs(const Tensor& x, const Tensor& weights, const Tensor& expert_ids,
                   const std::vector<ExpertWeights>& experts, const ExpertWeights& shared) {
   if (x.dim() != 2 || x.size(1) == 0 || !is_floating(x.dtype()))
-    throw Error(std::string("moe_experts: x must be a floating-point [N, D] tensor with D > 0, got ") + dtype_name(x.dtype()) +
-                " " + shape_str(x.shape()));
+    fail("moe_experts: x must be a floating-point [N, D] tensor with D > 0, got {} {}", dtype_name(x.dtype()),
+         shape_str(x.shape()));
   if (expert_ids.dtype() != kInt64 || expert_ids.dim() != 2 || expert_ids.size(0) != x.size(0))
-    throw Error(std::string("moe_experts: expert_ids must be Int64 [N, K] with N = ") + std::to_string(x.size(0)) +
-                ", got " + dtype_name(expert_ids.dtype()) + " " + shape_str(expert_ids.shape()));
+    fail("moe_experts: expert_ids must be Int64 [N, K] with N = {}, got {} {}", x.size(0),
+         dtype_name(expert_ids.dtype()), shape_str(expert_ids.shape()));
   if (weights.dtype() != x.dtype() || weights.shape() != expert_ids.shape())
-    throw Error(std::string("moe_experts: weights must be ") + dtype_name(x.dtype()) + " " +
-                shape_str(expert_ids.shape()) + " like expert_ids, got " + dtype_name(weights.dtype()) + " " +
-                shape_str(weights.shape()));
+    fail("moe_experts: weights must be {} {} like expert_ids, got {} {}", dtype_name(x.dtype()),
+         shape_str(expert_ids.shape()), dtype_name(weights.dtype()), shape_str(weights.shape()));
   for (size_t e = 0; e < experts.size(); ++e) check_expert(experts[e], "expert " + std::to_string(e), x);
   if (shared.gate_proj.defined()) check_expert(shared, "the shared expert", x);
 }
@@ -278,8 +277,7 @@ ExpertDispatch dispatch_by_expert(const Tensor& expert_ids, const std::vector<Ex
   std::vector<int64_t> loads(static_cast<size_t>(E), 0), offsets(static_cast<size_t>(E + 1), 0);
   for (int64_t i = 0; i < N * K; ++i) {
     if (ids[i] < 0 || ids[i] >= E)
-      throw Error("moe_experts: expert id " + std::to_string(ids[i]) + " at " + index_str(i, expert_ids.shape()) +
-                  " out of range [0, " + std::to_string(E) + ")");
+      fail("moe_experts: expert id {} at {} out of range [0, {})", ids[i], index_str(i, expert_ids.shape()), E);
     ++loads[static_cast<size_t>(ids[i])];
   }
   for (int64_t e = 0; e < E; ++e) offsets[static_cast<size_t>(e + 1)] = offsets[static_cast<size_t>(e)] + loads[static_cast<size_t>(e)];

@@ -100,9 +100,8 @@ void SavedVersions::name_roles(const std::vector<Tensor>& inputs, const std::vec
 }
 
 void SavedVersions::throw_modified(const std::string& op, const Entry& e) {
-  throw Error(op + " backward: saved " + e.role + " (shape " + shape_str(e.shape) +
-              ") was modified in place after the forward (version " + std::to_string(e.version) + ", now " +
-              std::to_string(e.storage->version()) + ")");
+  fail("{} backward: saved {} (shape {}) was modified in place after the forward (version {}, now {})", op, e.role,
+       shape_str(e.shape), e.version, e.storage->version());
 }
 
 Node::Node() : sequence_nr(next_sequence_nr.fetch_add(1, std::memory_order_relaxed)) {}
@@ -121,8 +120,8 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
   Tensor g = std::move(grad_outputs.at(0));
   if (!g.defined()) return {};
   if (g.shape() != variable_->shape)
-    throw Error("AccumulateGrad: gradient of shape " + shape_str(g.shape()) + " for a leaf of shape " +
-                shape_str(variable_->shape));
+    fail("AccumulateGrad: gradient of shape {} for a leaf of shape {}", shape_str(g.shape()),
+         shape_str(variable_->shape));
   Tensor variable(variable_);
   Tensor existing = variable.grad();
   if (!existing.defined()) {
@@ -147,7 +146,7 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
 }
 
 std::vector<Tensor> LambdaNode::apply(std::vector<Tensor>&& grad_outputs) {
-  if (!fn_) throw Error(name_ + ": backward through a graph whose saved tensors were freed; pass retain_graph=true to the first backward");
+  if (!fn_) fail("{}: backward through a graph whose saved tensors were freed; pass retain_graph=true to the first backward", name_);
   return fn_(grad_outputs);
 }
 

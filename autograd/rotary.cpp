@@ -45,31 +45,27 @@ Tensor rotate(const Tensor& x, const std::vector<int64_t>& positions, const Tens
 
 void check_table(const char* which, const Tensor& table, const Tensor& x, int64_t half) {
   if (table.dim() != 2 || table.size(1) != half || table.dtype() != x.dtype() || !table.is_contiguous())
-    throw Error(std::string("rotary_embedding: ") + which + " must be a contiguous " + dtype_name(x.dtype()) +
-                " table [P, " + std::to_string(half) + "] for x " + shape_str(x.shape()) + ", got " +
-                dtype_name(table.dtype()) + " " + shape_str(table.shape()));
+    fail("rotary_embedding: {} must be a contiguous {} table [P, {}] for x {}, got {} {}", which, dtype_name(x.dtype()),
+         half, shape_str(x.shape()), dtype_name(table.dtype()), shape_str(table.shape()));
 }
 
 }  // namespace
 
 Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin, std::vector<int64_t> positions) {
   if (x.dim() != 4 || x.size(3) % 2 != 0)
-    throw Error("rotary_embedding: x must be [B, T, H, D] with D even, got " + shape_str(x.shape()));
+    fail("rotary_embedding: x must be [B, T, H, D] with D even, got {}", shape_str(x.shape()));
   if (!is_floating(x.dtype()))
-    throw Error(std::string("rotary_embedding: x must be a floating-point tensor, got ") + dtype_name(x.dtype()));
+    fail("rotary_embedding: x must be a floating-point tensor, got {}", dtype_name(x.dtype()));
   const int64_t half = x.size(3) / 2;
   check_table("cos", cos, x, half);
   check_table("sin", sin, x, half);
   if (sin.size(0) != cos.size(0))
-    throw Error("rotary_embedding: cos " + shape_str(cos.shape()) + " and sin " + shape_str(sin.shape()) +
-                " tables differ in length");
+    fail("rotary_embedding: cos {} and sin {} tables differ in length", shape_str(cos.shape()), shape_str(sin.shape()));
   if (static_cast<int64_t>(positions.size()) != x.size(1))
-    throw Error("rotary_embedding: " + std::to_string(positions.size()) + " positions for x " + shape_str(x.shape()) +
-                " with T = " + std::to_string(x.size(1)));
+    fail("rotary_embedding: {} positions for x {} with T = {}", positions.size(), shape_str(x.shape()), x.size(1));
   for (const int64_t p : positions)
     if (p < 0 || p >= cos.size(0))
-      throw Error("rotary_embedding: position " + std::to_string(p) + " out of range [0, " +
-                  std::to_string(cos.size(0)) + ") of the tables");
+      fail("rotary_embedding: position {} out of range [0, {}) of the tables", p, cos.size(0));
   Tensor out = rotate(x.detach(), positions, cos, sin, false);
   return autograd::record("rotary_embedding", out, {x}, {cos, sin},
                           [positions = std::move(positions), cos, sin](const Tensor& grad) -> std::vector<Tensor> {

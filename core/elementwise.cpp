@@ -25,8 +25,8 @@ bool repeats_as_rows(const Tensor& b, const Shape& shape) {
 
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
   if (a.dtype() != b.dtype())
-    throw Error(std::string(op) + ": dtype mismatch, " + dtype_name(a.dtype()) + " " + shape_str(a.shape()) + " and " +
-                dtype_name(b.dtype()) + " " + shape_str(b.shape()));
+    fail("{}: dtype mismatch, {} {} and {} {}", op, dtype_name(a.dtype()), shape_str(a.shape()), dtype_name(b.dtype()),
+         shape_str(b.shape()));
 }
 
 }  // namespace latent

@@ -10,7 +10,7 @@
 namespace latent {
 
 TensorImpl& Tensor::impl() const {
-  if (!impl_) throw Error("tensor: use of an undefined tensor");
+  if (!impl_) fail("tensor: use of an undefined tensor");
   return *impl_;
 }
 
@@ -48,8 +48,7 @@ std::string index_str(int64_t flat, const Shape& shape) {
 int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op) {
   const int64_t lo = ndim == 0 ? -1 : -ndim, hi = ndim == 0 ? 0 : ndim - 1;
   if (dim < lo || dim > hi)
-    throw Error(std::string(op) + ": dim " + std::to_string(dim) + " out of range for a tensor with " +
-                std::to_string(ndim) + " dims");
+    fail("{}: dim {} out of range for a tensor with {} dims", op, dim, ndim);
   return dim < 0 ? dim + std::max<int64_t>(ndim, 1) : dim;
 }
 
@@ -60,7 +59,7 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
     const int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
     const int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
     if (da != db && da != 1 && db != 1)
-      throw Error(std::string(op) + ": shapes " + shape_str(a) + " and " + shape_str(b) + " cannot be broadcast");
+      fail("{}: shapes {} and {} cannot be broadcast", op, shape_str(a), shape_str(b));
     out[i] = da == 1 ? db : da;
   }
   return out;
@@ -68,7 +67,7 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
   for (int64_t s : shape)
-    if (s < 0) throw Error("empty: negative size in shape " + shape_str(shape));
+    if (s < 0) fail("empty: negative size in shape {}", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype));
   impl->shape = shape;
@@ -111,23 +110,23 @@ template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
 
 double Tensor::item() const {
   if (numel() != 1)
-    throw Error("item: expected a one-element tensor, got shape " + shape_str(shape()));
+    fail("item: expected a one-element tensor, got shape {}", shape_str(shape()));
   return dispatch(dtype(), [&]<class T>() { return static_cast<double>(*data<T>()); });
 }
 
 Tensor Tensor::as_strided(const Shape& new_shape, const Shape& new_strides, int64_t new_offset) const {
   if (new_shape.size() != new_strides.size())
-    throw Error("as_strided: shape " + shape_str(new_shape) + " and strides " + shape_str(new_strides) + " differ in rank");
+    fail("as_strided: shape {} and strides {} differ in rank", shape_str(new_shape), shape_str(new_strides));
   int64_t lo = new_offset, hi = new_offset;
   for (size_t i = 0; i < new_shape.size(); ++i) {
-    if (new_shape[i] < 0) throw Error("as_strided: negative size in " + shape_str(new_shape));
+    if (new_shape[i] < 0) fail("as_strided: negative size in {}", shape_str(new_shape));
     if (new_shape[i] == 0) { lo = 0; hi = -1; break; }
     const int64_t span = (new_shape[i] - 1) * new_strides[i];
     (span < 0 ? lo : hi) += span;
   }
   const int64_t capacity = static_cast<int64_t>(storage()->nbytes() / dtype_size(dtype()));
   if (hi >= lo && (lo < 0 || hi >= capacity))
-    throw Error("as_strided: view " + shape_str(new_shape) + " outside its storage of " + std::to_string(capacity) + " elements");
+    fail("as_strided: view {} outside its storage of {} elements", shape_str(new_shape), capacity);
   auto view = std::make_shared<TensorImpl>();
   view->storage = storage();
   view->shape = new_shape;
@@ -139,7 +138,7 @@ Tensor Tensor::as_strided(const Shape& new_shape, const Shape& new_strides, int6
 
 Tensor& Tensor::copy_(const Tensor& src) {
   if (src.shape() != shape())
-    throw Error("copy_: source shape " + shape_str(src.shape()) + " differs from destination " + shape_str(shape()));
+    fail("copy_: source shape {} differs from destination {}", shape_str(src.shape()), shape_str(shape()));
   copy_into(*this, src);
   bump_version();
   return *this;

@@ -29,9 +29,8 @@ struct LearnedSwish : autograd::Function<LearnedSwish> {
   static Tensor forward(autograd::AutogradContext* ctx, const Tensor& x, const Tensor& alpha) {
     // Check shapes up front and say exactly what is wrong, as latent's own ops do.
     if (alpha.dim() != 1 || x.dim() == 0 || x.size(-1) != alpha.size(0))
-      throw Error("LearnedSwish: x " + shape_str(x.shape()) + " needs alpha of shape [" +
-                  (x.dim() == 0 ? std::string("features") : std::to_string(x.size(-1))) + "], got " +
-                  shape_str(alpha.shape()));
+      fail("LearnedSwish: x {} needs alpha of shape [{}], got {}", shape_str(x.shape()),
+           x.dim() == 0 ? std::string("features") : fmt::format("{}", x.size(-1)), shape_str(alpha.shape()));
     // forward runs with grad mode off, so these ops build no graph of their own: backward below
     // is the only derivative latent will use for this op.
     Tensor s = sigmoid(alpha * x);

@@ -23,8 +23,8 @@ void check_memory(const std::string& config_json) {
   const double bytes = 8.0 * double(parameters);
   const double physical = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
   if (physical > 0 && bytes > physical)
-    throw Error(fmt::format("{} parameters need about {:.1f} GB to load; this machine has {:.1f} GB", parameters,
-                            bytes / 1e9, physical / 1e9));
+    fail("{} parameters need about {:.1f} GB to load; this machine has {:.1f} GB", parameters,
+         bytes / 1e9, physical / 1e9);
 }
 
 }  // namespace
@@ -48,19 +48,19 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "worker threads");
   CLI11_PARSE(app, argc, argv);
   try {
-    if (options.max_new_tokens < 0) throw Error(fmt::format("--max-tokens must be >= 0, got {}", options.max_new_tokens));
-    if (!(options.temperature >= 0)) throw Error(fmt::format("--temperature must be >= 0, got {}", options.temperature));
-    if (options.top_k < 0) throw Error(fmt::format("--top-k must be >= 0, got {}", options.top_k));
-    if (threads < 0) throw Error(fmt::format("--threads must be positive, got {}", threads));
-    if (!std::filesystem::is_directory(dir)) throw Error(fmt::format("'{}' is not a directory", dir));
+    if (options.max_new_tokens < 0) fail("--max-tokens must be >= 0, got {}", options.max_new_tokens);
+    if (!(options.temperature >= 0)) fail("--temperature must be >= 0, got {}", options.temperature);
+    if (options.top_k < 0) fail("--top-k must be >= 0, got {}", options.top_k);
+    if (threads < 0) fail("--threads must be positive, got {}", threads);
+    if (!std::filesystem::is_directory(dir)) fail("'{}' is not a directory", dir);
     if (!std::filesystem::is_regular_file(std::filesystem::path(dir) / "config.json"))
-      throw Error(fmt::format("'{}' is not a model directory: it has no config.json", dir));
+      fail("'{}' is not a model directory: it has no config.json", dir);
     if (threads > 0) set_num_threads(threads);
     if (prompt.empty() || read_stdin) {
-      if (!read_stdin && ::isatty(STDIN_FILENO)) throw Error("no prompt: pass --prompt TEXT or pipe text to standard input");
+      if (!read_stdin && ::isatty(STDIN_FILENO)) fail("no prompt: pass --prompt TEXT or pipe text to standard input");
       prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
-    if (prompt.empty()) throw Error("the prompt is empty");
+    if (prompt.empty()) fail("the prompt is empty");
     check_memory((std::filesystem::path(dir) / "config.json").string());
     const std::shared_ptr<models::CausalLM> model = models::from_pretrained(dir);
     model->eval();
@@ -68,8 +68,7 @@ int main(int argc, char** argv) {
     for (unsigned char c : prompt) ids.push_back(c);
     const int64_t max_positions = model->max_position_embeddings();
     if (int64_t(ids.size()) >= max_positions)
-      throw Error(fmt::format("prompt of {} bytes leaves no room within max_position_embeddings {}", ids.size(),
-                              max_positions));
+      fail("prompt of {} bytes leaves no room within max_position_embeddings {}", ids.size(), max_positions);
     const int64_t room = max_positions - int64_t(ids.size());
     if (options.max_new_tokens > room) {
       fmt::print(stderr, "latent-generate: generating {} bytes, all that fits in max_position_embeddings {}\n", room,

@@ -9,7 +9,6 @@
 #include <set>
 
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include <latent/latent.hpp>
 
@@ -25,14 +24,14 @@ std::string read_stdin() {
 
 std::string read_file(const fs::path& path) {
   std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (!file) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
+  if (!file) fail("{}: cannot open: {}", path.string(), std::strerror(errno));
   std::string text;
   char buffer[1 << 16];
   size_t n;
   while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, n);
   const bool failed = std::ferror(file);
   std::fclose(file);
-  if (failed) throw Error(fmt::format("{}: read failed", path.string()));
+  if (failed) fail("{}: read failed", path.string());
   return text;
 }
 
@@ -45,7 +44,7 @@ std::vector<std::string> read_corpus(const std::vector<std::string>& paths) {
     if (seen.insert(fs::canonical(file)).second) texts.push_back(read_file(file));
   };
   for (const std::string& path : paths) {
-    if (!fs::exists(path)) throw Error(fmt::format("--data {}: no such file or directory", path));
+    if (!fs::exists(path)) fail("--data {}: no such file or directory", path);
     if (!fs::is_directory(path)) {
       add(path);
       continue;
@@ -70,8 +69,8 @@ std::vector<int64_t> parse_ids(const std::string& text) {
     const auto [next, error] = std::from_chars(p, end, id);
     if (error != std::errc() || (next < end && !std::isspace(static_cast<unsigned char>(*next)))) {
       const char* word_end = std::find_if(p, end, [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
-      throw Error(fmt::format("decode: '{}' (word {}) is not a token id", std::string(p, std::min<size_t>(word_end - p, 40)),
-                              ids.size() + 1));
+      fail("decode: '{}' (word {}) is not a token id", std::string(p, std::min<size_t>(word_end - p, 40)),
+           ids.size() + 1);
     }
     ids.push_back(id);
     p = next;
@@ -123,7 +122,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: %lld ids (%zu merges)\n", out_path.c_str(), static_cast<long long>(tok.vocab_size()),
                    tok.to_json()["model"]["merges"].size());
     }
-    if (std::fflush(stdout) != 0) throw Error("latent-tokenizer: writing stdout failed");
+    if (std::fflush(stdout) != 0) fail("latent-tokenizer: writing stdout failed");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "latent-tokenizer: %s\n", e.what());
     return 1;

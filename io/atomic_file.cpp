@@ -3,7 +3,6 @@
 #include "atomic_file.hpp"
 
 #include <fcntl.h>
-#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,8 +34,8 @@ void sync_parent_directory(const std::string& path) {
   const std::string dir = parent.empty() ? std::string(".") : parent.string();
   bool opened = false;
   if (const int error = fsync_directory(dir, opened); error != 0) {
-    throw Error(fmt::format("{}: written, but its directory could not be {}: {}", path,
-                            opened ? "synced" : "opened to sync it", std::strerror(error)));
+    fail("{}: written, but its directory could not be {}: {}", path, opened ? "synced" : "opened to sync it",
+         std::strerror(error));
   }
 }
 
@@ -45,7 +44,7 @@ void sync_parent_directory(const std::string& path) {
 void sync_directory(const std::string& dir) {
   bool opened = false;
   if (const int error = fsync_directory(dir, opened); error != 0)
-    throw Error(fmt::format("{}: cannot {} directory: {}", dir, opened ? "sync the" : "open the", std::strerror(error)));
+    fail("{}: cannot {} directory: {}", dir, opened ? "sync the" : "open the", std::strerror(error));
 }
 
 bool is_temporary_name(std::string_view file_name) {
@@ -58,26 +57,26 @@ bool is_temporary_name(std::string_view file_name) {
 
 void write_all(std::FILE* file, const void* data, size_t nbytes, const std::string& path) {
   if (nbytes == 0) return;
-  if (std::fwrite(data, 1, nbytes, file) != nbytes) throw Error(path + ": write failed: " + errno_text());
+  if (std::fwrite(data, 1, nbytes, file) != nbytes) fail("{}: write failed: {}", path, errno_text());
 }
 
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& write) {
   const std::string temporary = path + ".tmp." + std::to_string(::getpid());
   std::FILE* file = std::fopen(temporary.c_str(), "wb");
-  if (!file) throw Error(path + ": cannot create temporary file " + temporary + ": " + errno_text());
+  if (!file) fail("{}: cannot create temporary file {}: {}", path, temporary, errno_text());
   try {
     crash_point("created", temporary);
     write(file);
     crash_point("wrote (partly still buffered)", temporary);
-    if (std::ferror(file)) throw Error(path + ": write failed");
-    if (std::fflush(file) != 0) throw Error(path + ": write failed: " + errno_text());
-    if (::fsync(::fileno(file)) != 0) throw Error(path + ": fsync failed: " + errno_text());
+    if (std::ferror(file)) fail("{}: write failed", path);
+    if (std::fflush(file) != 0) fail("{}: write failed: {}", path, errno_text());
+    if (::fsync(::fileno(file)) != 0) fail("{}: fsync failed: {}", path, errno_text());
     std::FILE* closing = file;
     file = nullptr;  // fclose releases the stream even when it reports an error
-    if (std::fclose(closing) != 0) throw Error(path + ": closing the temporary file failed: " + errno_text());
+    if (std::fclose(closing) != 0) fail("{}: closing the temporary file failed: {}", path, errno_text());
     crash_point("synced", temporary);
     if (std::rename(temporary.c_str(), path.c_str()) != 0)
-      throw Error(path + ": cannot replace it with " + temporary + ": " + errno_text());
+      fail("{}: cannot replace it with {}: {}", path, temporary, errno_text());
   } catch (...) {
     if (file) std::fclose(file);
     std::remove(temporary.c_str());

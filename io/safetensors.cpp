@@ -62,12 +62,16 @@ const char* file_dtype_name(DType d) {
   return "?";
 }
 
-[[noreturn]] void fail(const std::string& source, const std::string& problem) {
-  throw Error("safetensors: " + source + ": " + problem);
+// Throws "safetensors: <source>: <problem>", the problem formatted as by fail().
+template <class... Args>
+[[noreturn]] void fail_file(const std::string& source, fmt::format_string<Args...> problem, Args&&... args) {
+  fail("safetensors: {}: {}", source, fmt::format(problem, std::forward<Args>(args)...));
 }
 
-[[noreturn]] void fail_tensor(const std::string& source, const std::string& name, const std::string& problem) {
-  fail(source, "tensor '" + name + "': " + problem);
+template <class... Args>
+[[noreturn]] void fail_tensor(const std::string& source, const std::string& name, fmt::format_string<Args...> problem,
+                              Args&&... args) {
+  fail("safetensors: {}: tensor '{}': {}", source, name, fmt::format(problem, std::forward<Args>(args)...));
 }
 
 std::string offsets_str(uint64_t begin, uint64_t end) { return fmt::format("[{}, {}]", begin, end); }
@@ -92,27 +96,25 @@ uint64_t read_u64_le(const unsigned char* bytes) {
 uint64_t checked_header_length(const unsigned char* first_8_bytes, uint64_t file_size, const std::string& source) {
   const uint64_t length = read_u64_le(first_8_bytes);
   if (length > kSafetensorsMaxHeaderBytes)
-    fail(source, "header length " + std::to_string(length) + " exceeds the limit of " +
-                     std::to_string(kSafetensorsMaxHeaderBytes) + " bytes");
+    fail_file(source, "header length {} exceeds the limit of {} bytes", length, kSafetensorsMaxHeaderBytes);
   if (length > file_size - 8)
-    fail(source, "header length " + std::to_string(length) + " runs past the end of the file (" +
-                     std::to_string(file_size) + " bytes)");
+    fail_file(source, "header length {} runs past the end of the file ({} bytes)", length, file_size);
   return length;
 }
 
 void require_minimum_size(uint64_t file_size, const std::string& source) {
   if (file_size < 8)
-    fail(source, "file is " + std::to_string(file_size) + " bytes, too short for the 8-byte header length");
+    fail_file(source, "file is {} bytes, too short for the 8-byte header length", file_size);
 }
 
 std::map<std::string, std::string> parse_metadata(const nlohmann::json& value, const std::string& source) {
   std::map<std::string, std::string> metadata;
   if (value.is_null()) return metadata;  // the reference writer's "no metadata"
   if (!value.is_object())
-    fail(source, "'__metadata__' must be an object of strings, got " + describe_json_value(value));
+    fail_file(source, "'__metadata__' must be an object of strings, got {}", describe_json_value(value));
   for (const auto& [key, item] : value.items()) {
     if (!item.is_string())
-      fail(source, "'__metadata__' must map strings to strings; '" + key + "' is " + describe_json_value(item));
+      fail_file(source, "'__metadata__' must map strings to strings; '{}' is {}", key, describe_json_value(item));
     metadata.emplace(key, item.get<std::string>());
   }
   return metadata;
@@ -123,36 +125,34 @@ std::map<std::string, std::string> parse_metadata(const nlohmann::json& value, c
 SafetensorsTensorInfo parse_entry(const std::string& name, const nlohmann::json& entry, uint64_t data_size,
                                   const std::string& source) {
   if (!entry.is_object())
-    fail_tensor(source, name,
-                "entry must be an object with dtype, shape and data_offsets, got " + describe_json_value(entry));
+    fail_tensor(source, name, "entry must be an object with dtype, shape and data_offsets, got {}",
+                describe_json_value(entry));
   for (const auto& [key, item] : entry.items())
     if (key != "dtype" && key != "shape" && key != "data_offsets")
-      fail_tensor(source, name, "unexpected key '" + key + "' (an entry holds exactly dtype, shape and data_offsets)");
+      fail_tensor(source, name, "unexpected key '{}' (an entry holds exactly dtype, shape and data_offsets)", key);
   for (const char* key : {"dtype", "shape", "data_offsets"})
-    if (!entry.contains(key)) fail_tensor(source, name, std::string("missing '") + key + "'");
+    if (!entry.contains(key)) fail_tensor(source, name, "missing '{}'", key);
 
   const nlohmann::json& dtype_json = entry["dtype"];
   if (!dtype_json.is_string())
-    fail_tensor(source, name, "'dtype' must be a string, got " + describe_json_value(dtype_json));
+    fail_tensor(source, name, "'dtype' must be a string, got {}", describe_json_value(dtype_json));
   const std::string dtype = dtype_json.get<std::string>();
   const FileDType* file_dtype = find_file_dtype(dtype);
-  if (!file_dtype) fail_tensor(source, name, "unknown dtype '" + dtype + "'");
+  if (!file_dtype) fail_tensor(source, name, "unknown dtype '{}'", dtype);
 
   const nlohmann::json& shape_json = entry["shape"];
   if (!shape_json.is_array())
-    fail_tensor(source, name,
-                "'shape' must be an array of non-negative integers, got " + describe_json_value(shape_json));
+    fail_tensor(source, name, "'shape' must be an array of non-negative integers, got {}",
+                describe_json_value(shape_json));
   std::vector<uint64_t> dims;
   for (size_t i = 0; i < shape_json.size(); ++i) {
     const std::optional<uint64_t> dim = as_non_negative_integer(shape_json[i]);
     if (!dim)
-      fail_tensor(source, name,
-                  "'shape' element " + std::to_string(i) + " must be a non-negative integer, got " +
-                      describe_json_value(shape_json[i]));
+      fail_tensor(source, name, "'shape' element {} must be a non-negative integer, got {}", i,
+                  describe_json_value(shape_json[i]));
     // latent's sizes are int64.
     if (*dim > static_cast<uint64_t>(INT64_MAX))
-      fail_tensor(source, name,
-                  "'shape' element " + std::to_string(i) + " = " + std::to_string(*dim) + " is too large");
+      fail_tensor(source, name, "'shape' element {} = {} is too large", i, *dim);
     dims.push_back(*dim);
   }
 
@@ -163,14 +163,12 @@ SafetensorsTensorInfo parse_entry(const std::string& name, const nlohmann::json&
     end = as_non_negative_integer(offsets_json[1]);
   }
   if (!begin || !end)
-    fail_tensor(
-        source, name,
-        "'data_offsets' must be [begin, end] with non-negative integers, got " + describe_json_value(offsets_json));
+    fail_tensor(source, name, "'data_offsets' must be [begin, end] with non-negative integers, got {}",
+                describe_json_value(offsets_json));
   const std::string offsets = "data_offsets " + offsets_str(*begin, *end);
-  if (*begin > *end) fail_tensor(source, name, offsets + ": begin is after end");
+  if (*begin > *end) fail_tensor(source, name, "{}: begin is after end", offsets);
   if (*end > data_size)
-    fail_tensor(source, name,
-                offsets + " run past the end of the data section (" + std::to_string(data_size) + " bytes)");
+    fail_tensor(source, name, "{} run past the end of the data section ({} bytes)", offsets, data_size);
 
   // latent computes element counts and strides as int64 products of dimensions, zeros aside: the
   // strides of an empty [0, 2^62, 4] overflow although it has no elements. So the product of the
@@ -182,15 +180,14 @@ SafetensorsTensorInfo parse_entry(const std::string& name, const nlohmann::json&
   for (uint64_t dim : dims) {
     if (dim == 0) empty = true;
     else if (__builtin_mul_overflow(extent, dim, &extent) || extent > static_cast<uint64_t>(INT64_MAX))
-      fail_tensor(source, name, "shape " + u64_shape_str(dims) + " has more elements than fit in 64 bits");
+      fail_tensor(source, name, "shape {} has more elements than fit in 64 bits", u64_shape_str(dims));
   }
   const uint64_t numel = empty ? 0 : extent;
   if (__builtin_mul_overflow(numel, file_dtype->size, &nbytes))
-    fail_tensor(source, name, "shape " + u64_shape_str(dims) + " of " + dtype + " is more bytes than fit in 64 bits");
+    fail_tensor(source, name, "shape {} of {} is more bytes than fit in 64 bits", u64_shape_str(dims), dtype);
   if (nbytes != *end - *begin)
-    fail_tensor(source, name,
-                "shape " + u64_shape_str(dims) + " of " + dtype + " needs " + std::to_string(nbytes) + " bytes but " +
-                    offsets + " span " + std::to_string(*end - *begin));
+    fail_tensor(source, name, "shape {} of {} needs {} bytes but {} span {}", u64_shape_str(dims), dtype, nbytes,
+                offsets, *end - *begin);
 
   SafetensorsTensorInfo info{dtype, {}, *begin, *end};
   for (uint64_t dim : dims) info.shape.push_back(static_cast<int64_t>(dim));
@@ -211,20 +208,17 @@ void check_layout(const std::map<std::string, SafetensorsTensorInfo>& tensors, u
   const std::string* previous = nullptr;
   for (const auto& [name, info] : order) {
     if (info->data_begin > covered)
-      fail_tensor(source, *name,
-                  fmt::format("gap: bytes [{}, {}) of the data section before it belong to no tensor", covered,
-                              info->data_begin));
+      fail_tensor(source, *name, "gap: bytes [{}, {}) of the data section before it belong to no tensor", covered,
+                  info->data_begin);
     if (info->data_begin < covered)
-      fail_tensor(source, *name,
-                  "data_offsets " + offsets_str(info->data_begin, info->data_end) + " overlap tensor '" + *previous +
-                      "' (data_offsets " +
-                      offsets_str(tensors.at(*previous).data_begin, tensors.at(*previous).data_end) + ")");
+      fail_tensor(source, *name, "data_offsets {} overlap tensor '{}' (data_offsets {})",
+                  offsets_str(info->data_begin, info->data_end), *previous,
+                  offsets_str(tensors.at(*previous).data_begin, tensors.at(*previous).data_end));
     covered = info->data_end;
     previous = name;
   }
   if (covered != data_size)
-    fail(source, "data section is " + std::to_string(data_size) + " bytes but the tensors cover only " +
-                     std::to_string(covered) + " (trailing bytes)");
+    fail_file(source, "data section is {} bytes but the tensors cover only {} (trailing bytes)", data_size, covered);
 }
 
 SafetensorsHeader parse_header(std::string_view text, uint64_t data_size, const std::string& source) {
@@ -232,9 +226,9 @@ SafetensorsHeader parse_header(std::string_view text, uint64_t data_size, const 
   try {
     root = parse_json(text, "");
   } catch (const Error& e) {
-    fail(source, std::string("header: ") + e.what());
+    fail_file(source, "header: {}", e.what());
   }
-  if (!root.is_object()) fail(source, "header must be a JSON object, got " + describe_json_value(root));
+  if (!root.is_object()) fail_file(source, "header must be a JSON object, got {}", describe_json_value(root));
 
   SafetensorsHeader header;
   for (const auto& [name, entry] : root.items()) {
@@ -307,8 +301,8 @@ SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std
   // Refuse unsupported dtypes before allocating anything.
   for (const auto& [name, info] : header.tensors)
     if (!find_file_dtype(info.dtype)->loads_as)
-      fail_tensor(source, name,
-                  "dtype " + info.dtype + " is not supported (latent reads F32, F64, I64, and BF16/F16 as float32)");
+      fail_tensor(source, name, "dtype {} is not supported (latent reads F32, F64, I64, and BF16/F16 as float32)",
+                  info.dtype);
   SafetensorsFile file;
   file.metadata = std::move(header.metadata);
   for (const auto& [name, info] : header.tensors)
@@ -328,10 +322,10 @@ struct FileDescriptor {
 // Opens a regular file for reading; returns its size.
 uint64_t open_regular_file(const std::string& path, FileDescriptor& file) {
   file.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (file.fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  if (file.fd < 0) fail_file(path, "cannot open: {}", std::strerror(errno));
   struct stat st {};
-  if (::fstat(file.fd, &st) != 0) fail(path, std::string("cannot stat: ") + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) fail(path, "not a regular file");
+  if (::fstat(file.fd, &st) != 0) fail_file(path, "cannot stat: {}", std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail_file(path, "not a regular file");
   return static_cast<uint64_t>(st.st_size);
 }
 
@@ -340,8 +334,8 @@ void read_exactly(int fd, void* out, size_t nbytes, uint64_t offset, const std::
   while (nbytes > 0) {
     const ssize_t got = ::pread(fd, dst, nbytes, static_cast<off_t>(offset));
     if (got < 0 && errno == EINTR) continue;
-    if (got <= 0)
-      fail(path, got == 0 ? std::string("file ended early") : std::string("read failed: ") + std::strerror(errno));
+    if (got == 0) fail_file(path, "file ended early");
+    if (got < 0) fail_file(path, "read failed: {}", std::strerror(errno));
     dst += got;
     nbytes -= static_cast<size_t>(got);
     offset += static_cast<uint64_t>(got);
@@ -357,14 +351,14 @@ using ByteSink = std::function<void(const void* data, size_t nbytes)>;
 std::string build_header(const std::map<std::string, Tensor>& tensors,
                          const std::map<std::string, std::string>& metadata, const std::string& context) {
   const auto check_utf8 = [&](const std::string& text, const std::string& what) {
-    if (find_invalid_utf8(text)) throw Error(context + ": " + what + " is not valid UTF-8");
+    if (find_invalid_utf8(text)) fail("{}: {} is not valid UTF-8", context, what);
   };
   nlohmann::json header = nlohmann::json::object();
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {  // std::map: name order, which is also the data order
     check_utf8(name, "tensor name '" + name + "'");
-    if (name == "__metadata__") throw Error(context + ": '__metadata__' is reserved and cannot name a tensor");
-    if (!t.defined()) throw Error(context + ": tensor '" + name + "' is undefined");
+    if (name == "__metadata__") fail("{}: '__metadata__' is reserved and cannot name a tensor", context);
+    if (!t.defined()) fail("{}: tensor '{}' is undefined", context, name);
     const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * dtype_size(t.dtype());
     header[name] = {
         {"dtype", file_dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + nbytes}}};
@@ -380,8 +374,7 @@ std::string build_header(const std::map<std::string, Tensor>& tensors,
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the reference writer aligns the data section to 8 bytes
   if (text.size() > kSafetensorsMaxHeaderBytes)
-    throw Error(context + ": header would be " + std::to_string(text.size()) + " bytes, over the limit of " +
-                std::to_string(kSafetensorsMaxHeaderBytes));
+    fail("{}: header would be {} bytes, over the limit of {}", context, text.size(), kSafetensorsMaxHeaderBytes);
   return text;
 }
 
@@ -407,7 +400,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const uint64_t size = open_regular_file(path, file);
   require_minimum_size(size, path);
   void* mapping = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.fd, 0);
-  if (mapping == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(errno));
+  if (mapping == MAP_FAILED) fail_file(path, "cannot map: {}", std::strerror(errno));
   struct Unmap {
     void* address;
     size_t size;

@@ -5,8 +5,6 @@
 #include <climits>
 #include <queue>
 
-#include <fmt/format.h>
-
 #include "../core/error.hpp"
 #include "../io/json.hpp"
 #include "byte_level.hpp"
@@ -26,32 +24,32 @@ constexpr size_t kShortPiece = 64;
 BpeModel BpeModel::from_json(const nlohmann::json& model, const std::string& context) {
   const std::string where = context + " model";
   const auto type = io::required<std::string>(model, "type", where);
-  if (type != "BPE") throw Error(fmt::format("{}: model type '{}' is not supported (only BPE)", where, type));
+  if (type != "BPE") fail("{}: model type '{}' is not supported (only BPE)", where, type);
   const auto dropout = io::optional<double>(model, "dropout", 0.0, where);
-  if (dropout != 0.0) throw Error(fmt::format("{}: dropout {} is not supported (encoding must be deterministic)", where, dropout));
+  if (dropout != 0.0) fail("{}: dropout {} is not supported (encoding must be deterministic)", where, dropout);
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (!io::optional<std::string>(model, key, "", where).empty())
-      throw Error(fmt::format("{}: {} is not supported by byte-level BPE", where, key));
+      fail("{}: {} is not supported by byte-level BPE", where, key);
   if (io::optional<bool>(model, "byte_fallback", false, where))
-    throw Error(fmt::format("{}: byte_fallback is not supported (byte-level BPE has every byte already)", where));
+    fail("{}: byte_fallback is not supported (byte-level BPE has every byte already)", where);
 
   BpeModel out;
   out.ignore_merges_ = io::optional<bool>(model, "ignore_merges", false, where);
 
   // Vocabulary: ids dense enough that a table indexed by id stays proportional to the file.
   const auto& vocab = io::required<nlohmann::json>(model, "vocab", where);
-  if (!vocab.is_object()) throw Error(fmt::format("{}: 'vocab' must be an object, got {}", where, io::describe_json_value(vocab)));
+  if (!vocab.is_object()) fail("{}: 'vocab' must be an object, got {}", where, io::describe_json_value(vocab));
   const int64_t id_limit = 4 * int64_t(vocab.size()) + 1024;
   std::unordered_map<std::string, int32_t> ids;
   ids.reserve(vocab.size());
   for (const auto& [token, value] : vocab.items()) {
     const auto id = io::json_as<int64_t>(value, "vocab entry " + shown(token), where);
     if (id < 0 || id >= id_limit)
-      throw Error(fmt::format("{}: id {} of token {} out of range [0, {})", where, id, shown(token), id_limit));
+      fail("{}: id {} of token {} out of range [0, {})", where, id, shown(token), id_limit);
     if (size_t(id) >= out.tokens_.size()) out.tokens_.resize(size_t(id) + 1);
     if (!out.tokens_[size_t(id)].empty())
-      throw Error(fmt::format("{}: id {} given to both {} and {}", where, id, shown(out.tokens_[size_t(id)]), shown(token)));
-    if (token.empty()) throw Error(fmt::format("{}: empty token with id {}", where, id));
+      fail("{}: id {} given to both {} and {}", where, id, shown(out.tokens_[size_t(id)]), shown(token));
+    if (token.empty()) fail("{}: empty token with id {}", where, id);
     out.tokens_[size_t(id)] = token;
     ids.emplace(token, int32_t(id));
   }
@@ -60,13 +58,13 @@ BpeModel BpeModel::from_json(const nlohmann::json& model, const std::string& con
     byte_level::append_utf8(byte_level::char_of_byte(uint8_t(b)), text);
     const auto it = ids.find(text);
     if (it == ids.end())
-      throw Error(fmt::format("{}: vocabulary lacks byte 0x{:02X} (byte-level token {})", where, b, shown(text)));
+      fail("{}: vocabulary lacks byte 0x{:02X} (byte-level token {})", where, b, shown(text));
     out.byte_ids_[size_t(b)] = it->second;
   }
 
   const auto& merges = io::required<nlohmann::json>(model, "merges", where);
-  if (!merges.is_array()) throw Error(fmt::format("{}: 'merges' must be an array, got {}", where, io::describe_json_value(merges)));
-  if (merges.size() >= size_t(INT32_MAX)) throw Error(fmt::format("{}: too many merges ({})", where, merges.size()));
+  if (!merges.is_array()) fail("{}: 'merges' must be an array, got {}", where, io::describe_json_value(merges));
+  if (merges.size() >= size_t(INT32_MAX)) fail("{}: too many merges ({})", where, merges.size());
   size_t slots = 16;
   while (slots < 2 * merges.size()) slots *= 2;
   out.merges_.assign(slots, MergeSlot{});
@@ -74,7 +72,7 @@ BpeModel BpeModel::from_json(const nlohmann::json& model, const std::string& con
   const auto id_of = [&](const std::string& token, size_t rank, const char* role) {
     const auto it = ids.find(token);
     if (it == ids.end())
-      throw Error(fmt::format("{}: merge {} names {} ({}), which is not in the vocabulary", where, rank, shown(token), role));
+      fail("{}: merge {} names {} ({}), which is not in the vocabulary", where, rank, shown(token), role);
     return it->second;
   };
   for (size_t rank = 0; rank < merges.size(); ++rank) {
@@ -84,15 +82,14 @@ BpeModel BpeModel::from_json(const nlohmann::json& model, const std::string& con
       const auto& line = merge.get_ref<const std::string&>();
       const size_t space = line.find(' ');
       if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos)
-        throw Error(fmt::format("{}: merge {} {} is not two tokens separated by one space", where, rank, shown(line)));
+        fail("{}: merge {} {} is not two tokens separated by one space", where, rank, shown(line));
       left = line.substr(0, space);
       right = line.substr(space + 1);
     } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
       left = merge[0].get<std::string>();
       right = merge[1].get<std::string>();
     } else {
-      throw Error(fmt::format("{}: merge {} must be \"a b\" or [\"a\", \"b\"], got {}", where, rank,
-                              io::describe_json_value(merge)));
+      fail("{}: merge {} must be \"a b\" or [\"a\", \"b\"], got {}", where, rank, io::describe_json_value(merge));
     }
     const int32_t left_id = id_of(left, rank, "left"), right_id = id_of(right, rank, "right");
     const int32_t merged_id = id_of(left + right, rank, "their concatenation");

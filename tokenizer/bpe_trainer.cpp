@@ -6,8 +6,6 @@
 #include <queue>
 #include <unordered_map>
 
-#include <fmt/format.h>
-
 #include "../core/error.hpp"
 #include "byte_level.hpp"
 
@@ -77,12 +75,12 @@ nlohmann::json tokenizer_json(const std::vector<std::string>& token_bytes, const
 Tokenizer train_bpe(const std::vector<std::string>& texts, const BpeTrainerOptions& options) {
   const int64_t specials = int64_t(options.special_tokens.size());
   if (options.vocab_size < 256 + specials)
-    throw Error(fmt::format("train_bpe: vocab_size {} is below 256 bytes + {} special tokens", options.vocab_size, specials));
+    fail("train_bpe: vocab_size {} is below 256 bytes + {} special tokens", options.vocab_size, specials);
   for (size_t i = 0; i < options.special_tokens.size(); ++i) {
-    if (options.special_tokens[i].empty()) throw Error("train_bpe: empty special token");
+    if (options.special_tokens[i].empty()) fail("train_bpe: empty special token");
     for (size_t j = 0; j < i; ++j)
       if (options.special_tokens[i] == options.special_tokens[j])
-        throw Error(fmt::format("train_bpe: special token '{}' given twice", options.special_tokens[i]));
+        fail("train_bpe: special token '{}' given twice", options.special_tokens[i]);
   }
 
   // The untrained tokenizer (bytes only) cuts the texts exactly as the trained one will.

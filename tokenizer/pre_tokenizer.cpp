@@ -22,24 +22,24 @@ SplitBehavior parse_behavior(const std::string& name, const std::string& context
   if (name == "MergedWithPrevious") return SplitBehavior::merged_with_previous;
   if (name == "MergedWithNext") return SplitBehavior::merged_with_next;
   if (name == "Contiguous") return SplitBehavior::contiguous;
-  throw Error(fmt::format("{}: Split behavior '{}' is not one of Removed, Isolated, MergedWithPrevious, "
-                          "MergedWithNext, Contiguous",
-                          context, name));
+  fail("{}: Split behavior '{}' is not one of Removed, Isolated, MergedWithPrevious, "
+       "MergedWithNext, Contiguous",
+       context, name);
 }
 
 // Sequence nesting flattened, in order.
 void flatten(const nlohmann::json& config, const std::string& context, std::vector<nlohmann::json>& out, int depth = 0) {
   if (!config.is_object())
-    throw Error(fmt::format("{}: expected an object, got {}", context, io::describe_json_value(config)));
+    fail("{}: expected an object, got {}", context, io::describe_json_value(config));
   const auto type = io::required<std::string>(config, "type", context);
   if (type != "Sequence") {
     out.push_back(config);
     return;
   }
-  if (depth > 16) throw Error(fmt::format("{}: Sequence nested more than 16 deep", context));
+  if (depth > 16) fail("{}: Sequence nested more than 16 deep", context);
   const auto& steps = config.contains("pretokenizers") ? config["pretokenizers"] : nlohmann::json();
   if (!steps.is_array())
-    throw Error(fmt::format("{}: Sequence needs an array 'pretokenizers', got {}", context, io::describe_json_value(steps)));
+    fail("{}: Sequence needs an array 'pretokenizers', got {}", context, io::describe_json_value(steps));
   for (size_t i = 0; i < steps.size(); ++i)
     flatten(steps[i], fmt::format("{}.pretokenizers[{}]", context, i), out, depth + 1);
 }
@@ -102,7 +102,7 @@ nlohmann::json PreTokenizer::gpt2_json() {
 
 PreTokenizer PreTokenizer::from_json(const nlohmann::json& config, const std::string& context) {
   if (config.is_null())
-    throw Error(fmt::format("{}: null is not supported (a byte-level BPE needs a ByteLevel pre-tokenizer)", context));
+    fail("{}: null is not supported (a byte-level BPE needs a ByteLevel pre-tokenizer)", context);
   std::vector<nlohmann::json> steps;
   flatten(config, context, steps);
   PreTokenizer out;
@@ -113,29 +113,29 @@ PreTokenizer PreTokenizer::from_json(const nlohmann::json& config, const std::st
       const auto& pattern = io::required<nlohmann::json>(step, "pattern", context);
       const bool is_regex = pattern.is_object() && pattern.contains("Regex");
       if (!is_regex && !(pattern.is_object() && pattern.contains("String")))
-        throw Error(fmt::format("{}: Split pattern must be {{\"Regex\": ...}} or {{\"String\": ...}}, got {}", context,
-                                io::describe_json_value(pattern)));
+        fail("{}: Split pattern must be {{\"Regex\": ...}} or {{\"String\": ...}}, got {}", context,
+             io::describe_json_value(pattern));
       const auto text = io::required<std::string>(pattern, is_regex ? "Regex" : "String", context + " Split pattern");
       const auto behavior = parse_behavior(io::required<std::string>(step, "behavior", context + " Split"), context);
       const bool invert = io::optional<bool>(step, "invert", false, context + " Split");
       out.steps_.push_back({std::make_shared<const Regex>(text, !is_regex, context + " Split"), behavior, invert});
     } else if (type == "ByteLevel") {
       if (i + 1 != steps.size())
-        throw Error(fmt::format("{}: ByteLevel must be the last pre-tokenizer (a step after it would see "
-                                "byte-level text)",
-                                context));
+        fail("{}: ByteLevel must be the last pre-tokenizer (a step after it would see "
+             "byte-level text)",
+             context);
       if (io::optional<bool>(step, "add_prefix_space", true, context + " ByteLevel")) out.steps_.push_back({});
       if (io::optional<bool>(step, "use_regex", true, context + " ByteLevel"))
         out.steps_.push_back({std::make_shared<const Regex>(kGpt2Pattern, false, context + " ByteLevel"),
                               SplitBehavior::isolated, false});
       return out;
     } else {
-      throw Error(fmt::format("{}: pre-tokenizer '{}' is not supported (byte-level BPE: ByteLevel, or a Sequence of "
-                              "Split ending with ByteLevel)",
-                              context, type));
+      fail("{}: pre-tokenizer '{}' is not supported (byte-level BPE: ByteLevel, or a Sequence of "
+           "Split ending with ByteLevel)",
+           context, type);
     }
   }
-  throw Error(fmt::format("{}: no ByteLevel pre-tokenizer (a byte-level BPE needs one, last)", context));
+  fail("{}: no ByteLevel pre-tokenizer (a byte-level BPE needs one, last)", context);
 }
 
 void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& pieces,

@@ -25,7 +25,7 @@ struct ThreadMatchState {
   pcre2_jit_stack* jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
   pcre2_match_context* context = pcre2_match_context_create(nullptr);
   ThreadMatchState() {
-    if (!data || !jit_stack || !context) throw Error("tokenizer regex: out of memory creating PCRE2 match data");
+    if (!data || !jit_stack || !context) fail("tokenizer regex: out of memory creating PCRE2 match data");
     pcre2_jit_stack_assign(context, nullptr, jit_stack);
   }
   ~ThreadMatchState() {
@@ -62,7 +62,7 @@ Regex::Regex(std::string_view pattern, bool literal, const std::string& context)
   compiled->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error, &offset,
                                  nullptr);
   if (!compiled->code)
-    throw Error(fmt::format("{}: regex '{}' rejected at offset {}: {}", context, pattern, offset, pcre2_message(error)));
+    fail("{}: regex '{}' rejected at offset {}: {}", context, pattern, offset, pcre2_message(error));
   // Without JIT support (some platforms) pcre2_match interprets the pattern: slower, same matches.
   pcre2_jit_compile(compiled->code, PCRE2_JIT_COMPLETE);
   compiled_ = std::move(compiled);
@@ -78,12 +78,12 @@ void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t
                                state.context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0)
-      throw Error(fmt::format("{}: regex '{}' failed at byte {} of a {}-byte text: {}", context_, pattern_, start,
-                              text.size(), pcre2_message(rc)));
+      fail("{}: regex '{}' failed at byte {} of a {}-byte text: {}", context_, pattern_, start,
+           text.size(), pcre2_message(rc));
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.data);
     const size_t begin = ovector[0], end = ovector[1];
     if (end < begin || begin < start)  // \K inside a look-around can report such ranges
-      throw Error(fmt::format("{}: regex '{}' reported a match that ends before it begins", context_, pattern_));
+      fail("{}: regex '{}' reported a match that ends before it begins", context_, pattern_);
     matches.emplace_back(begin, end);
     if (end > begin) {
       start = end;

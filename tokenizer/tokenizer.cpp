@@ -43,15 +43,15 @@ void check_normalizer(const nlohmann::json& normalizer, const std::string& sourc
   const auto type = io::required<std::string>(normalizer, "type", where);
   const auto& steps = member(normalizer, "normalizers");
   if (type == "Sequence" && steps.is_array() && steps.empty()) return;
-  throw Error(fmt::format("{}: '{}' is not supported (only null or an empty Sequence)", where,
-                          type == "Sequence" ? steps.dump().substr(0, 80) : type));
+  fail("{}: '{}' is not supported (only null or an empty Sequence)", where,
+       type == "Sequence" ? steps.dump().substr(0, 80) : type);
 }
 
 void check_decoder(const nlohmann::json& decoder, const std::string& source) {
   const std::string where = source + " decoder";
-  if (decoder.is_null()) throw Error(where + ": null is not supported (byte-level BPE needs the ByteLevel decoder)");
+  if (decoder.is_null()) fail("{}: null is not supported (byte-level BPE needs the ByteLevel decoder)", where);
   const auto type = io::required<std::string>(decoder, "type", where);
-  if (type != "ByteLevel") throw Error(fmt::format("{}: '{}' is not supported (only ByteLevel)", where, type));
+  if (type != "ByteLevel") fail("{}: '{}' is not supported (only ByteLevel)", where, type);
 }
 
 struct AddedToken {
@@ -63,24 +63,24 @@ std::vector<AddedToken> read_added_tokens(const nlohmann::json& list, int64_t id
   const std::string where = source + " added_tokens";
   std::vector<AddedToken> out;
   if (list.is_null()) return out;
-  if (!list.is_array()) throw Error(fmt::format("{}: expected an array, got {}", where, io::describe_json_value(list)));
+  if (!list.is_array()) fail("{}: expected an array, got {}", where, io::describe_json_value(list));
   std::unordered_map<int64_t, std::string> contents_by_id;
   for (size_t i = 0; i < list.size(); ++i) {
     const std::string entry = fmt::format("{}[{}]", where, i);
     AddedToken token{io::required<std::string>(list[i], "content", entry), io::required<int64_t>(list[i], "id", entry)};
-    if (token.content.empty()) throw Error(entry + ": empty content");
-    if (io::find_invalid_utf8(token.content)) throw Error(entry + ": content is not valid UTF-8");
+    if (token.content.empty()) fail("{}: empty content", entry);
+    if (io::find_invalid_utf8(token.content)) fail("{}: content is not valid UTF-8", entry);
     if (token.id < 0 || token.id >= id_limit)
-      throw Error(fmt::format("{}: id {} of {} out of range [0, {})", entry, token.id, shown(token.content), id_limit));
+      fail("{}: id {} of {} out of range [0, {})", entry, token.id, shown(token.content), id_limit);
     for (const char* flag : {"lstrip", "rstrip", "single_word"})
       if (io::optional<bool>(list[i], flag, false, entry))
-        throw Error(fmt::format("{}: {} of {} is not supported", entry, flag, shown(token.content)));
+        fail("{}: {} of {} is not supported", entry, flag, shown(token.content));
     const auto [it, fresh] = contents_by_id.emplace(token.id, token.content);
     if (!fresh)
-      throw Error(fmt::format("{}: id {} given to both {} and {}", where, token.id, shown(it->second), shown(token.content)));
+      fail("{}: id {} given to both {} and {}", where, token.id, shown(it->second), shown(token.content));
     for (const AddedToken& other : out)
       if (other.content == token.content)
-        throw Error(fmt::format("{}: {} added twice (ids {} and {})", where, shown(token.content), other.id, token.id));
+        fail("{}: {} added twice (ids {} and {})", where, shown(token.content), other.id, token.id);
     out.push_back(std::move(token));
   }
   return out;
@@ -118,7 +118,7 @@ Tokenizer Tokenizer::from_json_string(std::string_view text, const std::string& 
 
 Tokenizer Tokenizer::from_json(const nlohmann::json& config, const std::string& source) {
   if (!config.is_object())
-    throw Error(fmt::format("{}: expected a JSON object, got {}", source, io::describe_json_value(config)));
+    fail("{}: expected a JSON object, got {}", source, io::describe_json_value(config));
   check_normalizer(member(config, "normalizer"), source);
   check_decoder(member(config, "decoder"), source);
   auto impl = std::make_shared<Impl>(Impl{config, BpeModel::from_json(io::required<nlohmann::json>(config, "model", source), source),
@@ -216,9 +216,9 @@ std::string Tokenizer::decode(std::span<const int64_t> ids) const {
   out.reserve(ids.size() * 4);
   for (size_t i = 0; i < ids.size(); ++i) {
     const int64_t id = ids[i];
-    if (id < 0 || id >= n) throw Error(fmt::format("decode: id {} (position {}) out of range [0, {})", id, i, n));
+    if (id < 0 || id >= n) fail("decode: id {} (position {}) out of range [0, {})", id, i, n);
     const size_t begin = offsets[size_t(id)], end = offsets[size_t(id) + 1];
-    if (begin == end) throw Error(fmt::format("decode: id {} (position {}) belongs to no token", id, i));
+    if (begin == end) fail("decode: id {} (position {}) belongs to no token", id, i);
     out.append(impl_->decoded, begin, end - begin);
   }
   return out;

@@ -5,8 +5,6 @@
 #include <filesystem>
 #include <vector>
 
-#include <fmt/format.h>
-
 #include "../io/atomic_file.hpp"
 #include "../io/crash_points.hpp"
 #include "../io/json.hpp"
@@ -27,7 +25,7 @@ auto checked(const char* op, const std::string& dir, Step&& step) {
   try {
     return step();
   } catch (const fs::filesystem_error& e) {
-    throw Error(fmt::format("{}: '{}': {}", op, dir, e.what()));
+    fail("{}: '{}': {}", op, dir, e.what());
   }
 }
 
@@ -42,7 +40,7 @@ void create_directories_durably(fs::path dir) {
     fs::create_directory(*it);
     io::sync_directory(it->parent_path().string());
   }
-  if (!fs::is_directory(dir)) throw Error("save_checkpoint: '" + dir.string() + "' exists and is not a directory");
+  if (!fs::is_directory(dir)) fail("save_checkpoint: '{}' exists and is not a directory", dir.string());
 }
 
 // Deletes the staging directory, the commit marker last: until the marker is gone a crash here
@@ -139,8 +137,9 @@ bool is_checkpoint(const std::string& dir_name) {
 
 TrainerState load_trainer_state(const std::string& dir_name) {
   if (!is_checkpoint(dir_name))
-    throw Error("checkpoint: '" + dir_name + "' is not a checkpoint (needs config.json, model.safetensors, "
-                "optimizer.safetensors and trainer_state.json)");
+    fail("checkpoint: '{}' is not a checkpoint (needs config.json, model.safetensors, "
+         "optimizer.safetensors and trainer_state.json)",
+         dir_name);
   const std::string path = (fs::path(dir_name) / "trainer_state.json").string();
   const nlohmann::json j = io::read_json_file(path);
   TrainerState s;
@@ -151,7 +150,7 @@ TrainerState load_trainer_state(const std::string& dir_name) {
   s.tokens_seen = io::optional<int64_t>(j, "tokens_seen", 0, path);
   s.elapsed_seconds = io::optional<double>(j, "elapsed_seconds", 0.0, path);
   s.hyperparameters = io::optional<nlohmann::json>(j, "hyperparameters", nlohmann::json::object(), path);
-  if (s.step < 0) throw Error(path + ": key 'step' must be >= 0");
+  if (s.step < 0) fail("{}: key 'step' must be >= 0", path);
   return s;
 }
 

@@ -3,8 +3,6 @@
 
 #include <algorithm>
 
-#include <fmt/format.h>
-
 #include "../core/factory.hpp"
 
 namespace latent::train {
@@ -22,7 +20,7 @@ std::vector<Tensor> parameters_and_buffers(const models::CausalLM& model) {
 double GlobalLosses::term(const std::string& name) const {
   for (const auto& [term_name, value] : terms)
     if (term_name == name) return value;
-  throw Error(fmt::format("GlobalLosses: no term '{}'", name));
+  fail("GlobalLosses: no term '{}'", name);
 }
 
 DataParallel::DataParallel(std::shared_ptr<models::CausalLM> model, const distributed::ProcessGroup& group,
@@ -49,7 +47,7 @@ void DataParallel::all_reduce_expert_loads() {
   int64_t total = 0;
   for (const models::RoutingStatistics& layer : model_->routing_statistics()) {
     if (!layer.loads.defined() || layer.loads.dtype() != kInt64 || !layer.loads.is_contiguous())
-      throw Error(fmt::format("all_reduce_expert_loads: the loads of {} must be a contiguous Int64 tensor", layer.layer));
+      fail("all_reduce_expert_loads: the loads of {} must be a contiguous Int64 tensor", layer.layer);
     loads.push_back(layer.loads);
     total += layer.loads.numel();
   }

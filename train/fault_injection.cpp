@@ -8,8 +8,6 @@
 #include <string>
 #include <string_view>
 
-#include <fmt/format.h>
-
 #include "../core/error.hpp"
 
 namespace latent::train {
@@ -27,7 +25,7 @@ int64_t crash_point_for_this_save() {
     return error == std::errc() && end == digits.data() + digits.size() && value > 0;
   };
   if (colon == std::string_view::npos || !parse(text.substr(0, colon), wanted_save) || !parse(text.substr(colon + 1), point))
-    throw Error(fmt::format("LATENT_FAULT_INJECT: expected <save>:<point> with positive integers, got '{}'", text));
+    fail("LATENT_FAULT_INJECT: expected <save>:<point> with positive integers, got '{}'", text);
   return save == wanted_save ? point : 0;
 }
 
@@ -37,7 +35,7 @@ std::set<int64_t> injected_nonfinite_steps() {
     std::stringstream ss(list);
     for (std::string item; std::getline(ss, item, ',');) {
       if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos)
-        throw Error(fmt::format("LATENT_TRAIN_TEST_NONFINITE: '{}' is not a list of step numbers", list));
+        fail("LATENT_TRAIN_TEST_NONFINITE: '{}' is not a list of step numbers", list);
       steps.insert(std::stoll(item));
     }
   }

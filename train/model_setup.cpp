@@ -23,9 +23,9 @@ void check_memory(int64_t parameters, const std::string& name) {
   const double bytes = 16.0 * double(parameters);
   const double physical = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
   if (physical > 0 && bytes > physical)
-    throw Error(fmt::format("{}: {} parameters need about {:.1f} GB for f32 weights, gradients and AdamW moments; "
-                            "this machine has {:.1f} GB",
-                            name, parameters, bytes / 1e9, physical / 1e9));
+    fail("{}: {} parameters need about {:.1f} GB for f32 weights, gradients and AdamW moments; "
+         "this machine has {:.1f} GB",
+         name, parameters, bytes / 1e9, physical / 1e9);
 }
 
 bool is_deepseek(const std::string& model_type) { return model_type == "deepseek_v3" || model_type == "deepseek_v2"; }
@@ -34,7 +34,7 @@ bool is_deepseek(const std::string& model_type) { return model_type == "deepseek
 void refuse_deepseek_flags(const TrainerOptions& o, const std::string& model_type) {
   for (const char* flag : {"--aux-alpha", "--mtp-lambda", "--bias-gamma"})
     if (o.given.count(flag))
-      throw Error(fmt::format("{} weights a DeepSeek-V3 loss term; the {} model has none", flag, model_type));
+      fail("{} weights a DeepSeek-V3 loss term; the {} model has none", flag, model_type);
 }
 
 std::shared_ptr<models::CausalLM> build_deepseek(models::DeepSeekV3Config config, const TrainerOptions& o,
@@ -70,7 +70,7 @@ models::LlamaConfig llama_preset(const std::string& name) {
     c.hidden_size = 256, c.intermediate_size = 768, c.num_hidden_layers = 4, c.num_attention_heads = 8;
     c.num_key_value_heads = 4, c.head_dim = 32, c.max_position_embeddings = 1024;
   } else {
-    throw Error("llama: unknown preset '" + name + "' (known: tiny, small)");
+    fail("llama: unknown preset '{}' (known: tiny, small)", name);
   }
   c.validate();
   return c;
@@ -81,12 +81,12 @@ std::shared_ptr<models::CausalLM> build_model(const TrainerOptions& o) {
     const std::string name = "--preset " + o.preset;
     if (is_deepseek(o.model_type)) return build_deepseek(models::DeepSeekV3Config::preset(o.preset), o, name);
     if (o.model_type == "llama") return build_llama(llama_preset(o.preset), o, name);
-    throw Error(fmt::format("--model-type must be 'deepseek_v3' or 'llama', got '{}'", o.model_type));
+    fail("--model-type must be 'deepseek_v3' or 'llama', got '{}'", o.model_type);
   }
   const std::string name = "--config " + o.config_file;
   const std::string model_type = config_model_type(o.config_file);
   if (o.given.count("--model-type") && model_type != o.model_type)
-    throw Error(fmt::format("--model-type {} but {} describes a {} model", o.model_type, o.config_file, model_type));
+    fail("--model-type {} but {} describes a {} model", o.model_type, o.config_file, model_type);
   if (model_type == "llama") return build_llama(models::LlamaConfig::from_json_file(o.config_file), o, name);
   return build_deepseek(models::DeepSeekV3Config::from_json_file(o.config_file), o, name);  // refuses other types
 }
@@ -96,8 +96,8 @@ std::shared_ptr<models::CausalLM> load_model(const TrainerOptions& o) {
   if (const auto* deepseek = dynamic_cast<const models::DeepSeekV3*>(model.get())) {
     const double alpha = deepseek->config().aux_loss_alpha;
     if (o.given.count("--aux-alpha") && o.aux_alpha != alpha)
-      throw Error(fmt::format("--aux-alpha {} differs from aux_loss_alpha {} in the checkpoint's config.json; the model's "
-                              "config cannot change on --resume", o.aux_alpha, alpha));
+      fail("--aux-alpha {} differs from aux_loss_alpha {} in the checkpoint's config.json; the model's "
+           "config cannot change on --resume", o.aux_alpha, alpha);
   } else {
     refuse_deepseek_flags(o, model->model_type());
   }
@@ -106,13 +106,12 @@ std::shared_ptr<models::CausalLM> load_model(const TrainerOptions& o) {
 
 void check_model_for_bytes(const models::CausalLM& model, const TrainerOptions& o) {
   if (o.seq > model.max_position_embeddings())
-    throw Error(fmt::format("--seq {} exceeds max_position_embeddings {} of the model", o.seq, model.max_position_embeddings()));
+    fail("--seq {} exceeds max_position_embeddings {} of the model", o.seq, model.max_position_embeddings());
   if (const auto* deepseek = dynamic_cast<const models::DeepSeekV3*>(&model))
     if (o.seq <= deepseek->config().num_nextn_predict_layers)
-      throw Error(fmt::format("--seq {} leaves no position for {} MTP module(s)", o.seq,
-                              deepseek->config().num_nextn_predict_layers));
+      fail("--seq {} leaves no position for {} MTP module(s)", o.seq, deepseek->config().num_nextn_predict_layers);
   if (model.vocab_size() < 256)
-    throw Error(fmt::format("byte-level training needs vocab_size >= 256, the model has {}", model.vocab_size()));
+    fail("byte-level training needs vocab_size >= 256, the model has {}", model.vocab_size());
 }
 
 ModelDescription describe_model(const models::CausalLM& model, const TrainerOptions& o) {

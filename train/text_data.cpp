@@ -17,9 +17,9 @@ namespace fs = std::filesystem;
 
 std::string read_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("data: cannot open '" + path.string() + "'");
+  if (!in) fail("data: cannot open '{}'", path.string());
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error("data: error reading '" + path.string() + "'");
+  if (in.bad()) fail("data: error reading '{}'", path.string());
   return text;
 }
 
@@ -32,7 +32,7 @@ std::vector<fs::path> directory_files(const fs::path& dir, std::set<fs::path>& s
     if (name.empty() || name[0] == '.' || !entry.is_regular_file()) continue;  // follows symlinks
     files.push_back(entry.path());
   }
-  if (error) throw Error("data: cannot list directory '" + dir.string() + "': " + error.message());
+  if (error) fail("data: cannot list directory '{}': {}", dir.string(), error.message());
   std::sort(files.begin(), files.end());
   std::vector<fs::path> unique;
   for (const fs::path& file : files)
@@ -43,7 +43,7 @@ std::vector<fs::path> directory_files(const fs::path& dir, std::set<fs::path>& s
 }  // namespace
 
 ByteCorpus::ByteCorpus(const std::vector<std::string>& paths, double val_fraction) {
-  if (paths.empty()) throw Error("ByteCorpus: no data files given");
+  if (paths.empty()) fail("ByteCorpus: no data files given");
   std::vector<int64_t> bytes;
   auto append = [&](const fs::path& file, const std::string& text) {
     if (!bytes.empty()) bytes.push_back('\n');
@@ -59,12 +59,12 @@ ByteCorpus::ByteCorpus(const std::vector<std::string>& paths, double val_fractio
         const std::string text = read_bytes(file);
         if (!text.empty()) append(file, text), ++read;
       }
-      if (read == 0) throw Error("data: directory '" + path + "' holds no non-empty files");
+      if (read == 0) fail("data: directory '{}' holds no non-empty files", path);
     } else if (!fs::exists(p)) {
-      throw Error("data: '" + path + "' does not exist");
+      fail("data: '{}' does not exist", path);
     } else {
       const std::string text = read_bytes(p);
-      if (text.empty()) throw Error("data: '" + path + "' is empty");
+      if (text.empty()) fail("data: '{}' is empty", path);
       append(p, text);
     }
   }
@@ -81,10 +81,10 @@ ByteCorpus ByteCorpus::from_text(const std::string& text, double val_fraction) {
 }
 
 void ByteCorpus::split(std::vector<int64_t> bytes, double val_fraction, const std::string& origin) {
-  if (val_fraction <= 0 || val_fraction >= 1) throw Error("ByteCorpus: val_fraction must be in (0, 1)");
+  if (val_fraction <= 0 || val_fraction >= 1) fail("ByteCorpus: val_fraction must be in (0, 1)");
   const auto held_out = static_cast<size_t>(static_cast<double>(bytes.size()) * val_fraction);
   if (held_out < 2 || bytes.size() - held_out < 2)
-    throw Error("data: " + origin + " holds " + std::to_string(bytes.size()) + " bytes, too few to split off validation");
+    fail("data: {} holds {} bytes, too few to split off validation", origin, bytes.size());
   validation_ = std::make_shared<const std::vector<int64_t>>(bytes.end() - static_cast<std::ptrdiff_t>(held_out), bytes.end());
   bytes.resize(bytes.size() - held_out);
   train_ = std::make_shared<const std::vector<int64_t>>(std::move(bytes));
@@ -96,19 +96,17 @@ BatchSampler::BatchSampler(std::vector<int64_t> tokens, int64_t batch, int64_t s
 BatchSampler::BatchSampler(std::shared_ptr<const std::vector<int64_t>> shared_tokens, int64_t batch, int64_t seq_len,
                            uint64_t seed, BatchShard shard)
     : tokens_(std::move(shared_tokens)), batch_(batch), seq_len_(seq_len), shard_(shard), generator_(seed) {
-  if (!tokens_) throw Error("BatchSampler: no tokens (null pointer)");
+  if (!tokens_) fail("BatchSampler: no tokens (null pointer)");
   const std::vector<int64_t>& tokens = *tokens_;
   if (batch <= 0 || seq_len <= 0)
-    throw Error("BatchSampler: batch and seq_len must be positive, got " + std::to_string(batch) + ", " + std::to_string(seq_len));
+    fail("BatchSampler: batch and seq_len must be positive, got {}, {}", batch, seq_len);
   if (shard.count <= 0 || shard.index < 0 || shard.index >= shard.count)
-    throw Error("BatchSampler: shard " + std::to_string(shard.index) + " of " + std::to_string(shard.count) +
-                " is out of range");
+    fail("BatchSampler: shard {} of {} is out of range", shard.index, shard.count);
   if (batch % shard.count != 0)
-    throw Error("BatchSampler: batch " + std::to_string(batch) + " does not split into " + std::to_string(shard.count) +
-                " equal shards");
+    fail("BatchSampler: batch {} does not split into {} equal shards", batch, shard.count);
   if (static_cast<int64_t>(tokens.size()) < seq_len + 1)
-    throw Error("BatchSampler: " + std::to_string(tokens.size()) + " tokens cannot fill a window of " +
-                std::to_string(seq_len + 1) + "; use a shorter --seq or more data");
+    fail("BatchSampler: {} tokens cannot fill a window of {}; use a shorter --seq or more data", tokens.size(),
+         seq_len + 1);
 }
 
 Tensor BatchSampler::next() {

@@ -74,34 +74,34 @@ std::vector<std::string> adopt_checkpoint_hyperparameters(TrainerOptions& o, con
 
 void check_model_flags(const TrainerOptions& o) {
   if (!o.resume_dir.empty() && (o.given.count("--preset") || o.given.count("--config") || o.given.count("--model-type")))
-    throw Error("--resume continues the checkpoint's own model; it cannot be combined with --preset, --config or --model-type");
-  if (o.given.count("--preset") && o.given.count("--config")) throw Error("pass either --preset or --config, not both");
+    fail("--resume continues the checkpoint's own model; it cannot be combined with --preset, --config or --model-type");
+  if (o.given.count("--preset") && o.given.count("--config")) fail("pass either --preset or --config, not both");
 }
 
 // Everything the options can get wrong that needs no file.
 void check_options(const TrainerOptions& o) {
   for (auto [value, name] : {std::pair{o.steps, "--steps"}, {o.batch, "--batch"}, {o.seq, "--seq"},
                              {o.log_every, "--log-every"}, {o.eval_batches, "--eval-batches"}})
-    if (value <= 0) throw Error(fmt::format("{} must be positive, got {}", name, value));
+    if (value <= 0) fail("{} must be positive, got {}", name, value);
   for (auto [value, name] : {std::pair{o.warmup, "--warmup"}, {o.save_every, "--save-every"}, {o.eval_every, "--eval-every"},
                              {o.sample_every, "--sample-every"}, {o.sample_tokens, "--sample-tokens"}})
-    if (value < 0) throw Error(fmt::format("{} must be >= 0, got {}", name, value));
-  if (!(o.lr > 0)) throw Error(fmt::format("--lr must be positive, got {}", o.lr));
-  if (!(o.min_lr >= 0 && o.min_lr <= o.lr)) throw Error(fmt::format("--min-lr must be in [0, --lr {}], got {}", o.lr, o.min_lr));
+    if (value < 0) fail("{} must be >= 0, got {}", name, value);
+  if (!(o.lr > 0)) fail("--lr must be positive, got {}", o.lr);
+  if (!(o.min_lr >= 0 && o.min_lr <= o.lr)) fail("--min-lr must be in [0, --lr {}], got {}", o.lr, o.min_lr);
   for (auto [value, name] : {std::pair{o.weight_decay, "--weight-decay"}, {o.aux_alpha, "--aux-alpha"},
                              {o.mtp_lambda, "--mtp-lambda"}, {o.bias_gamma, "--bias-gamma"}})
-    if (!(value >= 0)) throw Error(fmt::format("{} must be >= 0, got {}", name, value));
-  if (!(o.clip > 0)) throw Error(fmt::format("--clip must be positive, got {}", o.clip));
-  if (o.threads < 0) throw Error(fmt::format("--threads must be positive (or 0 for the default), got {}", o.threads));
+    if (!(value >= 0)) fail("{} must be >= 0, got {}", name, value);
+  if (!(o.clip > 0)) fail("--clip must be positive, got {}", o.clip);
+  if (o.threads < 0) fail("--threads must be positive (or 0 for the default), got {}", o.threads);
   if (o.on_nonfinite != "stop" && o.on_nonfinite != "skip")
-    throw Error(fmt::format("--on-nonfinite must be 'stop' or 'skip', got '{}'", o.on_nonfinite));
-  if (o.max_skips < 0) throw Error(fmt::format("--max-skips must be >= 0, got {}", o.max_skips));
+    fail("--on-nonfinite must be 'stop' or 'skip', got '{}'", o.on_nonfinite);
+  if (o.max_skips < 0) fail("--max-skips must be >= 0, got {}", o.max_skips);
 }
 
 void check_world_size(const TrainerOptions& o, const distributed::ProcessGroup& group) {
   if (o.batch % group.size() != 0)
-    throw Error(fmt::format("--batch {} does not split across {} processes; pass a multiple of {} (each process trains "
-                            "on --batch / {} sequences)", o.batch, group.size(), group.size(), group.size()));
+    fail("--batch {} does not split across {} processes; pass a multiple of {} (each process trains "
+         "on --batch / {} sequences)", o.batch, group.size(), group.size(), group.size());
 }
 
 // Runs fn on rank 0 only (file writes, directory recovery); what it throws is thrown on every rank.
@@ -128,14 +128,14 @@ bool on_any_rank(const distributed::ProcessGroup& group, bool flag) {
 // --overwrite says so (the default directory instead moves on to a fresh name, see default_out_dir).
 void check_output_directory(const std::string& dir, bool overwrite) {
   if (!fs::exists(dir)) return;
-  if (!fs::is_directory(dir)) throw Error(fmt::format("--out '{}' exists and is not a directory", dir));
+  if (!fs::is_directory(dir)) fail("--out '{}' exists and is not a directory", dir);
   recover_checkpoint(dir);  // a first save that crashed before its commit leaves only .staging
   if (fs::is_empty(dir)) return;
   if (!is_checkpoint(dir))
-    throw Error(fmt::format("--out '{}' holds files but no checkpoint; choose a new or empty directory", dir));
+    fail("--out '{}' holds files but no checkpoint; choose a new or empty directory", dir);
   if (!overwrite)
-    throw Error(fmt::format("--out '{}' holds the checkpoint of a run (step {}); continue it with --resume {}, replace it "
-                            "with --overwrite, or choose another --out", dir, load_trainer_state(dir).step, dir));
+    fail("--out '{}' holds the checkpoint of a run (step {}); continue it with --resume {}, replace it "
+         "with --overwrite, or choose another --out", dir, load_trainer_state(dir).step, dir);
 }
 
 // runs/dsv3-<preset> (see default_out_base), or -2, -3, ... when that already holds something:
@@ -204,7 +204,7 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
   if (o_.out_dir.empty()) o_.out_dir = default_out_dir(o_);
   if (o_.data.empty()) {
     if (!fs::is_directory(kDefaultCorpus))
-      throw Error(fmt::format("no training text: {} does not exist; pass --data FILE or DIR (repeatable)", kDefaultCorpus));
+      fail("no training text: {} does not exist; pass --data FILE or DIR (repeatable)", kDefaultCorpus);
     o_.data = {kDefaultCorpus};
   }
   for (std::string& path : o_.data) path = fs::absolute(path).lexically_normal().string();  // resume finds them anywhere
@@ -225,8 +225,8 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
 
   corpus_.emplace(o_.data);
   if (int64_t(corpus_->train().size()) < o_.seq + 1)
-    throw Error(fmt::format("--seq {} needs at least {} bytes of training text; the data gives {} (after holding out {} "
-                            "for validation)", o_.seq, o_.seq + 1, corpus_->train().size(), corpus_->validation().size()));
+    fail("--seq {} needs at least {} bytes of training text; the data gives {} (after holding out {} "
+         "for validation)", o_.seq, o_.seq + 1, corpus_->train().size(), corpus_->validation().size());
   // Each rank draws its rows of the same seeded global batch (see BatchSampler).
   sampler_.emplace(corpus_->shared_train(), o_.batch, o_.seq, o_.seed, BatchShard{group_.rank(), group_.size()});
   const int64_t val_seq = std::min<int64_t>(o_.seq, int64_t(corpus_->validation().size()) - 1);
@@ -234,8 +234,8 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
   if (!o_.resume_dir.empty()) {
     sampler_->set_state(state_.sampler_seed, state_.sampler_offset);
     if (state_.step >= o_.steps)
-      throw Error(fmt::format("the checkpoint in '{}' is already at step {} of {}; pass a larger --steps to continue",
-                              o_.resume_dir, state_.step, o_.steps));
+      fail("the checkpoint in '{}' is already at step {} of {}; pass a larger --steps to continue",
+           o_.resume_dir, state_.step, o_.steps);
   }
 
   // Decay matrices only: norms (1-D weights) keep their scale, as in GPT-style recipes.

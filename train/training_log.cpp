@@ -21,7 +21,7 @@ TrainingLog::TrainingLog(std::vector<std::string> extra) : columns_{"step", "los
 void TrainingLog::add(int64_t step, const std::map<std::string, double>& values) {
   for (const auto& [key, _] : values)
     if (std::find(columns_.begin(), columns_.end(), key) == columns_.end())
-      throw Error("TrainingLog: unknown column '" + key + "'");
+      fail("TrainingLog: unknown column '{}'", key);
   rows_.emplace_back(step, values);
 }
 
@@ -35,7 +35,7 @@ void TrainingLog::load_csv(const std::string& path, int64_t up_to_step) {
     std::stringstream ss(line);
     for (std::string cell; std::getline(ss, cell, ',');) header.push_back(cell);
   }
-  if (header != columns_) throw Error("TrainingLog: " + path + " has columns '" + line + "' that this run does not write");
+  if (header != columns_) fail("TrainingLog: {} has columns '{}' that this run does not write", path, line);
   rows_.clear();
   while (std::getline(in, line)) {
     std::stringstream ss(line);
@@ -43,16 +43,16 @@ void TrainingLog::load_csv(const std::string& path, int64_t up_to_step) {
     int64_t step = -1;
     size_t i = 0;
     for (std::string cell; std::getline(ss, cell, ','); ++i) {
-      if (i >= columns_.size()) throw Error("TrainingLog: " + path + ": too many cells in '" + line + "'");
+      if (i >= columns_.size()) fail("TrainingLog: {}: too many cells in '{}'", path, line);
       if (cell.empty()) continue;
       try {
         if (i == 0) step = std::stoll(cell);
         else values[columns_[i]] = std::stod(cell);
       } catch (const std::exception&) {
-        throw Error("TrainingLog: " + path + ": bad number '" + cell + "'");
+        fail("TrainingLog: {}: bad number '{}'", path, cell);
       }
     }
-    if (step < 0) throw Error("TrainingLog: " + path + ": row without a step: '" + line + "'");
+    if (step < 0) fail("TrainingLog: {}: row without a step: '{}'", path, line);
     if (step <= up_to_step) rows_.emplace_back(step, std::move(values));
   }
 }
