@@ -46,7 +46,7 @@ class AutogradContext {
     saved_ = std::move(tensors);
   }
   const std::vector<Tensor>& get_saved_variables() const {
-    if (released_) throw Error("AutogradContext: saved tensors were freed by a previous backward; use retain_graph");
+    if (released_) fail("AutogradContext: saved tensors were freed by a previous backward; use retain_graph");
     return saved_;
   }
   bool needs_input_grad(size_t tensor_input) const {
@@ -81,7 +81,7 @@ template <class Op> class FunctionNode final : public Node {
     try {
       grads = Op::backward(&ctx, std::move(grad_outputs));
     } catch (const std::exception& e) {  // the engine's caller sees which of many ops failed
-      throw Error(name() + " backward: " + e.what());
+      fail("{} backward: {}", name(), e.what());
     }
     if (grads.size() == tensor_arg_positions.size() + non_tensor_args) {
       std::vector<Tensor> picked;  // one per forward argument: keep the tensor positions
@@ -89,16 +89,15 @@ template <class Op> class FunctionNode final : public Node {
       grads = std::move(picked);
     }
     if (grads.size() != next_edges.size())
-      throw Error(name() + ": backward returned " + std::to_string(grads.size()) + " gradients for " +
-                  std::to_string(next_edges.size()) + " tensor inputs");
+      fail("{}: backward returned {} gradients for {} tensor inputs", name(), grads.size(), next_edges.size());
     for (size_t i = 0; i < grads.size(); ++i) {
       if (!grads[i].defined() || !next_edges[i].node) continue;
       if (grads[i].shape() != input_shapes[i])
-        throw Error(name() + ": backward returned a gradient of shape " + shape_str(grads[i].shape()) +
-                    " for input " + std::to_string(i) + " of shape " + shape_str(input_shapes[i]));
+        fail("{}: backward returned a gradient of shape {} for input {} of shape {}", name(),
+            shape_str(grads[i].shape()), i, shape_str(input_shapes[i]));
       if (grads[i].dtype() != input_dtypes[i])
-        throw Error(name() + ": backward returned a " + dtype_name(grads[i].dtype()) + " gradient for input " +
-                    std::to_string(i) + " of dtype " + dtype_name(input_dtypes[i]));
+        fail("{}: backward returned a {} gradient for input {} of dtype {}", name(), dtype_name(grads[i].dtype()), i,
+            dtype_name(input_dtypes[i]));
     }
     return grads;
   }

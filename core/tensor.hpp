@@ -114,7 +114,7 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 
 template <class T> T* Tensor::data() const {
   if (dtype_of<T>() != dtype())
-    throw Error(std::string("data: tensor is ") + dtype_name(dtype()) + ", requested " + dtype_name(dtype_of<T>()));
+    fail("data: tensor is {}, requested {}", dtype_name(dtype()), dtype_name(dtype_of<T>()));
   return static_cast<T*>(impl().storage->data()) + impl().offset;
 }
 

@@ -57,19 +57,17 @@ struct LearnedSwish : autograd::Function<LearnedSwish> {
 // Step 2: a layer. GatedMLP = Linear -> LearnedSwish -> Linear. Everything is registered by name
 // in the constructor, so named_parameters() and state_dict() call the tensors "fc1.weight",
 // "fc1.bias", "alpha", "fc2.weight", "fc2.bias" — and zero_grad(), to(kFloat64) and checkpoints
-// work with no further code.
+// work with no further code. Deriving from nn::Callable<GatedMLP> makes `model(x)` run forward with
+// the module's name attached to anomaly-mode errors (nn/module.hpp).
 // ---------------------------------------------------------------------------------------------
-class GatedMLP : public nn::Module {
+class GatedMLP : public nn::Callable<GatedMLP> {
  public:
   GatedMLP(int64_t in_features, int64_t hidden_features, int64_t out_features)
       : fc1(register_module("fc1", std::make_shared<nn::Linear>(in_features, hidden_features))),
         alpha(register_parameter("alpha", ones({hidden_features}))),  // starts as SiLU: x * sigmoid(x)
         fc2(register_module("fc2", std::make_shared<nn::Linear>(hidden_features, out_features))) {}
 
-  Tensor forward(const Tensor& x) const {
-    nn::ForwardScope scope(*this);  // names this module in anomaly-mode errors (autograd/anomaly.hpp)
-    return fc2->forward(LearnedSwish::apply(fc1->forward(x), alpha));
-  }
+  Tensor forward(const Tensor& x) const { return (*fc2)(LearnedSwish::apply((*fc1)(x), alpha)); }
 
   std::shared_ptr<nn::Linear> fc1;
   Tensor alpha;  // a handle on the registered parameter: same data, same gradient
@@ -95,7 +93,7 @@ void check_gradients() {
   GatedMLP module(3, 5, 2);
   module.to(kFloat64);
   Tensor input = randn({6, 3}, kFloat64, &gen).requires_grad_();
-  autograd::gradcheck_module(module, [&](const std::vector<Tensor>& in) { return module.forward(in[0]); }, {input});
+  autograd::gradcheck_module(module, [&](const std::vector<Tensor>& in) { return module(in[0]); }, {input});
   fmt::print("gradcheck GatedMLP (parameters, input): ok\n");
 }
 
@@ -122,7 +120,7 @@ double fit_sine() {
   std::vector<Tensor> params = model.parameters();
   double first_loss = 0.0, last_loss = 0.0;
   for (int step = 0; step < steps; ++step) {
-    Tensor loss = mse_loss(model.forward(x), target);
+    Tensor loss = mse_loss(model(x), target);
     loss.backward();
     {
       NoGradGuard no_grad;  // the update is not part of the model: record no graph for it

@@ -35,15 +35,16 @@ TEST_CASE("calling a Callable module runs its forward inside its ForwardScope; f
   CHECK(holder.probe->seen == "(none)");
 }
 
-TEST_CASE("Sequential registers modules as 0, 1, ... and skips functions in the numbering", "[module][sequential]") {
+TEST_CASE("Sequential names each module by its position, functions included, as torch.nn.Sequential", "[module][sequential]") {
   nn::Sequential net(std::make_shared<nn::Linear>(4, 3), relu, std::make_shared<nn::Linear>(3, 2, false));
   CHECK(net.size() == 3);
   std::vector<std::string> names;
   for (const auto& [name, t] : net.named_parameters()) names.push_back(name);
-  CHECK(names == std::vector<std::string>{"0.weight", "0.bias", "1.weight"});
-  CHECK(net.module<nn::Linear>(1)->out_features == 2);
-  CHECK(net.module<nn::RMSNorm>(1) == nullptr);  // wrong type: null, as dynamic_pointer_cast
-  CHECK_THROWS_AS(net.module<nn::Linear>(2), std::out_of_range);
+  CHECK(names == std::vector<std::string>{"0.weight", "0.bias", "2.weight"});
+  CHECK(net.module<nn::Linear>(2)->out_features == 2);
+  CHECK(net.module<nn::Linear>(1) == nullptr);   // a function
+  CHECK(net.module<nn::RMSNorm>(2) == nullptr);  // not that type
+  CHECK_THROWS_AS(net.module<nn::Linear>(3), std::out_of_range);
 }
 
 TEST_CASE("Sequential's forward is the composition of its steps, in order", "[module][sequential]") {
