@@ -125,6 +125,17 @@ Rows softmax_rows(const Tensor& x, int64_t& dim, const char* op) {
   return rows_along(x.shape(), dim);
 }
 
+// A new tensor like x whose rows along the softmax dim are panel(in, out, n, stride, lanes) of x's:
+// the forward shape both softmax and log_softmax share.
+template <class T, class Panel> Tensor map_panels(const Tensor& x, const Rows& rows, Panel&& panel) {
+  const Tensor xc = contiguous_copy(x.detach());
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  const T* px = xc.data<T>();
+  T* py = y.data<T>();
+  for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) { panel(px + at, py + at, rows.size, stride, lanes); });
+  return y;
+}
+
 // Per-lane max over a panel: the shift that keeps exp in range.
 template <class T, class Stride, class Lanes> void panel_max(const T* x, int64_t n, Stride stride, Lanes lanes, T* m) {
   for (int64_t l = 0; l < lanes; ++l) m[l] = -std::numeric_limits<T>::infinity();
@@ -267,14 +278,7 @@ Tensor checked_targets(const char* op, const char* input_name, const Tensor& inp
 Tensor softmax(const Tensor& x, int64_t dim) {
   const Rows rows = softmax_rows(x, dim, "softmax");
   return dispatch_floating(x.dtype(), "softmax", [&]<class T>() {
-    const Tensor xc = contiguous_copy(x.detach());
-    Tensor y = Tensor::empty(x.shape(), x.dtype());
-    const T* px = xc.data<T>();
-    T* py = y.data<T>();
-    const int64_t n = rows.size;
-    for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) {
-      const T* in = px + at;
-      T* out = py + at;
+    Tensor y = map_panels<T>(x, rows, [](const T* in, T* out, int64_t n, auto stride, auto lanes) {
       T m[kLanes];
       double total[kLanes] = {};
       panel_max(in, n, stride, lanes, m);
@@ -316,13 +320,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
 Tensor log_softmax(const Tensor& x, int64_t dim) {
   const Rows rows = softmax_rows(x, dim, "log_softmax");
   return dispatch_floating(x.dtype(), "log_softmax", [&]<class T>() {
-    const Tensor xc = contiguous_copy(x.detach());
-    Tensor y = Tensor::empty(x.shape(), x.dtype());
-    const T* px = xc.data<T>();
-    T* py = y.data<T>();
-    const int64_t n = rows.size;
-    for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) {
-      const T* in = px + at;
+    Tensor y = map_panels<T>(x, rows, [](const T* in, T* out, int64_t n, auto stride, auto lanes) {
       T m[kLanes];
       double lse[kLanes] = {};
       panel_max(in, n, stride, lanes, m);
@@ -330,7 +328,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
         for (int64_t l = 0; l < lanes; ++l) lse[l] += std::exp(in[j * stride + l] - m[l]);
       for (int64_t l = 0; l < lanes; ++l) lse[l] = static_cast<double>(m[l]) + std::log(lse[l]);
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t l = 0; l < lanes; ++l) py[at + j * stride + l] = static_cast<T>(in[j * stride + l] - lse[l]);
+        for (int64_t l = 0; l < lanes; ++l) out[j * stride + l] = static_cast<T>(in[j * stride + l] - lse[l]);
     });
     return record("log_softmax", y, {x}, {y}, [y = y.detach(), rows](const Tensor& grad) -> std::vector<Tensor> {
       const Tensor dy = contiguous_copy(grad);

@@ -41,6 +41,21 @@ class GgufBuilder {
   void boolean(const std::string& key, bool value) { set(arch_ + "." + key, GgufValue::boolean(value)); }
   void string(const std::string& key, const std::string& value) { set(arch_ + "." + key, GgufValue::string(value)); }
 
+  // The sizes every architecture states, under llama.cpp's key names.
+  struct Shape {
+    int64_t block_count, context_length, embedding_length, feed_forward_length, head_count, head_count_kv, key_length,
+        value_length;
+    double rms_norm_eps;
+  };
+  void shape(const Shape& s) {
+    for (const auto& [key, value] : {std::pair{"block_count", s.block_count}, {"context_length", s.context_length},
+                                     {"embedding_length", s.embedding_length}, {"feed_forward_length", s.feed_forward_length},
+                                     {"attention.head_count", s.head_count}, {"attention.head_count_kv", s.head_count_kv},
+                                     {"attention.key_length", s.key_length}, {"attention.value_length", s.value_length}})
+      u32(key, value);
+    f32("attention.layer_norm_rms_epsilon", s.rms_norm_eps);
+  }
+
   bool has(const std::string& hf_name) const { return state_.count(hf_name) != 0; }
   Tensor take(const std::string& hf_name) {
     const auto it = state_.find(hf_name);
@@ -178,21 +193,14 @@ io::GgufFile deepseek_v3_to_gguf(const DeepSeekV3& model, const GgufExportOption
   NoGradGuard no_grad;
   GgufBuilder g("deepseek2", model.state_dict(), options);
 
-  g.u32("block_count", c.num_hidden_layers);
-  g.u32("context_length", c.max_position_embeddings);
-  g.u32("embedding_length", c.hidden_size);
-  g.u32("feed_forward_length", c.intermediate_size);
-  g.u32("attention.head_count", c.num_attention_heads);
   // MLA runs as multi-query attention over the compressed latent: one "KV head" whose key is the
   // latent plus the shared RoPE key and whose value is the latent; the per-head sizes go in *_mla.
-  g.u32("attention.head_count_kv", 1);
-  g.u32("attention.key_length", c.kv_lora_rank + c.qk_rope_head_dim);
-  g.u32("attention.value_length", c.kv_lora_rank);
+  g.shape({c.num_hidden_layers, c.max_position_embeddings, c.hidden_size, c.intermediate_size, c.num_attention_heads,
+           /*head_count_kv=*/1, c.kv_lora_rank + c.qk_rope_head_dim, c.kv_lora_rank, c.rms_norm_eps});
   g.u32("attention.key_length_mla", c.qk_head_dim());
   g.u32("attention.value_length_mla", c.v_head_dim);
   g.u32("attention.q_lora_rank", c.q_lora_rank);  // 0: a plain q_proj (attn_q)
   g.u32("attention.kv_lora_rank", c.kv_lora_rank);
-  g.f32("attention.layer_norm_rms_epsilon", c.rms_norm_eps);
   g.u32("vocab_size", c.vocab_size);
   g.u32("leading_dense_block_count", c.first_k_dense_replace);
   g.u32("expert_feed_forward_length", c.moe_intermediate_size);
@@ -280,15 +288,8 @@ io::GgufFile llama_to_gguf(const Llama& model, const GgufExportOptions& options)
   // state_dict() holds q/k rows in adjacent-pair RoPE order, which is the order llama.cpp's converter
   // permutes Hugging Face's rotate_half rows into.
   GgufBuilder g("llama", model.state_dict(), options);
-  g.u32("block_count", c.num_hidden_layers);
-  g.u32("context_length", c.max_position_embeddings);
-  g.u32("embedding_length", c.hidden_size);
-  g.u32("feed_forward_length", c.intermediate_size);
-  g.u32("attention.head_count", c.num_attention_heads);
-  g.u32("attention.head_count_kv", c.num_key_value_heads);
-  g.u32("attention.key_length", c.head_dim);
-  g.u32("attention.value_length", c.head_dim);
-  g.f32("attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  g.shape({c.num_hidden_layers, c.max_position_embeddings, c.hidden_size, c.intermediate_size, c.num_attention_heads,
+           c.num_key_value_heads, c.head_dim, c.head_dim, c.rms_norm_eps});
   g.u32("rope.dimension_count", c.head_dim);
   g.f32("rope.freq_base", c.rope_theta);
   g.u32("vocab_size", c.vocab_size);
