@@ -27,9 +27,11 @@ void add_options(CLI::App& app, train::TrainerOptions& o) {
                                             "model_type, deepseek_v3 or llama, picks the model)");
   app.add_option("--data", o.data, "training text: a file, or a directory of files (repeatable); default: "
                                    "/usr/share/common-licenses");
+  app.add_option("--tokenizer", o.tokenizer, "token ids: a Hugging Face tokenizer.json (byte-level BPE), or bpe:N to "
+                                           "train one of N ids on the training text first (default: bytes)");
   app.add_option("--steps", o.steps, "total optimizer steps")->capture_default_str();
   app.add_option("--batch", o.batch, "sequences per step")->capture_default_str();
-  app.add_option("--seq", o.seq, "tokens (bytes) per sequence")->capture_default_str();
+  app.add_option("--seq", o.seq, "tokens per sequence")->capture_default_str();
   app.add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
   app.add_option("--warmup", o.warmup, "linear warm-up steps")->capture_default_str();
   app.add_option("--min-lr", o.min_lr, "cosine floor of the learning rate")->capture_default_str();

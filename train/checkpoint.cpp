@@ -99,7 +99,7 @@ void recover_checkpoint(const std::string& dir_name) {
 }
 
 void save_checkpoint(const std::string& dir_name, const models::CausalLM& model, const optim::Optimizer& optimizer,
-                     const TrainerState& state, const TrainingLog& log) {
+                     const TrainerState& state, const TrainingLog& log, const tokenizer::Tokenizer* tokenizer) {
   const io::CrashPoints crash_points(crash_point_for_this_save());
   const fs::path dir(dir_name), staging = dir / kStaging;
   checked("save_checkpoint", dir_name, [&] {
@@ -114,6 +114,7 @@ void save_checkpoint(const std::string& dir_name, const models::CausalLM& model,
       log.write_csv((staging / "metrics.csv").string());
       log.write_svg((staging / "loss.svg").string());
       write_trainer_state((staging / "trainer_state.json").string(), state);
+      if (tokenizer) tokenizer->save((staging / "tokenizer.json").string());
       io::write_file_atomic((staging / kCommitMarker).string(), std::to_string(state.step) + "\n");  // the commit
     } catch (...) {
       // Without the marker the save did not happen: DIR is untouched, and the half-written staging
@@ -152,6 +153,19 @@ TrainerState load_trainer_state(const std::string& dir_name) {
   s.hyperparameters = io::optional<nlohmann::json>(j, "hyperparameters", nlohmann::json::object(), path);
   if (s.step < 0) fail("{}: key 'step' must be >= 0", path);
   return s;
+}
+
+std::optional<tokenizer::Tokenizer> load_tokenizer(const std::string& dir_name) {
+  const fs::path dir(dir_name), tokenizer_json = dir / "tokenizer.json", state_json = dir / "trainer_state.json";
+  if (!fs::is_regular_file(tokenizer_json)) return std::nullopt;
+  if (fs::is_regular_file(state_json)) {
+    const nlohmann::json state = io::read_json_file(state_json.string());
+    const nlohmann::json hyperparameters = io::optional<nlohmann::json>(state, "hyperparameters", nlohmann::json::object(),
+                                                                        state_json.string());
+    if (io::optional<std::string>(hyperparameters, "tokenizer", "bytes", state_json.string() + " hyperparameters") == "bytes")
+      return std::nullopt;
+  }
+  return tokenizer::Tokenizer::from_file(tokenizer_json.string());
 }
 
 }  // namespace latent::train

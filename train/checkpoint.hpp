@@ -1,5 +1,5 @@
 // Training checkpoints: a Hugging Face model directory (config.json, model.safetensors) plus
-// optimizer.safetensors, trainer_state.json, metrics.csv and loss.svg, saved so that a crash at any
+// optimizer.safetensors, trainer_state.json, metrics.csv, loss.svg and a run's tokenizer.json, saved so that a crash at any
 // instant (SIGKILL, power loss) leaves the previous or the new checkpoint, never a mix.
 //
 // The save protocol, for a checkpoint directory DIR with staging directory S = DIR/.staging:
@@ -33,12 +33,14 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "../optim/optimizer.hpp"
 #include "../models/causal_lm.hpp"
+#include "../tokenizer/tokenizer.hpp"
 #include "training_log.hpp"
 
 namespace latent::train {
@@ -54,13 +56,20 @@ struct TrainerState {
 // Saves by the protocol above. On an error before the commit (disk full, unwritable directory) the
 // staging directory is removed and DIR keeps the previous checkpoint; the error propagates as
 // latent::Error naming the directory.
+// With a tokenizer, the checkpoint holds it as tokenizer.json (what latent-generate reads).
 void save_checkpoint(const std::string& dir, const models::CausalLM& model, const optim::Optimizer& optimizer,
-                     const TrainerState& state, const TrainingLog& log);
+                     const TrainerState& state, const TrainingLog& log,
+                     const tokenizer::Tokenizer* tokenizer = nullptr);
 
 // True when dir holds a complete checkpoint (after recovering an interrupted save).
 bool is_checkpoint(const std::string& dir);
 // Completes a committed but unfinished save, or discards an uncommitted one.
 void recover_checkpoint(const std::string& dir);
 TrainerState load_trainer_state(const std::string& dir);  // recovers first
+
+// The tokenizer a model or checkpoint directory's token ids belong to: its tokenizer.json, unless
+// its trainer_state.json says the run trained on bytes (a tokenizer.json left by an earlier run
+// that --overwrite replaced is not the model's). None: the ids are bytes.
+std::optional<tokenizer::Tokenizer> load_tokenizer(const std::string& dir);
 
 }  // namespace latent::train

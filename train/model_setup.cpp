@@ -76,11 +76,21 @@ models::LlamaConfig llama_preset(const std::string& name) {
   return c;
 }
 
-std::shared_ptr<models::CausalLM> build_model(const TrainerOptions& o) {
+std::shared_ptr<models::CausalLM> build_model(const TrainerOptions& o, int64_t vocab_size) {
   if (o.config_file.empty()) {
     const std::string name = "--preset " + o.preset;
-    if (is_deepseek(o.model_type)) return build_deepseek(models::DeepSeekV3Config::preset(o.preset), o, name);
-    if (o.model_type == "llama") return build_llama(llama_preset(o.preset), o, name);
+    if (is_deepseek(o.model_type)) {
+      models::DeepSeekV3Config config = models::DeepSeekV3Config::preset(o.preset);
+      config.vocab_size = vocab_size;
+      config.validate();
+      return build_deepseek(config, o, name);
+    }
+    if (o.model_type == "llama") {
+      models::LlamaConfig config = llama_preset(o.preset);
+      config.vocab_size = vocab_size;
+      config.validate();
+      return build_llama(config, o, name);
+    }
     fail("--model-type must be 'deepseek_v3' or 'llama', got '{}'", o.model_type);
   }
   const std::string name = "--config " + o.config_file;
@@ -104,14 +114,15 @@ std::shared_ptr<models::CausalLM> load_model(const TrainerOptions& o) {
   return model;
 }
 
-void check_model_for_bytes(const models::CausalLM& model, const TrainerOptions& o) {
+void check_model_for_data(const models::CausalLM& model, const TrainerOptions& o, int64_t vocab_size) {
   if (o.seq > model.max_position_embeddings())
     fail("--seq {} exceeds max_position_embeddings {} of the model", o.seq, model.max_position_embeddings());
   if (const auto* deepseek = dynamic_cast<const models::DeepSeekV3*>(&model))
     if (o.seq <= deepseek->config().num_nextn_predict_layers)
       fail("--seq {} leaves no position for {} MTP module(s)", o.seq, deepseek->config().num_nextn_predict_layers);
-  if (model.vocab_size() < 256)
-    fail("byte-level training needs vocab_size >= 256, the model has {}", model.vocab_size());
+  if (model.vocab_size() >= vocab_size) return;
+  if (o.tokenizer.empty()) fail("byte-level training needs vocab_size >= 256, the model has {}", model.vocab_size());
+  fail("the tokenizer has {} ids but the model's vocab_size is {}", vocab_size, model.vocab_size());
 }
 
 ModelDescription describe_model(const models::CausalLM& model, const TrainerOptions& o) {

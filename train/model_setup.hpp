@@ -18,16 +18,17 @@ namespace latent::train {
 // "small", 256 wide and 4 layers deep). DeepSeek-V3's are DeepSeekV3Config::preset.
 models::LlamaConfig llama_preset(const std::string& name);
 
-// A fresh model, initialised from options.seed: the preset of options.model_type, or options.config_file.
+// A fresh model, initialised from options.seed: the preset of options.model_type (with vocab_size
+// ids), or options.config_file (whose vocabulary check_model_for_data checks).
 // Refuses a model whose f32 weights, gradients and AdamW moments cannot fit in this machine's memory,
 // before allocating it, and the DeepSeek-V3 loss weights given for a model without those terms.
-std::shared_ptr<models::CausalLM> build_model(const TrainerOptions& options);
+std::shared_ptr<models::CausalLM> build_model(const TrainerOptions& options, int64_t vocab_size = 256);
 // The model of the checkpoint in options.resume_dir (its own config; --aux-alpha may not change it).
 std::shared_ptr<models::CausalLM> load_model(const TrainerOptions& options);
 
 // Refuses what this model cannot train on: windows longer than its positions, too short for its
-// multi-token prediction, a vocabulary smaller than the 256 byte values.
-void check_model_for_bytes(const models::CausalLM& model, const TrainerOptions& options);
+// multi-token prediction, a vocabulary smaller than the data's (256 for bytes, or the tokenizer's).
+void check_model_for_data(const models::CausalLM& model, const TrainerOptions& options, int64_t vocab_size);
 
 struct ModelDescription {
   std::string family;               // "DeepSeek-V3", "Llama"

@@ -1,4 +1,4 @@
-// Byte corpus and batch sampler.
+// Text corpus and batch sampler.
 #include "text_data.hpp"
 
 #include <algorithm>
@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <string_view>
 
 #include "../core/factory.hpp"
 
@@ -40,14 +41,20 @@ std::vector<fs::path> directory_files(const fs::path& dir, std::set<fs::path>& s
   return unique;
 }
 
+std::vector<int64_t> byte_ids(std::string_view text) {
+  std::vector<int64_t> ids(text.size());
+  std::transform(text.begin(), text.end(), ids.begin(), [](char ch) { return int64_t(static_cast<unsigned char>(ch)); });
+  return ids;
+}
+
 }  // namespace
 
-ByteCorpus::ByteCorpus(const std::vector<std::string>& paths, double val_fraction) {
-  if (paths.empty()) fail("ByteCorpus: no data files given");
-  std::vector<int64_t> bytes;
+TextCorpus::TextCorpus(const std::vector<std::string>& paths, double val_fraction) {
+  if (paths.empty()) fail("TextCorpus: no data files given");
+  std::string all;
   auto append = [&](const fs::path& file, const std::string& text) {
-    if (!bytes.empty()) bytes.push_back('\n');
-    for (unsigned char ch : text) bytes.push_back(ch);
+    if (!all.empty()) all += '\n';
+    all += text;
     files_.push_back(file.string());
   };
   for (const std::string& path : paths) {
@@ -68,26 +75,34 @@ ByteCorpus::ByteCorpus(const std::vector<std::string>& paths, double val_fractio
       append(p, text);
     }
   }
-  split(std::move(bytes), val_fraction,
+  split(std::move(all), val_fraction,
         files_.size() == 1 ? "'" + files_[0] + "'" : std::to_string(files_.size()) + " files");
 }
 
-ByteCorpus ByteCorpus::from_text(const std::string& text, double val_fraction) {
-  ByteCorpus corpus;
-  std::vector<int64_t> bytes;
-  for (unsigned char ch : text) bytes.push_back(ch);
-  corpus.split(std::move(bytes), val_fraction, "text");
+TextCorpus TextCorpus::from_text(const std::string& text, double val_fraction) {
+  TextCorpus corpus;
+  corpus.split(text, val_fraction, "text");
   return corpus;
 }
 
-void ByteCorpus::split(std::vector<int64_t> bytes, double val_fraction, const std::string& origin) {
-  if (val_fraction <= 0 || val_fraction >= 1) fail("ByteCorpus: val_fraction must be in (0, 1)");
-  const auto held_out = static_cast<size_t>(static_cast<double>(bytes.size()) * val_fraction);
-  if (held_out < 2 || bytes.size() - held_out < 2)
-    fail("data: {} holds {} bytes, too few to split off validation", origin, bytes.size());
-  validation_ = std::make_shared<const std::vector<int64_t>>(bytes.end() - static_cast<std::ptrdiff_t>(held_out), bytes.end());
-  bytes.resize(bytes.size() - held_out);
-  train_ = std::make_shared<const std::vector<int64_t>>(std::move(bytes));
+void TextCorpus::split(std::string text, double val_fraction, const std::string& origin) {
+  if (val_fraction <= 0 || val_fraction >= 1) fail("TextCorpus: val_fraction must be in (0, 1)");
+  const auto held_out = static_cast<size_t>(static_cast<double>(text.size()) * val_fraction);
+  if (held_out < 2 || text.size() - held_out < 2)
+    fail("data: {} holds {} bytes, too few to split off validation", origin, text.size());
+  validation_text_ = text.substr(text.size() - held_out);
+  text.resize(text.size() - held_out);
+  train_text_ = std::move(text);
+  train_ = std::make_shared<const std::vector<int64_t>>(byte_ids(train_text_));
+  validation_ = std::make_shared<const std::vector<int64_t>>(byte_ids(validation_text_));
+}
+
+void TextCorpus::tokenize(const tokenizer::Tokenizer& tokenizer) {
+  std::vector<std::vector<int64_t>> ids = tokenizer.encode_batch({train_text_, validation_text_});
+  if (ids[0].size() < 2 || ids[1].size() < 2)
+    fail("data: the {} text encodes to fewer than 2 tokens", ids[0].size() < 2 ? "training" : "validation");
+  train_ = std::make_shared<const std::vector<int64_t>>(std::move(ids[0]));
+  validation_ = std::make_shared<const std::vector<int64_t>>(std::move(ids[1]));
 }
 
 BatchSampler::BatchSampler(std::vector<int64_t> tokens, int64_t batch, int64_t seq_len, uint64_t seed, BatchShard shard)

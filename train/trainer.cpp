@@ -19,6 +19,7 @@
 #include "../core/parallel.hpp"
 #include "../io/json.hpp"
 #include "../optim/clip_grad.hpp"
+#include "../tokenizer/bpe_trainer.hpp"
 #include "fault_injection.hpp"
 #include "interrupt.hpp"
 #include "model_setup.hpp"
@@ -76,6 +77,34 @@ void check_model_flags(const TrainerOptions& o) {
   if (!o.resume_dir.empty() && (o.given.count("--preset") || o.given.count("--config") || o.given.count("--model-type")))
     fail("--resume continues the checkpoint's own model; it cannot be combined with --preset, --config or --model-type");
   if (o.given.count("--preset") && o.given.count("--config")) fail("pass either --preset or --config, not both");
+  if (!o.resume_dir.empty() && o.given.count("--tokenizer"))
+    fail("--resume continues with the checkpoint's own tokenizer; it cannot be combined with --tokenizer");
+}
+
+// The vocabulary size N of --tokenizer bpe:N (0 for any other value).
+int64_t bpe_vocab_size(const std::string& spec) {
+  if (!spec.starts_with("bpe:")) return 0;
+  const std::string digits = spec.substr(4);
+  int64_t n = 0;
+  const bool number = !digits.empty() && digits.size() <= 9 &&
+                      std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (number) n = std::stoll(digits);
+  if (!number || n <= 257)
+    fail("--tokenizer {}: expected bpe:N with N > 257 (256 bytes, 1 special token and at least one merge)", spec);
+  return n;
+}
+
+// The run's tokenizer: the checkpoint's on --resume (none for a byte-level run), else --tokenizer's,
+// trained on the training text for bpe:N.
+std::optional<tokenizer::Tokenizer> make_tokenizer(const TrainerOptions& o, const TextCorpus& corpus) {
+  if (!o.resume_dir.empty()) return load_tokenizer(o.resume_dir);
+  if (o.tokenizer.empty()) return std::nullopt;
+  if (const int64_t n = bpe_vocab_size(o.tokenizer)) {
+    tokenizer::BpeTrainerOptions options;
+    options.vocab_size = n;
+    return tokenizer::train_bpe({corpus.train_text()}, options);
+  }
+  return tokenizer::Tokenizer::from_file(o.tokenizer);
 }
 
 // Everything the options can get wrong that needs no file.
@@ -96,6 +125,7 @@ void check_options(const TrainerOptions& o) {
   if (o.on_nonfinite != "stop" && o.on_nonfinite != "skip")
     fail("--on-nonfinite must be 'stop' or 'skip', got '{}'", o.on_nonfinite);
   if (o.max_skips < 0) fail("--max-skips must be >= 0, got {}", o.max_skips);
+  bpe_vocab_size(o.tokenizer);  // refuses a malformed bpe:N before any file is read
 }
 
 void check_world_size(const TrainerOptions& o, const distributed::ProcessGroup& group) {
@@ -161,9 +191,9 @@ std::string nonfinite_terms(const GlobalLosses& losses) {
   return out;
 }
 
-std::string printable(const std::vector<int64_t>& bytes) {
+std::string printable(const std::string& bytes) {
   std::string s;
-  for (int64_t b : bytes) s += (b == '\n' || b == '\t' || (b >= 32 && b < 127)) ? char(b) : '?';
+  for (unsigned char b : bytes) s += (b == '\n' || b == '\t' || (b >= 32 && b < 127)) ? char(b) : '?';
   return s;
 }
 
@@ -192,7 +222,7 @@ int report_training_error(const std::exception& e, const std::string& program) {
 }
 
 Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
-    : o_(std::move(options)), group_(group), last_val_(std::nan("")) {
+    : o_(std::move(options)), group_(group), last_val_{std::nan(""), std::nan("")} {
   check_model_flags(o_);
   if (!o_.resume_dir.empty()) {
     state_ = load_trainer_state(o_.resume_dir);  // refuses a directory that is not a checkpoint
@@ -215,17 +245,20 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
       check_output_directory(o_.out_dir, o_.overwrite);
   });
 
-  model_ = o_.resume_dir.empty() ? build_model(o_) : load_model(o_);
-  check_model_for_bytes(*model_, o_);
+  corpus_.emplace(o_.data);
+  tokenizer_ = make_tokenizer(o_, *corpus_);
+  if (tokenizer_) corpus_->tokenize(*tokenizer_);
+  const int64_t vocab_size = tokenizer_ ? tokenizer_->vocab_size() : 256;
+  model_ = o_.resume_dir.empty() ? build_model(o_, vocab_size) : load_model(o_);
+  check_model_for_data(*model_, o_, vocab_size);
   // Ranks on one machine share its cores: by default each takes its part instead of all of them.
   if (o_.threads > 0) set_num_threads(o_.threads);
   else if (group_.local_size() > 1 && !std::getenv("LATENT_NUM_THREADS"))
     set_num_threads(std::max(1, get_num_threads() / group_.local_size()));
   if (o_.detect_anomaly) autograd::set_detect_anomaly(true);
 
-  corpus_.emplace(o_.data);
   if (int64_t(corpus_->train().size()) < o_.seq + 1)
-    fail("--seq {} needs at least {} bytes of training text; the data gives {} (after holding out {} "
+    fail("--seq {} needs at least {} tokens of training text; the data gives {} (after holding out {} "
          "for validation)", o_.seq, o_.seq + 1, corpus_->train().size(), corpus_->validation().size());
   // Each rank draws its rows of the same seeded global batch (see BatchSampler).
   sampler_.emplace(corpus_->shared_train(), o_.batch, o_.seq, o_.seed, BatchShard{group_.rank(), group_.size()});
@@ -259,7 +292,7 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
   // it routed). "loss" is the next-token cross-entropy, the quantity val_loss measures (nats/byte);
   // "total" is what the optimizer minimises; "skipped" counts the steps --on-nonfinite skip stepped
   // over since the previous row.
-  std::vector<std::string> columns = {"total"};
+  std::vector<std::string> columns = {"val_bpb", "total"};
   {
     NoGradGuard no_grad;
     const Tensor probe = val_sampler_->sequential(1).front().narrow(0, 0, 1).contiguous();
@@ -274,7 +307,11 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
   const ModelDescription description = describe_model(*model_, o_);
   state_.hyperparameters = {{"model", o_.resume_dir.empty() ? (o_.config_file.empty() ? o_.preset : o_.config_file)
                                                             : state_.hyperparameters.value("model", o_.resume_dir)},
-                            {"model_type", model_->model_type()}, {"data", o_.data}, {"steps", o_.steps},
+                            {"model_type", model_->model_type()}, {"data", o_.data},
+                            {"tokenizer", tokenizer_ ? (o_.resume_dir.empty() ? o_.tokenizer
+                                                                              : state_.hyperparameters.value("tokenizer", "tokenizer.json"))
+                                                     : "bytes"},
+                            {"steps", o_.steps},
                             {"batch", o_.batch}, {"seq", o_.seq}, {"lr", o_.lr}, {"min_lr", o_.min_lr},
                             {"warmup", o_.warmup}, {"weight_decay", o_.weight_decay}, {"clip", o_.clip},
                             {"seed", o_.seed}, {"threads", get_num_threads()}, {"save_every", o_.save_every},
@@ -291,10 +328,17 @@ void Trainer::print_summary() const {
   fmt::print("latent-train: {} {}\n", d.family, name);
   for (const std::string& line : d.lines) fmt::print("  {}\n", line);
   const size_t files = corpus_->files().size();
-  fmt::print("  data: {} bytes ({} train / {} validation) from {}\n", corpus_->size(), corpus_->train().size(),
-             corpus_->validation().size(), files == 1 ? corpus_->files()[0]
-                                           : o_.data.size() == 1 ? fmt::format("{} files in {}", files, o_.data[0])
-                                                                 : fmt::format("{} files", files));
+  const std::string source = files == 1 ? corpus_->files()[0]
+                             : o_.data.size() == 1 ? fmt::format("{} files in {}", files, o_.data[0])
+                                                   : fmt::format("{} files", files);
+  if (tokenizer_)
+    fmt::print("  data: {} bytes from {} as {} tokens ({} train / {} validation, {:.2f} bytes per token)\n  tokenizer: "
+               "byte-level BPE of {} ids ({}), saved with the checkpoint\n", corpus_->bytes(), source, corpus_->size(),
+               corpus_->train().size(), corpus_->validation().size(), double(corpus_->bytes()) / double(corpus_->size()),
+               tokenizer_->vocab_size(), o_.resume_dir.empty() ? o_.tokenizer : "the checkpoint's tokenizer.json");
+  else
+    fmt::print("  data: {} bytes ({} train / {} validation) from {}; tokens are bytes\n", corpus_->size(),
+               corpus_->train().size(), corpus_->validation().size(), source);
   if (group_.size() > 1)
     fmt::print("  processes: {} MPI ranks, {} sequences of each batch per rank; gradients averaged in {} bucket(s) of "
                "<= {} MB, expert loads summed over the ranks\n", group_.size(), o_.batch / group_.size(),
@@ -362,34 +406,48 @@ Trainer::StepResult Trainer::step() {
   return r;
 }
 
-double Trainer::evaluate() {
+Trainer::Evaluation Trainer::evaluate() {
   NoGradGuard no_grad;
-  double sum = 0;
+  double loss = 0, nats = 0, bytes = 0;
   const std::vector<Tensor> batches = val_sampler_->sequential(o_.eval_batches);
-  for (const Tensor& batch : batches) sum += model_->loss_terms(batch, {0.0}).term("ce").item();
-  return sum / double(batches.size());
+  for (const Tensor& batch : batches) {
+    const double ce = model_->loss_terms(batch, {0.0}).term("ce").item();
+    const Tensor targets = batch.narrow(1, 1, batch.size(1) - 1).contiguous();
+    loss += ce;
+    nats += ce * double(targets.numel());
+    bytes += tokenizer_ ? double(tokenizer_->decode(targets.to_vector<int64_t>()).size()) : double(targets.numel());
+  }
+  return {loss / double(batches.size()), nats / (bytes * std::log(2.0))};
 }
 
 void Trainer::print_sample() {
   if (!group_.is_main()) return;
   progress_.end_line();
   const std::vector<int64_t>& text = corpus_->validation();
-  const int64_t prompt_length = std::min<int64_t>({48, int64_t(text.size()), model_->max_position_embeddings() - 1});
+  const int64_t prompt_length = std::min<int64_t>({tokenizer_ ? 16 : 48, int64_t(text.size()),
+                                                   model_->max_position_embeddings() - 1});
   const std::vector<int64_t> prompt(text.begin(), text.begin() + prompt_length);
   models::GenerateOptions g;
   g.max_new_tokens = std::min<int64_t>(o_.sample_tokens, model_->max_position_embeddings() - prompt_length);
   g.temperature = 0.8, g.top_k = 40, g.seed = o_.seed;
   const std::vector<int64_t> out = model_->generate(from_vector(prompt), g).to_vector<int64_t>();
-  fmt::print("--- sample at step {} (prompt from the validation text, then {} generated bytes) ---\n{}\u2502{}\n---\n",
-             state_.step, g.max_new_tokens, printable(prompt),
-             printable(std::vector<int64_t>(out.begin() + prompt_length, out.end())));
+  const std::vector<int64_t> generated(out.begin() + prompt_length, out.end());
+  fmt::print("--- sample at step {} (prompt from the validation text, then {} generated tokens) ---\n{}\u2502{}\n---\n",
+             state_.step, g.max_new_tokens, printable(text_of(prompt)), printable(text_of(generated)));
   std::fflush(stdout);
+}
+
+std::string Trainer::text_of(const std::vector<int64_t>& ids) const {
+  if (tokenizer_) return tokenizer_->decode(ids);
+  return std::string(ids.begin(), ids.end());  // byte ids: each is one char
 }
 
 void Trainer::save() {
   state_.sampler_seed = sampler_->seed();
   state_.sampler_offset = sampler_->offset();
-  on_main_rank(group_, [&] { save_checkpoint(o_.out_dir, *model_, *optimizer_, state_, *log_); });
+  on_main_rank(group_, [&] {
+    save_checkpoint(o_.out_dir, *model_, *optimizer_, state_, *log_, tokenizer_ ? &*tokenizer_ : nullptr);
+  });
   last_saved_step_ = state_.step;
 }
 
@@ -404,13 +462,14 @@ void Trainer::log_step(const StepResult& r, bool evaluate_now) {
   for (const auto& [name, value] : r.losses.terms)
     if (name != "ce") row[name] = value;
   skipped_in_window_ = 0;
-  if (evaluate_now) row["val_loss"] = last_val_;
+  if (evaluate_now) row["val_loss"] = last_val_.loss, row["val_bpb"] = last_val_.bits_per_byte;
   row.insert(health.columns.begin(), health.columns.end());
   log_->add(state_.step, row);
   if (!group_.is_main()) return;
   const double eta = double(o_.steps - state_.step) * double(o_.batch * o_.seq) / std::max(tokens_per_s, 1e-9);
   progress_.show(fmt::format("step {:>5}/{} | loss {:.4f} | val {} | lr {:.2e} | {:.0f} tok/s | ETA {}{}{}", state_.step,
-                             o_.steps, r.losses.term("ce"), std::isnan(last_val_) ? "  -   " : fmt::format("{:.4f}", last_val_),
+                             o_.steps, r.losses.term("ce"),
+                             std::isnan(last_val_.loss) ? "  -   " : fmt::format("{:.4f} ({:.3f} bpb)", last_val_.loss, last_val_.bits_per_byte),
                              r.lr, tokens_per_s, format_duration(eta),
                              health.columns.empty() ? "" : fmt::format(" | max/mean load {:.2f}", health.worst_imbalance),
                              skipped_total_ ? fmt::format(" | skipped {}", skipped_total_) : ""),
@@ -446,8 +505,9 @@ int Trainer::run() {
     }
     progress_.end_line();
     if (group_.is_main()) {
-      fmt::print("trained to step {} in {}; final validation loss {:.4f} nats/byte (uniform: {:.2f}){}\n", state_.step,
-                 format_duration(state_.elapsed_seconds), last_val_, std::log(256.0),
+      fmt::print("trained to step {} in {}; final validation loss {:.4f} nats/{} (uniform: {:.2f}), {:.3f} bits/byte{}\n",
+                 state_.step, format_duration(state_.elapsed_seconds), last_val_.loss, tokenizer_ ? "token" : "byte",
+                 std::log(double(model_->vocab_size())), last_val_.bits_per_byte,
                  skipped_total_ ? fmt::format("; {} non-finite step(s) skipped", skipped_total_) : "");
       print_sample();
       fmt::print("checkpoint: {} (continue: latent-train --resume {} --steps N; sample: latent-generate {})\n", o_.out_dir,

@@ -1,4 +1,4 @@
-// The Trainer: one training run of any model of the zoo (through models::CausalLM) on bytes of text,
+// The Trainer: one training run of any model of the zoo (through models::CausalLM) on text (bytes or a tokenizer's ids),
 // from set-up to the last checkpoint: it checks the options, builds or resumes the model, its
 // optimizer and data, then steps, evaluates, logs (metrics.csv, loss.svg, progress on stderr),
 // samples and saves atomic checkpoints that resume bitwise. Data-parallel over the ranks of the
@@ -70,9 +70,13 @@ class Trainer {
   };
   // One optimizer step on the next global batch; collective. A non-finite step changes no weight.
   StepResult step();
-  // Mean next-token cross-entropy over options().eval_batches validation batches (nats per byte).
-  // Not collective: rank 0 alone evaluates while the others go on.
-  double evaluate();
+  struct Evaluation {
+    double loss;           // mean next-token cross-entropy, nats per token
+    double bits_per_byte;  // the same in bits per byte of the text the targets decode to: comparable across tokenizers
+  };
+  // Over options().eval_batches validation batches. Not collective: rank 0 alone evaluates while the
+  // others go on.
+  Evaluation evaluate();
   // Rank 0: a sample generated from a validation prompt, printed on stdout.
   void print_sample();
   // Saves the checkpoint in options().out_dir; collective (rank 0 writes).
@@ -83,17 +87,20 @@ class Trainer {
   const TrainingLog& log() const { return *log_; }
   models::CausalLM& model() { return *model_; }
   const std::vector<std::string>& notes() const { return notes_; }
+  const std::optional<tokenizer::Tokenizer>& tokenizer() const { return tokenizer_; }  // none: byte ids
 
  private:
   void log_step(const StepResult& step, bool evaluate_now);  // a metrics row and the progress line
   CollectiveError nonfinite_stop(const std::string& why, const std::string& hint) const;
+  std::string text_of(const std::vector<int64_t>& ids) const;  // the bytes token ids stand for
 
   TrainerOptions o_;
   const distributed::ProcessGroup& group_;
   TrainerState state_;
   std::vector<std::string> notes_;
   std::shared_ptr<models::CausalLM> model_;
-  std::optional<ByteCorpus> corpus_;
+  std::optional<TextCorpus> corpus_;
+  std::optional<tokenizer::Tokenizer> tokenizer_;
   std::optional<BatchSampler> sampler_, val_sampler_;
   std::unique_ptr<optim::AdamW> optimizer_;
   std::unique_ptr<optim::WarmupCosineLR> schedule_;
@@ -103,7 +110,7 @@ class Trainer {
   std::set<int64_t> injected_nonfinite_;  // fault_injection.hpp
 
   int64_t last_saved_step_ = -1;  // -1: nothing saved by this run or before it
-  double last_val_ = 0;           // NaN until the first evaluation
+  Evaluation last_val_;           // NaN until the first evaluation
   double window_tokens_ = 0, window_seconds_ = 0;
   int64_t skipped_total_ = 0, skipped_in_a_row_ = 0, skipped_in_window_ = 0;
 };

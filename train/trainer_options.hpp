@@ -19,6 +19,10 @@ struct TrainerOptions {
   std::string out_dir;             // empty: runs/<family>-<preset>, or the --resume directory
   bool overwrite = false;          // a new run may replace the checkpoint already in out_dir
   std::vector<std::string> data;   // files or directories; empty: kDefaultCorpus, or the checkpoint's
+  // The token ids: empty for the bytes themselves (vocab 256); a tokenizer.json path; or "bpe:N" to
+  // train a byte-level BPE of N ids on the training text first. The model's vocabulary follows it,
+  // and the checkpoint keeps it as tokenizer.json (a resumed run uses that one).
+  std::string tokenizer;
 
   int64_t steps = 300, batch = 8, seq = 256, warmup = 30;
   double lr = 2e-3, min_lr = 2e-4, weight_decay = 0.1, clip = 1.0;

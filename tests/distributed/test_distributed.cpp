@@ -104,7 +104,7 @@ TEST_CASE("GradientAllReduce averages gradients in reverse-order buckets of boun
 TEST_CASE("a sharded sampler draws exactly its rows of the single-process batch", "[distributed]") {
   std::string text;
   for (int i = 0; i < 400; ++i) text += char('a' + (i * 7919) % 26);
-  const train::ByteCorpus corpus = train::ByteCorpus::from_text(text);
+  const train::TextCorpus corpus = train::TextCorpus::from_text(text);
   train::BatchSampler whole(corpus.train(), 6, 16, 42);
   train::BatchSampler first(corpus.train(), 6, 16, 42, {0, 3}), last(corpus.train(), 6, 16, 42, {2, 3});
   for (int step = 0; step < 3; ++step) {
@@ -125,7 +125,7 @@ TEST_CASE("N ranks x batch/N train a tiny DeepSeek-V3 to the weights of 1 proces
   const int64_t batch = 2 * n, seq = 24, steps = 6;
   std::string text;
   for (int i = 0; i < 3000; ++i) text += char(32 + (i * i + 7 * i) % 90);
-  const train::ByteCorpus corpus = train::ByteCorpus::from_text(text);
+  const train::TextCorpus corpus = train::TextCorpus::from_text(text);
   models::DeepSeekV3Config config = models::DeepSeekV3Config::preset("tiny");
 
   // Every rank runs the single-process reference itself (no communication), and its shard of the

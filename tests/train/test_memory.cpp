@@ -74,7 +74,7 @@ TEST_CASE("1,000 training steps of tiny: no OS allocation after warm-up, no live
   models::DeepSeekV3 model(models::DeepSeekV3Config::preset("tiny"));
   std::string text;
   for (int i = 0; i < 200; ++i) text += "the quick brown fox jumps over the lazy dog " + std::to_string(i) + ".\n";
-  const train::ByteCorpus corpus = train::ByteCorpus::from_text(text);
+  const train::TextCorpus corpus = train::TextCorpus::from_text(text);
   train::BatchSampler sampler(corpus.train(), 2, 32, 5);
   optim::AdamW optimizer(model.parameters(), {2e-3, 0.9, 0.95, 1e-8, 0.1});
   model.train();

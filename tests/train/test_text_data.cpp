@@ -16,10 +16,10 @@ std::string text_of(const std::vector<int64_t>& bytes) { return std::string(byte
 
 }  // namespace
 
-TEST_CASE("ByteCorpus joins files with a newline and holds out the tail", "[train][data]") {
+TEST_CASE("TextCorpus joins files with a newline and holds out the tail", "[train][data]") {
   const testing::TempDir dir;
   const std::string a = dir.write("a.txt", "0123456789"), b = dir.write("b.txt", "abcdefghi");
-  const train::ByteCorpus corpus({a, b}, 0.1);
+  const train::TextCorpus corpus({a, b}, 0.1);
   // 10 + 1 + 9 = 20 bytes; floor(20 * 0.1) = 2 held out.
   CHECK(corpus.size() == 20);
   CHECK(text_of(corpus.train()) == "0123456789\nabcdefg");
@@ -36,28 +36,28 @@ TEST_CASE("a directory contributes its files in name order, each file once", "[t
   dir.write("texts/empty", "");
   dir.write("texts/nested/c", "cccccccccc");
   fs::create_symlink("a", dir.path / "texts" / "z-link-to-a");  // like GPL -> GPL-3
-  const train::ByteCorpus corpus({(dir.path / "texts").string()}, 0.1);
+  const train::TextCorpus corpus({(dir.path / "texts").string()}, 0.1);
   CHECK(corpus.files() == std::vector<std::string>{(dir.path / "texts" / "a").string(), (dir.path / "texts" / "b").string()});
   CHECK(text_of(corpus.train()) + text_of(corpus.validation()) == "aaaaaaaaaa\nbbbbbbbbbb");
 }
 
-TEST_CASE("ByteCorpus refuses what cannot be text, naming the path", "[train][data]") {
+TEST_CASE("TextCorpus refuses what cannot be text, naming the path", "[train][data]") {
   const testing::TempDir dir;
   const std::string empty = dir.write("empty.txt", ""), tiny = dir.write("tiny.txt", "abc");
   fs::create_directories(dir.path / "only-empty");
   dir.write("only-empty/x", "");
   const std::string missing = (dir.path / "missing.txt").string();
-  CHECK_THROWS_WITH(train::ByteCorpus({missing}), "data: '" + missing + "' does not exist");
-  CHECK_THROWS_WITH(train::ByteCorpus({empty}), "data: '" + empty + "' is empty");
-  CHECK_THROWS_WITH(train::ByteCorpus({(dir.path / "only-empty").string()}), Catch::Contains("holds no non-empty files"));
-  CHECK_THROWS_WITH(train::ByteCorpus({tiny}), Catch::Contains("holds 3 bytes, too few to split off validation"));
-  CHECK_THROWS_AS(train::ByteCorpus(std::vector<std::string>{}), Error);
+  CHECK_THROWS_WITH(train::TextCorpus({missing}), "data: '" + missing + "' does not exist");
+  CHECK_THROWS_WITH(train::TextCorpus({empty}), "data: '" + empty + "' is empty");
+  CHECK_THROWS_WITH(train::TextCorpus({(dir.path / "only-empty").string()}), Catch::Contains("holds no non-empty files"));
+  CHECK_THROWS_WITH(train::TextCorpus({tiny}), Catch::Contains("holds 3 bytes, too few to split off validation"));
+  CHECK_THROWS_AS(train::TextCorpus(std::vector<std::string>{}), Error);
 }
 
 TEST_CASE("BatchSampler draws windows of the text and resumes from its state", "[train][data]") {
   std::string text;
   for (int i = 0; i < 300; ++i) text += char('a' + i % 26);
-  const train::ByteCorpus corpus = train::ByteCorpus::from_text(text, 0.1);
+  const train::TextCorpus corpus = train::TextCorpus::from_text(text, 0.1);
   train::BatchSampler sampler(corpus.train(), 3, 8, 42);
 
   const Tensor first = sampler.next();
@@ -99,7 +99,7 @@ TEST_CASE("BatchSampler owns its tokens: a sampler of a temporary corpus draws f
   for (int i = 0; i < 4000; ++i) text += char('a' + i % 26);
   // The corpus is destroyed at the end of this statement; a sampler that kept a pointer to its bytes
   // would read freed memory (ASan: heap-use-after-free in next()).
-  train::BatchSampler sampler(train::ByteCorpus::from_text(text, 0.1).train(), 4, 16, 42);
+  train::BatchSampler sampler(train::TextCorpus::from_text(text, 0.1).train(), 4, 16, 42);
   // Reuse the freed heap with other values, so reading it without ASan would also draw wrong windows.
   const std::vector<std::vector<int64_t>> clobber(16, std::vector<int64_t>(3600, -7));
   for (int draw = 0; draw < 3; ++draw) {
@@ -116,7 +116,7 @@ TEST_CASE("BatchSampler owns its tokens: a sampler of a temporary corpus draws f
   std::weak_ptr<const std::vector<int64_t>> tokens;
   std::optional<train::BatchSampler> shared;
   {
-    const train::ByteCorpus corpus = train::ByteCorpus::from_text(text, 0.1);
+    const train::TextCorpus corpus = train::TextCorpus::from_text(text, 0.1);
     tokens = corpus.shared_train();
     shared.emplace(corpus.shared_train(), 2, 8, 1);
   }

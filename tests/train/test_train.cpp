@@ -419,7 +419,7 @@ TEST_CASE("bad input is refused before training with one clear message and a non
       {with({"--data", dir / "nowhere/"}), "does not exist"},
       {with({"--data", dir / "empty.txt"}), "data: '" + dir / "empty.txt" + "' is empty"},
       {with({"--data", dir / "empty-dir"}), "holds no non-empty files"},
-      {with({"--data", dir / "short.txt"}), "--seq 32 needs at least 33 bytes of training text"},
+      {with({"--data", dir / "short.txt"}), "--seq 32 needs at least 33 tokens of training text"},
       {with({"--preset", "huge"}), "unknown preset 'huge'"},
       {with({"--preset", "<drop>", "--config", dir / "bad-config.json"}), "'n_routed_experts' (6) must be divisible by n_group (4)"},
       {with({"--preset", "<drop>", "--config", dir / "missing.json"}), "missing.json"},
@@ -673,7 +673,7 @@ TEST_CASE("latent-generate loads a checkpoint and streams the prompt plus N byte
     const Run r = run(generate, {out, "-p", "0123456789", "-n", "500", "-t", "0"});
     REQUIRE(r.exit_code == 0);
     CHECK(r.out.size() == 128 + 1);  // max_position_embeddings of tiny, and the newline
-    CHECK(r.err.find("generating 118 bytes") != std::string::npos);
+    CHECK(r.err.find("generating 118 tokens") != std::string::npos);
   }
 
   SECTION("bad input is refused with one message, before any output") {
@@ -724,7 +724,8 @@ TEST_CASE("latent-train --model-type llama trains through the same job, resumes 
 
   // One loss term: the metrics have no balance, MTP or routing columns, and total is the cross-entropy.
   const Csv csv = read_csv(out + "/metrics.csv");
-  CHECK(csv.header == std::vector<std::string>{"step", "loss", "val_loss", "lr", "tokens_per_s", "total", "grad_norm", "skipped"});
+  CHECK(csv.header == std::vector<std::string>{"step", "loss", "val_loss", "lr", "tokens_per_s", "val_bpb", "total", "grad_norm",
+                                              "skipped"});
   CHECK(csv.steps() == std::vector<int64_t>{1, 2, 4, 6});
   for (const auto& row : csv.rows) CHECK(row[csv.column("total")] == row[csv.column("loss")]);
 
@@ -772,8 +773,8 @@ TEST_CASE("the Trainer in a program of one's own: an interrupt request stops aft
   options.sample_tokens = 4;
   train::Trainer trainer(options);
   CHECK(trainer.model().model_type() == "llama");
-  CHECK(trainer.log().columns() == std::vector<std::string>{"step", "loss", "val_loss", "lr", "tokens_per_s", "total",
-                                                             "grad_norm", "skipped"});
+  CHECK(trainer.log().columns() == std::vector<std::string>{"step", "loss", "val_loss", "lr", "tokens_per_s", "val_bpb",
+                                                             "total", "grad_norm", "skipped"});
 
   // One step by hand: the global losses hold the model's one term, and the optimizer moved the weights.
   const Tensor before = trainer.model().parameters().front().clone();
@@ -799,4 +800,97 @@ TEST_CASE("the Trainer in a program of one's own: an interrupt request stops aft
   CHECK(resumed.state().step == 2);
   CHECK(resumed.run() == 0);
   CHECK(train::load_trainer_state(dir / "run").step == 4);
+}
+
+TEST_CASE("--tokenizer bpe:N trains a BPE on the training text; the model, checkpoint, metrics and latent-generate use it",
+          "[train][tokenizer]") {
+  const TempDir dir;
+  const std::string corpus = write_corpus(dir), out = dir / "bpe", train = program("LATENT_TRAIN");
+  const Run r = run(train, tiny_args(corpus, out, 4, {"--tokenizer", "bpe:300", "--eval-every", "2"}));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+
+  // The checkpoint holds the tokenizer the model's vocabulary was sized for, trained on the training
+  // text: this corpus repeats one sentence, so its BPE runs out of pairs before 300 ids.
+  const auto tokenizer = train::load_tokenizer(out);
+  REQUIRE(tokenizer);
+  CHECK(tokenizer->vocab_size() > 270);
+  CHECK(tokenizer->vocab_size() < 300);
+  const std::string ids = std::to_string(tokenizer->vocab_size());
+  CHECK(r.out.find("tokenizer: byte-level BPE of " + ids + " ids (bpe:300), saved with the checkpoint") != std::string::npos);
+  const auto model = models::from_pretrained(out);
+  CHECK(model->vocab_size() == tokenizer->vocab_size());
+  CHECK(train::load_trainer_state(out).hyperparameters.at("tokenizer") == "bpe:300");
+  const std::string sentence = "the quick brown fox jumps over the lazy dog.\n";
+  CHECK(tokenizer->encode(sentence).size() < sentence.size() / 2);  // the repeated words became tokens
+  CHECK(tokenizer->decode(tokenizer->encode(sentence)) == sentence);
+
+  // Bits per byte: cross-entropy per token over the bytes those tokens stand for, so below the
+  // per-token loss in bits where tokens are longer than one byte.
+  const Csv csv = read_csv(out + "/metrics.csv");
+  const std::vector<std::string>& last = csv.rows.back();
+  const double val_loss = std::stod(last[csv.column("val_loss")]), val_bpb = std::stod(last[csv.column("val_bpb")]);
+  CHECK(val_bpb > 0);
+  CHECK(val_bpb < 0.6 * val_loss / std::log(2.0));
+
+  // latent-generate encodes the prompt and decodes the output through the checkpoint's tokenizer.
+  const Run g = run(program("LATENT_GENERATE"), {out, "--prompt", "the quick", "-n", "6", "--temperature", "0"});
+  INFO(g.err);
+  REQUIRE(g.exit_code == 0);
+  const std::vector<int64_t> prompt = tokenizer->encode("the quick");
+  models::GenerateOptions greedy;
+  greedy.max_new_tokens = 6;
+  const std::vector<int64_t> expected = model->generate(from_vector(prompt), greedy).to_vector<int64_t>();
+  CHECK(g.out == tokenizer->decode(expected) + "\n");
+
+  // --resume keeps the checkpoint's tokenizer and refuses another.
+  const Run resumed = run(train, {"--resume", out, "--steps", "6", "--threads", "2"});
+  INFO(resumed.err);
+  CHECK(resumed.exit_code == 0);
+  CHECK(resumed.out.find("tokenizer: byte-level BPE of " + ids + " ids (the checkpoint's tokenizer.json)") != std::string::npos);
+  const Run both = run(train, {"--resume", out, "--steps", "8", "--tokenizer", "bpe:400"});
+  CHECK(both.exit_code == 1);
+  CHECK(both.err == "latent-train: error: --resume continues with the checkpoint's own tokenizer; it cannot be combined "
+                    "with --tokenizer\n");
+}
+
+TEST_CASE("--tokenizer PATH trains on a tokenizer.json's ids; byte-level runs report bits per byte too", "[train][tokenizer]") {
+  const TempDir dir;
+  const std::string corpus = write_corpus(dir), train = program("LATENT_TRAIN");
+  tokenizer::BpeTrainerOptions options;
+  options.vocab_size = 280;
+  const tokenizer::Tokenizer trained = tokenizer::train_bpe({read_file(corpus)}, options);
+  REQUIRE(trained.vocab_size() == 280);
+  trained.save(dir / "tokenizer.json");
+  const Run r = run(train, tiny_args(corpus, dir / "path", 2, {"--tokenizer", dir / "tokenizer.json"}));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(train::load_tokenizer(dir / "path")->to_json() == tokenizer::Tokenizer::from_file(dir / "tokenizer.json").to_json());
+  CHECK(models::from_pretrained(dir / "path")->vocab_size() == 280);
+
+  // Without a tokenizer a token is a byte: bits per byte is the loss in bits, and no tokenizer.json
+  // is written (one an overwritten run left in the directory is not the model's).
+  std::vector<std::string> overwrite = tiny_args(corpus, dir / "path", 2);
+  overwrite.push_back("--overwrite");
+  const Run bytes = run(train, overwrite);
+  REQUIRE(bytes.exit_code == 0);
+  CHECK(!train::load_tokenizer(dir / "path"));
+  const Csv csv = read_csv(dir / "path/metrics.csv");
+  const std::vector<std::string>& last = csv.rows.back();
+  CHECK(std::stod(last[csv.column("val_bpb")]) ==
+        Approx(std::stod(last[csv.column("val_loss")]) / std::log(2.0)).epsilon(1e-5));
+
+  // Bad specifications and files are refused before training.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"bpe:abc", "--tokenizer bpe:abc: expected bpe:N with N > 257"},
+      {"bpe:100", "--tokenizer bpe:100: expected bpe:N with N > 257"},
+      {dir / "missing.json", "missing.json"},
+  };
+  for (const auto& [spec, message] : cases) {
+    const Run bad = run(train, tiny_args(corpus, dir / "bad", 1, {"--tokenizer", spec}));
+    INFO(spec << ": " << bad.err);
+    CHECK(bad.exit_code == 1);
+    CHECK(bad.err.rfind("latent-train: error: ", 0) == 0);
+    CHECK(bad.err.find(message) != std::string::npos);
+  }
 }
