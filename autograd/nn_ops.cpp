@@ -136,6 +136,16 @@ template <class T, class Panel> Tensor map_panels(const Tensor& x, const Rows& r
   return y;
 }
 
+// The gradient of a softmax-like op from its output y: panel(y, dy, dx, n, stride, lanes) per panel.
+template <class T, class Panel> Tensor map_grad_panels(const Tensor& y, const Tensor& grad, const Rows& rows, Panel&& panel) {
+  const Tensor dy = contiguous_copy(grad);
+  Tensor dx = Tensor::empty(y.shape(), y.dtype());
+  const T *pdy = dy.data<T>(), *py = y.data<T>();
+  T* pdx = dx.data<T>();
+  for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) { panel(py + at, pdy + at, pdx + at, rows.size, stride, lanes); });
+  return dx;
+}
+
 // Per-lane max over a panel: the shift that keeps exp in range.
 template <class T, class Stride, class Lanes> void panel_max(const T* x, int64_t n, Stride stride, Lanes lanes, T* m) {
   for (int64_t l = 0; l < lanes; ++l) m[l] = -std::numeric_limits<T>::infinity();
@@ -293,25 +303,16 @@ Tensor softmax(const Tensor& x, int64_t dim) {
         for (int64_t l = 0; l < lanes; ++l) out[j * stride + l] = static_cast<T>(out[j * stride + l] * total[l]);
     });
     return record("softmax", y, {x}, {y}, [y = y.detach(), rows](const Tensor& grad) -> std::vector<Tensor> {
-      const Tensor dy = contiguous_copy(grad);
-      Tensor dx = Tensor::empty(y.shape(), y.dtype());
-      const T *pdy = dy.data<T>(), *py = y.data<T>();
-      T* pdx = dx.data<T>();
-      const int64_t n = rows.size;
-      for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) {
+      return {map_grad_panels<T>(y, grad, rows, [](const T* py, const T* pdy, T* pdx, int64_t n, auto stride, auto lanes) {
         double dot[kLanes] = {};
         for (int64_t j = 0; j < n; ++j)
-          for (int64_t l = 0; l < lanes; ++l) {
-            const int64_t i = at + j * stride + l;
-            dot[l] += static_cast<double>(pdy[i]) * py[i];
-          }
+          for (int64_t l = 0; l < lanes; ++l) dot[l] += static_cast<double>(pdy[j * stride + l]) * py[j * stride + l];
         for (int64_t j = 0; j < n; ++j)
           for (int64_t l = 0; l < lanes; ++l) {
-            const int64_t i = at + j * stride + l;
+            const int64_t i = j * stride + l;
             pdx[i] = static_cast<T>(py[i] * (pdy[i] - dot[l]));
           }
-      });
-      return {dx};
+      })};
     });
   });
 }
@@ -331,22 +332,16 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
         for (int64_t l = 0; l < lanes; ++l) out[j * stride + l] = static_cast<T>(in[j * stride + l] - lse[l]);
     });
     return record("log_softmax", y, {x}, {y}, [y = y.detach(), rows](const Tensor& grad) -> std::vector<Tensor> {
-      const Tensor dy = contiguous_copy(grad);
-      Tensor dx = Tensor::empty(y.shape(), y.dtype());
-      const T *pdy = dy.data<T>(), *py = y.data<T>();
-      T* pdx = dx.data<T>();
-      const int64_t n = rows.size;
-      for_each_panel(rows, [&](int64_t at, auto stride, auto lanes) {
+      return {map_grad_panels<T>(y, grad, rows, [](const T* py, const T* pdy, T* pdx, int64_t n, auto stride, auto lanes) {
         double total[kLanes] = {};
         for (int64_t j = 0; j < n; ++j)
-          for (int64_t l = 0; l < lanes; ++l) total[l] += pdy[at + j * stride + l];
+          for (int64_t l = 0; l < lanes; ++l) total[l] += pdy[j * stride + l];
         for (int64_t j = 0; j < n; ++j)
           for (int64_t l = 0; l < lanes; ++l) {
-            const int64_t i = at + j * stride + l;
+            const int64_t i = j * stride + l;
             pdx[i] = static_cast<T>(pdy[i] - std::exp(static_cast<double>(py[i])) * total[l]);
           }
-      });
-      return {dx};
+      })};
     });
   });
 }

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
 #include <set>
@@ -54,6 +55,21 @@ class GgufBuilder {
                                      {"attention.key_length", s.key_length}, {"attention.value_length", s.value_length}})
       u32(key, value);
     f32("attention.layer_norm_rms_epsilon", s.rms_norm_eps);
+  }
+
+  // The tensors every architecture stores around its blocks: token_embd; per block the two norms
+  // and what `block` adds; output_norm, and output unless tied (llama.cpp then reuses token_embd).
+  using Block = std::function<void(int64_t layer, const std::string& hf, const std::string& blk)>;
+  void add_blocks(int64_t count, bool tied_output, const Block& block) {
+    add("token_embd.weight", "model.embed_tokens.weight");
+    for (int64_t l = 0; l < count; ++l) {
+      const std::string hf = fmt::format("model.layers.{}.", l), blk = fmt::format("blk.{}.", l);
+      add(blk + "attn_norm.weight", hf + "input_layernorm.weight");
+      add(blk + "ffn_norm.weight", hf + "post_attention_layernorm.weight");
+      block(l, hf, blk);
+    }
+    add("output_norm.weight", "model.norm.weight");
+    if (!tied_output) add("output.weight", "lm_head.weight");
   }
 
   bool has(const std::string& hf_name) const { return state_.count(hf_name) != 0; }
@@ -230,11 +246,7 @@ io::GgufFile deepseek_v3_to_gguf(const DeepSeekV3& model, const GgufExportOption
   }
   g.vocabulary(c.vocab_size);
 
-  g.add("token_embd.weight", "model.embed_tokens.weight");
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string hf = fmt::format("model.layers.{}.", l), blk = fmt::format("blk.{}.", l);
-    g.add(blk + "attn_norm.weight", hf + "input_layernorm.weight");
-    g.add(blk + "ffn_norm.weight", hf + "post_attention_layernorm.weight");
+  g.add_blocks(c.num_hidden_layers, c.tie_word_embeddings, [&](int64_t l, const std::string& hf, const std::string& blk) {
     const std::string attn = hf + "self_attn.";
     if (c.q_lora_rank > 0) {
       g.add(blk + "attn_q_a.weight", attn + "q_a_proj.weight");
@@ -256,7 +268,7 @@ io::GgufFile deepseek_v3_to_gguf(const DeepSeekV3& model, const GgufExportOption
     const std::string mlp = hf + "mlp.";
     if (!c.is_moe_layer(l)) {
       for (const char* p : {"gate", "up", "down"}) g.add(fmt::format("{}ffn_{}.weight", blk, p), fmt::format("{}{}_proj.weight", mlp, p));
-      continue;
+      return;
     }
     g.add(blk + "ffn_gate_inp.weight", mlp + "gate.weight");
     if (g.has(mlp + "gate.e_score_correction_bias")) g.add(blk + "exp_probs_b.bias", mlp + "gate.e_score_correction_bias");
@@ -270,9 +282,7 @@ io::GgufFile deepseek_v3_to_gguf(const DeepSeekV3& model, const GgufExportOption
       if (c.n_shared_experts > 0)
         g.add(fmt::format("{}ffn_{}_shexp.weight", blk, p), fmt::format("{}shared_experts.{}_proj.weight", mlp, p));
     }
-  }
-  g.add("output_norm.weight", "model.norm.weight");
-  if (!c.tie_word_embeddings) g.add("output.weight", "lm_head.weight");  // tied: llama.cpp reuses token_embd
+  });
 
   // The MTP modules stay out (llama.cpp's converter drops them for this architecture).
   for (const auto& [name, tensor] : model.state_dict())
@@ -295,19 +305,13 @@ io::GgufFile llama_to_gguf(const Llama& model, const GgufExportOptions& options)
   g.u32("vocab_size", c.vocab_size);
   g.vocabulary(c.vocab_size);
 
-  g.add("token_embd.weight", "model.embed_tokens.weight");
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string hf = fmt::format("model.layers.{}.", l), blk = fmt::format("blk.{}.", l);
-    g.add(blk + "attn_norm.weight", hf + "input_layernorm.weight");
-    g.add(blk + "ffn_norm.weight", hf + "post_attention_layernorm.weight");
+  g.add_blocks(c.num_hidden_layers, c.tie_word_embeddings, [&](int64_t, const std::string& hf, const std::string& blk) {
     for (const auto& [gguf, proj] : {std::pair{"attn_q", "q_proj"}, {"attn_k", "k_proj"}, {"attn_v", "v_proj"}, {"attn_output", "o_proj"}}) {
       g.add(fmt::format("{}{}.weight", blk, gguf), fmt::format("{}self_attn.{}.weight", hf, proj));
       if (c.attention_bias) g.add(fmt::format("{}{}.bias", blk, gguf), fmt::format("{}self_attn.{}.bias", hf, proj));
     }
     for (const char* p : {"gate", "up", "down"}) g.add(fmt::format("{}ffn_{}.weight", blk, p), fmt::format("{}mlp.{}_proj.weight", hf, p));
-  }
-  g.add("output_norm.weight", "model.norm.weight");
-  if (!c.tie_word_embeddings) g.add("output.weight", "lm_head.weight");
+  });
   return g.finish();
 }
 
