@@ -9,6 +9,7 @@
 #include <typeinfo>
 #include <vector>
 
+#include "../core/matmul_precision.hpp"
 #include "../core/tensor.hpp"
 
 namespace latent::autograd {
@@ -63,6 +64,10 @@ class Node {
   std::vector<Edge> next_edges;
   SavedVersions saved_versions;  // checked by the engine before apply
   uint64_t sequence_nr;  // creation order: later nodes run first among the ready ones
+  // The matmul precision in force when the forward ran: the engine runs apply() at it, so an op's
+  // backward products take the precision of its forward (the MoE router, computed at kHighest inside
+  // a bf16 step, keeps float32 gradients too) whatever the precision at the time of backward().
+  MatmulPrecision matmul_precision;
   int num_outputs = 1;
   // Anomaly mode only (anomaly.hpp): the module whose forward recorded this node, for error messages.
   std::shared_ptr<const std::string> forward_module;

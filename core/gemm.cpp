@@ -6,6 +6,8 @@
 
 #include <algorithm>
 
+#include "gemm_bf16.hpp"
+#include "matmul_precision.hpp"
 #include "parallel.hpp"
 #include "strided.hpp"
 
@@ -39,30 +41,91 @@ void blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
     cblas_dgemm(CblasRowMajor, opa, opb, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
+// The same product cut into blocks across the pool; `kernel` runs one block on its thread. The blocks
+// depend only on the shape: with one thread they run one after another, so a kernel never sees a
+// different partition (and rounds differently) when the thread count changes.
+template <class In, class Out, class Kernel>
+void split_blocks(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* B,
+                  int64_t ldb, Out* C, int64_t ldc, Kernel&& kernel) {
+  const int64_t work = M * N * K;
+  if (M >= N) {
+    parallel_for(M, block_size(M, work), [&](int64_t b, int64_t e) {
+      kernel(e - b, N, ta ? A + b : A + b * lda, B, C + b * ldc);
+    });
+  } else {
+    parallel_for(N, block_size(N, work), [&](int64_t b, int64_t e) {
+      kernel(M, e - b, A, tb ? B + b * ldb : B + b, C + b);
+    });
+  }
+}
+
+template <class T> void zero_product(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+}
+
+// --- bfloat16 precision: float32 operands rounded once per GEMM call, then every block runs on them.
+
+bool bf16_precision() { return get_matmul_precision() == MatmulPrecision::kBFloat16; }
+
+// A stored [rows, cols] float32 matrix with leading dimension ld, converted to a packed bfloat16 copy
+// (leading dimension cols) in memory from the caching allocator.
+struct Bf16Matrix {
+  Tensor buffer;
+  const bfloat16* data() const { return buffer.data<bfloat16>(); }
+};
+
+Bf16Matrix to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, bool on_pool) {
+  Bf16Matrix m{Tensor::empty({rows, cols}, kBFloat16)};
+  bfloat16* dst = m.buffer.data<bfloat16>();
+  if (on_pool && ld == cols) {
+    float_to_bfloat16(src, dst, rows * cols);
+  } else if (on_pool) {
+    parallel_for(rows, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        if (!float_to_bfloat16_avx512(src + r * ld, dst + r * cols, cols))
+          float_to_bfloat16_portable(src + r * ld, dst + r * cols, cols);
+    });
+  } else {
+    for (int64_t r = 0; r < rows; ++r)
+      if (!float_to_bfloat16_avx512(src + r * ld, dst + r * cols, cols))
+        float_to_bfloat16_portable(src + r * ld, dst + r * cols, cols);
+  }
+  return m;
+}
+
+void gemm_bf16_split(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A, int64_t lda,
+                     const bfloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  split_blocks(ta, tb, M, N, K, A, lda, B, ldb, C, ldc,
+               [&](int64_t m, int64_t n, const bfloat16* a, const bfloat16* b, float* c) {
+                 gemm_bf16(ta, tb, m, n, K, alpha, a, lda, b, ldb, beta, c, ldc);
+               });
+}
+
+// float32 GEMM at bfloat16 precision; `on_pool` splits the conversion and the product across the pool.
+void gemm_at_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, bool on_pool) {
+  if (M == 0 || N == 0) return;
+  const Bf16Matrix a = ta ? to_bf16(A, K, M, lda, on_pool) : to_bf16(A, M, K, lda, on_pool);
+  const Bf16Matrix b = tb ? to_bf16(B, N, K, ldb, on_pool) : to_bf16(B, K, N, ldb, on_pool);
+  const int64_t a_ld = ta ? M : K, b_ld = tb ? K : N;
+  if (on_pool)
+    gemm_bf16_split(ta, tb, M, N, K, alpha, a.data(), a_ld, b.data(), b_ld, beta, C, ldc);
+  else
+    gemm_bf16(ta, tb, M, N, K, alpha, a.data(), a_ld, b.data(), b_ld, beta, C, ldc);
+}
+
 }  // namespace
 
 template <class T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
           T beta, T* C, int64_t ldc) {
-  if (K == 0) {  // BLAS leaves C untouched for K = 0; the product is zero
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
-    return;
-  }
-  // The blocks depend only on the shape: with one thread they run one after another, so a BLAS
-  // kernel never sees a different partition (and rounds differently) when the thread count changes.
-  const int64_t work = M * N * K;
-  if (M >= N) {
-    parallel_for(M, block_size(M, work), [&](int64_t b, int64_t e) {
-      const T* Ab = ta ? A + b : A + b * lda;
-      blas(ta, tb, e - b, N, K, alpha, Ab, lda, B, ldb, beta, C + b * ldc, ldc);
-    });
-  } else {
-    parallel_for(N, block_size(N, work), [&](int64_t b, int64_t e) {
-      const T* Bb = tb ? B + b * ldb : B + b;
-      blas(ta, tb, M, e - b, K, alpha, A, lda, Bb, ldb, beta, C + b, ldc);
-    });
-  }
+  if (K == 0) return zero_product(M, N, beta, C, ldc);  // BLAS leaves C untouched for K = 0
+  if constexpr (std::is_same_v<T, float>)
+    if (bf16_precision()) return gemm_at_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true);
+  split_blocks(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, [&](int64_t m, int64_t n, const T* a, const T* b, T* c) {
+    blas(ta, tb, m, n, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  });
 }
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                           float, float*, int64_t);
@@ -72,11 +135,9 @@ template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const 
 template <class T>
 void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
                  int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (K == 0) {  // BLAS leaves C untouched for K = 0; the product is zero
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
-    return;
-  }
+  if (K == 0) return zero_product(M, N, beta, C, ldc);  // BLAS leaves C untouched for K = 0
+  if constexpr (std::is_same_v<T, float>)
+    if (bf16_precision()) return gemm_at_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, false);
   blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 template void gemm_serial<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
@@ -126,15 +187,18 @@ Tensor matmul_kernel(const Tensor& a, const Tensor& b) {
     for (size_t d = 0; d < t.shape().size(); ++d) strides[lead + d] = t.shape()[d] == 1 && shape[lead + d] != 1 ? 0 : t.strides()[d];
     return t.as_strided(shape, strides, t.offset());
   };
-  const MatrixView ma = as_matrix(expanded(a, ea)), mb = as_matrix(expanded(b, eb));
+  // At bfloat16 precision each operand is converted once, before broadcasting repeats it.
+  const bool bf16 = a.dtype() == kFloat32 && b.dtype() == kFloat32 && K > 0 && bf16_precision();
+  const Tensor a_in = bf16 ? cast_copy(a, kBFloat16) : a, b_in = bf16 ? cast_copy(b, kBFloat16) : b;
+  const MatrixView ma = as_matrix(expanded(a_in, ea)), mb = as_matrix(expanded(b_in, eb));
   Shape out_shape = batch;
   out_shape.insert(out_shape.end(), {M, N});
   Tensor out = Tensor::empty(out_shape, a.dtype());
   const int64_t count = shape_numel(batch);
   const Shape batch_index_strides = contiguous_strides(batch);
-  dispatch_floating(a.dtype(), "matmul", [&]<class T>() {
-    const T *pa = ma.storage.data<T>(), *pb = mb.storage.data<T>();
-    T* pc = out.data<T>();
+  // Runs product(i, offset into a, offset into b, whole_pool) for every batch entry: a large batch is
+  // parallel over its entries, a small one over each product's blocks.
+  auto for_each_entry = [&](auto&& product) {
     parallel_tasks(count, [&](int64_t i) {
       int64_t oa = 0, ob = 0, rest = i;
       for (size_t d = 0; d < batch.size(); ++d) {
@@ -143,10 +207,24 @@ Tensor matmul_kernel(const Tensor& a, const Tensor& b) {
         oa += idx * ma.batch_strides[d];
         ob += idx * mb.batch_strides[d];
       }
-      if (count >= kMinBatchTasks && K > 0)
-        blas<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N, N);
-      else
-        gemm<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N, N);
+      product(i, oa, ob, !(count >= kMinBatchTasks && K > 0));
+    });
+  };
+  if (bf16) {
+    const bfloat16 *pa = ma.storage.data<bfloat16>(), *pb = mb.storage.data<bfloat16>();
+    float* pc = out.data<float>();
+    for_each_entry([&](int64_t i, int64_t oa, int64_t ob, bool whole_pool) {
+      (whole_pool ? gemm_bf16_split : gemm_bf16)(ma.transposed, mb.transposed, M, N, K, 1.0f, pa + oa, ma.ld, pb + ob,
+                                                mb.ld, 0.0f, pc + i * M * N, N);
+    });
+    return out;
+  }
+  dispatch_floating(a.dtype(), "matmul", [&]<class T>() {
+    const T *pa = ma.storage.data<T>(), *pb = mb.storage.data<T>();
+    T* pc = out.data<T>();
+    for_each_entry([&](int64_t i, int64_t oa, int64_t ob, bool whole_pool) {
+      (whole_pool ? gemm<T> : blas<T>)(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld,
+                                       T(0), pc + i * M * N, N);
     });
   });
   return out;

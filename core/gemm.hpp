@@ -1,12 +1,15 @@
-// Matrix multiply on OpenBLAS (called single-threaded), cut into row or column blocks across the pool.
+// Matrix multiply, cut into row or column blocks across the pool: OpenBLAS (called single-threaded),
+// or oneDNN on bfloat16-rounded operands for float32 under MatmulPrecision::kBFloat16.
 #pragma once
 #include <cstdint>
 
+#include "matmul_precision.hpp"
 #include "tensor.hpp"
 
 namespace latent {
 
-// Row-major C[M,N] = alpha * op(A) @ op(B) + beta * C, op = transpose when trans_* is set.
+// Row-major C[M,N] = alpha * op(A) @ op(B) + beta * C, op = transpose when trans_* is set. Under
+// kBFloat16 a float32 call rounds A and B to bfloat16 once (nearest even), and C accumulates in float32.
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc);

@@ -8,6 +8,7 @@
 
 #include "../autograd/ops.hpp"
 #include "../core/factory.hpp"
+#include "../core/matmul_precision.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "../nn/init.hpp"
@@ -51,7 +52,14 @@ MoEGate::MoEGate(const DeepSeekV3Config& c)
 
 MoEGate::Routing MoEGate::route(const Tensor& x) const {
   nn::ForwardScope scope(*this);
-  const Tensor logits = linear(x, weight);
+  // The router's scores stay float32 under bf16 matmul precision (as DeepSeek-V3 keeps its gating in
+  // high precision): bf16 rounding would flip near-tied top-k choices, and a flipped expert changes
+  // a token's output by far more than the rounding itself. Its backward products stay float32 too:
+  // a node's backward runs at the precision of its forward (autograd/node.hpp).
+  const Tensor logits = [&] {
+    MatmulPrecisionGuard highest(MatmulPrecision::kHighest);
+    return linear(x, weight);
+  }();
   Routing r;
   r.scores = sigmoid_ ? sigmoid(logits) : softmax(logits, -1);
   const int64_t N = x.size(0), E = n_routed_experts_, K = top_k_;
