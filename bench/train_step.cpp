@@ -95,9 +95,9 @@ double peak_rss_mb() {
 
 int run(const Options& o) {
   for (auto [value, name] : {std::pair{o.batch, "--batch"}, {o.seq, "--seq"}, {o.steps, "--steps"}})
-    if (value <= 0) throw Error(fmt::format("{} must be positive, got {}", name, value));
-  if (o.warmup < 0) throw Error(fmt::format("--warmup must be >= 0, got {}", o.warmup));
-  if (o.threads < 0) throw Error(fmt::format("--threads must be positive, got {}", o.threads));
+    if (value <= 0) fail("{} must be positive, got {}", name, value);
+  if (o.warmup < 0) fail("--warmup must be >= 0, got {}", o.warmup);
+  if (o.threads < 0) fail("--threads must be positive, got {}", o.threads);
   if (o.threads > 0) set_num_threads(o.threads);
   const MatmulPrecision precision = parse_matmul_precision(o.precision);
   set_matmul_precision(precision);
@@ -106,7 +106,7 @@ int run(const Options& o) {
   config.aux_loss_alpha = kAuxLossAlpha;
   if (o.routed_experts > 0) config.n_routed_experts = o.routed_experts;  // validated by the model
   if (o.seq > config.max_position_embeddings)
-    throw Error(fmt::format("--seq {} exceeds max_position_embeddings {}", o.seq, config.max_position_embeddings));
+    fail("--seq {} exceeds max_position_embeddings {}", o.seq, config.max_position_embeddings);
   manual_seed(o.seed);
   models::DeepSeekV3 model(config);
   model.train();

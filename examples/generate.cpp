@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   options.temperature = 0.8;
   options.top_k = 40;
   int threads = 0;
+  std::string precision = "fp32";
   app.add_option("model", dir, "checkpoint / model directory (config.json + model.safetensors)")->required();
   app.add_option("--prompt,-p", prompt, "prompt text (default: read standard input)");
   app.add_flag("--stdin", read_stdin, "read the prompt from standard input");
@@ -48,12 +49,20 @@ int main(int argc, char** argv) {
   app.add_option("--top-k,-k", options.top_k, "sample among the k most likely tokens (0: all)")->capture_default_str();
   app.add_option("--seed", options.seed, "sampling seed")->capture_default_str();
   app.add_option("--threads", threads, "worker threads");
+  app.add_option("--precision", precision, "matmul precision: fp32, or bf16 (bf16 GEMM operands, fp32 accumulation; "
+                                           "refused where oneDNN or the CPU's avx512_bf16 is missing)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     if (options.max_new_tokens < 0) fail("--max-tokens must be >= 0, got {}", options.max_new_tokens);
     if (!(options.temperature >= 0)) fail("--temperature must be >= 0, got {}", options.temperature);
     if (options.top_k < 0) fail("--top-k must be >= 0, got {}", options.top_k);
     if (threads < 0) fail("--threads must be positive, got {}", threads);
+    if (precision != "fp32" && precision != "bf16")
+      fail("--precision must be fp32 or bf16, got '{}'", precision);
+    std::string why_not;
+    if (precision == "bf16" && !bf16_matmul_supported(&why_not))
+      fail("--precision bf16 cannot run here: {}; use --precision fp32", why_not);
     if (!std::filesystem::is_directory(dir)) fail("'{}' is not a directory", dir);
     if (!std::filesystem::is_regular_file(std::filesystem::path(dir) / "config.json"))
       fail("'{}' is not a model directory: it has no config.json", dir);
@@ -83,6 +92,7 @@ int main(int argc, char** argv) {
                  max_positions);
       options.max_new_tokens = room;
     }
+    const MatmulPrecisionGuard at(parse_matmul_precision(precision));
     std::fwrite(prompt.data(), 1, prompt.size(), stdout);
     model->generate(from_vector(ids), options, [&](int64_t token) {
       // A byte-level BPE token decodes to its own bytes, so tokens stream one by one.

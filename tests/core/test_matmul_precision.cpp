@@ -78,7 +78,7 @@ TEST_CASE("matmul precision: set, get, guard, parse, refusal", "[matmul_precisio
       CHECK(get_matmul_precision() == MatmulPrecision::kBFloat16);
     }
     CHECK(get_matmul_precision() == MatmulPrecision::kHighest);
-    CHECK_THAT(describe_gemm_paths(), Catch::Contains("bf16 on oneDNN"));
+    CHECK_THAT(describe_gemm_paths(), Catch::Contains("bf16 GEMMs on oneDNN"));
   } else {
     CHECK(!why.empty());
     CHECK_THROWS_WITH(set_matmul_precision(MatmulPrecision::kBFloat16),
