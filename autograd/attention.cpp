@@ -102,7 +102,8 @@ T max_of(const T* x, int64_t n) {
   return reduce_row(x, n, -std::numeric_limits<T>::infinity(), [](T a, T b) { return std::max(a, b); });
 }
 
-// Both passes run one task per (batch, head) and walk the keys in blocks of kKeyBlock; each block is
+// Both passes run one task per (batch, head) (the forward, for one query position, one per kv group;
+// see below) and walk the keys in blocks of kKeyBlock; each block is
 // multiplied against every query row that sees any of it at once (all rows from the block's first
 // viewer on, when causal), so the products are tall [rows, 64] panels rather than 64 x 64 tiles:
 // fewer BLAS calls and better kernel efficiency at the same arithmetic.
@@ -111,45 +112,56 @@ T max_of(const T* x, int64_t n) {
 // For each key block, with s = q k^T * scale over the rows that see it (online softmax per row):
 //   m' = max(m, rowmax(s)),  p = exp(s - m'),  l' = l exp(m - m') + rowsum(p),  o' = o exp(m - m') + p v
 // and at the end o /= l and lse = m + log(l), the logsumexp the backward recomputes p from.
+//
+// A task owns a panel of query rows that read the same kv head: one head's T positions, or, with one
+// query position (decoding), all the query heads of a kv group as rows, so that a shared kv head
+// (grouped-query attention, MLA's absorbed cache) is read once per group instead of once per head.
 template <class T>
 void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                        const Tensor& lse) {
   const Heads<const T> Q = heads_of<const T>(q), K = heads_of<const T>(k), V = heads_of<const T>(v);
   const Heads<T> O = heads_of<T>(out);
   T* lse_data = lse.data<T>();
-  parallel_tasks(g.B * g.H, [&](int64_t task) {
-    const int64_t h = task % g.H, b = task / g.H, kv_head = h / g.group();
-    const T *q_h = Q.at(b, h), *keys = K.at(b, kv_head), *values = V.at(b, kv_head);
-    T* o_h = O.at(b, h);
-    std::vector<T> scores(static_cast<size_t>(g.T * kKeyBlock));
-    std::vector<T> row_max(static_cast<size_t>(g.T), -std::numeric_limits<T>::infinity()),
-        row_sum(static_cast<size_t>(g.T), T(0));
-    for (int64_t i = 0; i < g.T; ++i) std::fill_n(o_h + i * O.ld, g.Dv, T(0));
+  const bool heads_as_rows = g.T == 1 && g.group() > 1 && Q.head_stride >= g.Dqk && O.head_stride >= g.Dv;
+  const int64_t rows = heads_as_rows ? g.group() : g.T, heads_per_task = heads_as_rows ? g.group() : 1;
+  const int64_t q_ld = heads_as_rows ? Q.head_stride : Q.ld, o_ld = heads_as_rows ? O.head_stride : O.ld;
+  parallel_tasks(g.B * g.H / heads_per_task, [&](int64_t task) {
+    const int64_t h = task * heads_per_task % g.H, b = task * heads_per_task / g.H, kv_head = h / g.group();
+    const T *q_rows = Q.at(b, h), *keys = K.at(b, kv_head), *values = V.at(b, kv_head);
+    T* o_rows = O.at(b, h);
+    // Row r is query position r of head h, or (heads as rows) position 0 of head h + r: either way
+    // its logsumexp goes to lse[b, h, 0] + r.
+    auto position = [&](int64_t r) { return heads_as_rows ? 0 : r; };
+    std::vector<T> scores(static_cast<size_t>(rows * kKeyBlock));
+    std::vector<T> row_max(static_cast<size_t>(rows), -std::numeric_limits<T>::infinity()),
+        row_sum(static_cast<size_t>(rows), T(0));
+    for (int64_t r = 0; r < rows; ++r) std::fill_n(o_rows + r * o_ld, g.Dv, T(0));
     for (int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
-      const int64_t nk = std::min(kKeyBlock, g.S - j0), i0 = g.first_row_seeing(j0), rows = g.T - i0;
-      if (rows <= 0) break;
-      gemm<T>(false, true, rows, nk, g.Dqk, T(g.scale), q_h + i0 * Q.ld, Q.ld, keys + j0 * K.ld, K.ld, T(0),
+      const int64_t nk = std::min(kKeyBlock, g.S - j0), r0 = heads_as_rows ? 0 : g.first_row_seeing(j0);
+      const int64_t seeing = rows - r0;
+      if (seeing <= 0) break;
+      gemm<T>(false, true, seeing, nk, g.Dqk, T(g.scale), q_rows + r0 * q_ld, q_ld, keys + j0 * K.ld, K.ld, T(0),
               scores.data(), nk);
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t i = i0 + r, n = g.visible(i, j0, nk);  // n >= 1: row i0 on sees key j0
-        T* s = scores.data() + r * nk;
+      for (int64_t r = r0; r < rows; ++r) {
+        const int64_t n = g.visible(position(r), j0, nk);  // n >= 1: row r0 on sees key j0
+        T* s = scores.data() + (r - r0) * nk;
         std::fill(s + n, s + nk, T(0));  // masked keys get weight 0
-        const T m = std::max(row_max[i], max_of(s, n));
-        const T correction = std::exp(row_max[i] - m);  // 0 on the row's first block, where row_max is -inf
+        const T m = std::max(row_max[r], max_of(s, n));
+        const T correction = std::exp(row_max[r] - m);  // 0 on the row's first block, where row_max is -inf
         exp_shifted(s, n, m);
-        row_sum[i] = row_sum[i] * correction + sum_of(s, n);
-        row_max[i] = m;
+        row_sum[r] = row_sum[r] * correction + sum_of(s, n);
+        row_max[r] = m;
         if (correction != T(1))
-          for (T *o = o_h + i * O.ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
+          for (T *o = o_rows + r * o_ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
       }
-      gemm<T>(false, false, rows, g.Dv, nk, T(1), scores.data(), nk, values + j0 * V.ld, V.ld, T(1), o_h + i0 * O.ld,
-              O.ld);
+      gemm<T>(false, false, seeing, g.Dv, nk, T(1), scores.data(), nk, values + j0 * V.ld, V.ld, T(1),
+              o_rows + r0 * o_ld, o_ld);
     }
     // Every row sees key 0 (S >= T when causal), so row_sum >= 1.
-    for (int64_t i = 0; i < g.T; ++i) {
-      const T inverse = T(1) / row_sum[i];
-      for (T *o = o_h + i * O.ld, *end = o + g.Dv; o != end; ++o) *o *= inverse;
-      lse_data[(b * g.H + h) * g.T + i] = row_max[i] + std::log(row_sum[i]);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T inverse = T(1) / row_sum[r];
+      for (T *o = o_rows + r * o_ld, *end = o + g.Dv; o != end; ++o) *o *= inverse;
+      lse_data[(b * g.H + h) * g.T + r] = row_max[r] + std::log(row_sum[r]);
     }
   });
 }
