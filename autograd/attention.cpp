@@ -24,6 +24,10 @@ namespace {
 
 // Keys per block: a [rows, 64] panel of scores per block of keys.
 constexpr int64_t kKeyBlock = 64;
+// The forward's blocks of keys hold up to this many scores: 64 keys for panels of 64 rows or more,
+// longer blocks for short panels (decoding, short chunks after a long cache), so that their two
+// products per block stay large enough for BLAS to run well.
+constexpr int64_t kScoresPerBlock = kKeyBlock * kKeyBlock;
 constexpr int kLanes = 16;  // independent partial sums per row: vectorisable and in a fixed order
 
 struct Geometry {
@@ -103,10 +107,10 @@ T max_of(const T* x, int64_t n) {
 }
 
 // Both passes run one task per (batch, head) (the forward, for one query position, one per kv group;
-// see below) and walk the keys in blocks of kKeyBlock; each block is
-// multiplied against every query row that sees any of it at once (all rows from the block's first
-// viewer on, when causal), so the products are tall [rows, 64] panels rather than 64 x 64 tiles:
-// fewer BLAS calls and better kernel efficiency at the same arithmetic.
+// see below) and walk the keys in blocks of kKeyBlock (longer in the forward of short panels); each
+// block is multiplied against every query row that sees any of it at once (all rows from the block's
+// first viewer on, when causal), so the products are tall [rows, 64] panels rather than 64 x 64
+// tiles: fewer BLAS calls and better kernel efficiency at the same arithmetic.
 
 // ---- forward ---------------------------------------------------------------------------------
 // For each key block, with s = q k^T * scale over the rows that see it (online softmax per row):
@@ -132,12 +136,13 @@ void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, cons
     // Row r is query position r of head h, or (heads as rows) position 0 of head h + r: either way
     // its logsumexp goes to lse[b, h, 0] + r.
     auto position = [&](int64_t r) { return heads_as_rows ? 0 : r; };
-    std::vector<T> scores(static_cast<size_t>(rows * kKeyBlock));
+    const int64_t key_block = std::max(kKeyBlock, kScoresPerBlock / std::max<int64_t>(rows, 1));
+    std::vector<T> scores(static_cast<size_t>(rows * key_block));
     std::vector<T> row_max(static_cast<size_t>(rows), -std::numeric_limits<T>::infinity()),
         row_sum(static_cast<size_t>(rows), T(0));
     for (int64_t r = 0; r < rows; ++r) std::fill_n(o_rows + r * o_ld, g.Dv, T(0));
-    for (int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
-      const int64_t nk = std::min(kKeyBlock, g.S - j0), r0 = heads_as_rows ? 0 : g.first_row_seeing(j0);
+    for (int64_t j0 = 0; j0 < g.S; j0 += key_block) {
+      const int64_t nk = std::min(key_block, g.S - j0), r0 = heads_as_rows ? 0 : g.first_row_seeing(j0);
       const int64_t seeing = rows - r0;
       if (seeing <= 0) break;
       gemm<T>(false, true, seeing, nk, g.Dqk, T(g.scale), q_rows + r0 * q_ld, q_ld, keys + j0 * K.ld, K.ld, T(0),

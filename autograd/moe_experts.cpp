@@ -53,6 +53,12 @@ struct ExpertDispatch {
     shared = shared || expert < 0;
   }
   int64_t rows() const { return routed_rows + (shared ? tokens : 0); }
+  // Multiply-adds of the forward's three GEMMs over every expert's rows (the backward's are twice that).
+  int64_t work(int64_t D) const {
+    int64_t total = 0;
+    for (const Expert& e : experts) total += 3 * e.rows * e.width * D;
+    return total;
+  }
 };
 
 // The expert's input rows: x itself for a shared expert, else its tokens gathered into `buffer`.
@@ -134,7 +140,7 @@ Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
   const Tensor rows = Tensor::empty({d.rows(), D}, dtype);
   const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>();
   T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>(), *prows = rows.data<T>();
-  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
+  parallel_tasks(static_cast<int64_t>(d.experts.size()), d.work(D), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     const T* xe = expert_rows(d, e, px, saved.gathered_x.data<T>(), D);
     T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations, *out = prows + e.first * D;
@@ -178,7 +184,7 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>(), *pdy = dy.data<T>();
   const T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>();
   T *phw = weighted.data<T>(), *pdh = dhidden.data<T>(), *pdg = dgate.data<T>(), *pdu = dup.data<T>();
-  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
+  parallel_tasks(static_cast<int64_t>(d.experts.size()), 2 * d.work(D), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     const int64_t n = e.rows, I = e.width, at = e.activations;
     const T* xe = e.routed ? saved.gathered_x.data<T>() + e.first * D : px;

@@ -162,18 +162,24 @@ Tensor matmul_kernel(const Tensor& a, const Tensor& b) {
   dispatch_floating(a.dtype(), "matmul", [&]<class T>() {
     const T *pa = ma.storage.data<T>(), *pb = mb.storage.data<T>();
     T* pc = out.data<T>();
-    parallel_tasks(count, [&](int64_t i) {
-      int64_t oa = 0, ob = 0, rest = i;
-      for (size_t d = 0; d < batch.size(); ++d) {
-        const int64_t idx = rest / batch_index_strides[d];
-        rest %= batch_index_strides[d];
-        oa += idx * ma.batch_strides[d];
-        ob += idx * mb.batch_strides[d];
+    // Small entries are grouped so that a task gets kMinWorkPerBlock multiply-adds: a decoding step's
+    // per-head products (one row each) would otherwise cost more to hand to the pool than to compute.
+    const int64_t grain = std::max<int64_t>(1, kMinWorkPerBlock / std::max<int64_t>(1, M * N * K));
+    parallel_for(count, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        int64_t oa = 0, ob = 0, rest = i;
+        for (size_t d = 0; d < batch.size(); ++d) {
+          const int64_t idx = rest / batch_index_strides[d];
+          rest %= batch_index_strides[d];
+          oa += idx * ma.batch_strides[d];
+          ob += idx * mb.batch_strides[d];
+        }
+        if (count >= kMinBatchTasks && K > 0)
+          blas<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N, N);
+        else
+          gemm<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N,
+                  N);
       }
-      if (count >= kMinBatchTasks && K > 0)
-        blas<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N, N);
-      else
-        gemm<T>(ma.transposed, mb.transposed, M, N, K, T(1), pa + oa, ma.ld, pb + ob, mb.ld, T(0), pc + i * M * N, N);
     });
   });
   return out;
