@@ -82,24 +82,29 @@ Bf16Matrix to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, boo
     float_to_bfloat16(src, dst, rows * cols);
   } else if (on_pool) {
     parallel_for(rows, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        if (!float_to_bfloat16_avx512(src + r * ld, dst + r * cols, cols))
-          float_to_bfloat16_portable(src + r * ld, dst + r * cols, cols);
+      round_to_bf16(src + b * ld, e - b, cols, ld, dst + b * cols);
     });
   } else {
-    for (int64_t r = 0; r < rows; ++r)
-      if (!float_to_bfloat16_avx512(src + r * ld, dst + r * cols, cols))
-        float_to_bfloat16_portable(src + r * ld, dst + r * cols, cols);
+    round_to_bf16(src, rows, cols, ld, dst);
   }
   return m;
 }
 
-void gemm_bf16_split(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A, int64_t lda,
-                     const bfloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  split_blocks(ta, tb, M, N, K, A, lda, B, ldb, C, ldc,
-               [&](int64_t m, int64_t n, const bfloat16* a, const bfloat16* b, float* c) {
-                 gemm_bf16(ta, tb, m, n, K, alpha, a, lda, b, ldb, beta, c, ldc);
-               });
+// Whether t's elements occupy [offset, offset + numel) exactly once: a contiguous tensor, or a
+// transpose or permutation of one.
+bool fills_its_span(const Tensor& t) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the dims that count
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.size(d) == 0) return false;
+    if (t.size(d) > 1) dims.emplace_back(t.stride(d), t.size(d));
+  }
+  std::sort(dims.begin(), dims.end());
+  int64_t expected = 1;
+  for (const auto& [stride, size] : dims) {
+    if (stride != expected) return false;
+    expected *= size;
+  }
+  return true;
 }
 
 // float32 GEMM at bfloat16 precision; `on_pool` splits the conversion and the product across the pool.
@@ -110,12 +115,37 @@ void gemm_at_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
   const Bf16Matrix b = tb ? to_bf16(B, N, K, ldb, on_pool) : to_bf16(B, K, N, ldb, on_pool);
   const int64_t a_ld = ta ? M : K, b_ld = tb ? K : N;
   if (on_pool)
-    gemm_bf16_split(ta, tb, M, N, K, alpha, a.data(), a_ld, b.data(), b_ld, beta, C, ldc);
+    gemm_bf16_blocks(ta, tb, M, N, K, alpha, a.data(), a_ld, b.data(), b_ld, beta, C, ldc);
   else
     gemm_bf16(ta, tb, M, N, K, alpha, a.data(), a_ld, b.data(), b_ld, beta, C, ldc);
 }
 
 }  // namespace
+
+void round_to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, bfloat16* dst) {
+  if (ld == cols && rows > 0) cols *= rows, rows = 1;  // packed already: one flat array
+  for (int64_t r = 0; r < rows; ++r)
+    if (!float_to_bfloat16_avx512(src + r * ld, dst + r * cols, cols))
+      float_to_bfloat16_portable(src + r * ld, dst + r * cols, cols);
+}
+
+void gemm_bf16_blocks(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A, int64_t lda,
+                      const bfloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (K == 0) return zero_product(M, N, beta, C, ldc);
+  split_blocks(ta, tb, M, N, K, A, lda, B, ldb, C, ldc,
+               [&](int64_t m, int64_t n, const bfloat16* a, const bfloat16* b, float* c) {
+                 gemm_bf16(ta, tb, m, n, K, alpha, a, lda, b, ldb, beta, c, ldc);
+               });
+}
+
+Tensor to_bf16_operand(const Tensor& t) {
+  if (t.dtype() == kBFloat16) return t;
+  if (t.dtype() != kFloat32) fail("to_bf16_operand: expected a float32 tensor, got {}", dtype_name(t.dtype()));
+  if (!fills_its_span(t)) return cast_copy(t, kBFloat16);
+  const Tensor flat = Tensor::empty({t.numel()}, kBFloat16);
+  float_to_bfloat16(t.data<float>(), flat.data<bfloat16>(), t.numel());
+  return flat.as_strided(t.shape(), t.strides(), 0);
+}
 
 template <class T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
@@ -187,13 +217,18 @@ Tensor matmul_kernel(const Tensor& a, const Tensor& b) {
     for (size_t d = 0; d < t.shape().size(); ++d) strides[lead + d] = t.shape()[d] == 1 && shape[lead + d] != 1 ? 0 : t.strides()[d];
     return t.as_strided(shape, strides, t.offset());
   };
-  // At bfloat16 precision each operand is converted once, before broadcasting repeats it.
-  const bool bf16 = a.dtype() == kFloat32 && b.dtype() == kFloat32 && K > 0 && bf16_precision();
-  const Tensor a_in = bf16 ? cast_copy(a, kBFloat16) : a, b_in = bf16 ? cast_copy(b, kBFloat16) : b;
-  const MatrixView ma = as_matrix(expanded(a_in, ea)), mb = as_matrix(expanded(b_in, eb));
+  // At bfloat16 precision (or with an operand the caller rounded already) each float32 operand is
+  // rounded once, before broadcasting repeats it, and in its own layout: a transposed weight or
+  // gradient is rounded as the flat array it is, not transposed on the way.
+  auto f32_or_bf16 = [](const Tensor& t) { return t.dtype() == kFloat32 || t.dtype() == kBFloat16; };
+  const bool bf16 = f32_or_bf16(a) && f32_or_bf16(b) &&
+                    (bf16_precision() || a.dtype() == kBFloat16 || b.dtype() == kBFloat16);
   Shape out_shape = batch;
   out_shape.insert(out_shape.end(), {M, N});
-  Tensor out = Tensor::empty(out_shape, a.dtype());
+  Tensor out = Tensor::empty(out_shape, bf16 ? kFloat32 : a.dtype());
+  if (bf16 && K == 0) return out.fill_(0.0);
+  const Tensor a_in = bf16 ? to_bf16_operand(a) : a, b_in = bf16 ? to_bf16_operand(b) : b;
+  const MatrixView ma = as_matrix(expanded(a_in, ea)), mb = as_matrix(expanded(b_in, eb));
   const int64_t count = shape_numel(batch);
   const Shape batch_index_strides = contiguous_strides(batch);
   // Runs product(i, offset into a, offset into b, whole_pool) for every batch entry: a large batch is
@@ -214,7 +249,7 @@ Tensor matmul_kernel(const Tensor& a, const Tensor& b) {
     const bfloat16 *pa = ma.storage.data<bfloat16>(), *pb = mb.storage.data<bfloat16>();
     float* pc = out.data<float>();
     for_each_entry([&](int64_t i, int64_t oa, int64_t ob, bool whole_pool) {
-      (whole_pool ? gemm_bf16_split : gemm_bf16)(ma.transposed, mb.transposed, M, N, K, 1.0f, pa + oa, ma.ld, pb + ob,
+      (whole_pool ? gemm_bf16_blocks : gemm_bf16)(ma.transposed, mb.transposed, M, N, K, 1.0f, pa + oa, ma.ld, pb + ob,
                                                 mb.ld, 0.0f, pc + i * M * N, N);
     });
     return out;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "../helpers.hpp"
+#include "core/bf16_weights.hpp"
 #include "core/gemm.hpp"
 
 using namespace latent;
@@ -177,4 +178,72 @@ TEST_CASE("bf16 matmuls are bitwise equal at 1 and 2 threads, and repeatable", "
   }
   set_num_threads(before);
   for (size_t r = 1; r < runs.size(); ++r) CHECK(runs[r] == runs[0]);
+}
+
+TEST_CASE("bf16_weight rounds a weight once per version, shares it between views, and forgets dead weights",
+          "[matmul_precision][bf16_weights]") {
+  if (!bf16_available()) return;
+  Tensor w = randn32({64, 48}, 21).requires_grad_();
+  const Tensor x = randn32({32, 48}, 22).requires_grad_(), g = randn32({32, 64}, 23);
+  const std::vector<float> expected = w.detach().to(kBFloat16).to_vector<float>();
+  const int64_t before = bf16_weight_stats().roundings;
+  {
+    MatmulPrecisionGuard guard(MatmulPrecision::kBFloat16);
+    const Tensor y = linear(x, w);
+    y.backward(g);  // dx = g W reads the forward's copy
+  }
+  CHECK(bf16_weight_stats().roundings == before + 1);
+  const Tensor copy = bf16_weight(w.detach());
+  CHECK(bf16_weight_stats().roundings == before + 1);  // same version: no new rounding
+  CHECK(copy.dtype() == kBFloat16);
+  CHECK(copy.to_vector<float>() == expected);
+  // A view of the same storage (a transpose, a row slice) reads the same copy.
+  CHECK(bf16_weight(w.detach().t()).to_vector<float>() == w.detach().t().contiguous().to(kBFloat16).to_vector<float>());
+  CHECK(bf16_weight(w.detach().narrow(0, 10, 5)).to_vector<float>() ==
+        w.detach().narrow(0, 10, 5).contiguous().to(kBFloat16).to_vector<float>());
+  CHECK(bf16_weight_stats().roundings == before + 1);
+
+  // An in-place update (as an optimizer step makes, bumping the version) is seen: the next product
+  // uses the new values, bit for bit as a fresh tensor holding them would.
+  const Tensor fresh = randn32({64, 48}, 24);
+  {
+    NoGradGuard no_grad;
+    w.detach().copy_(fresh);
+  }
+  std::vector<float> updated, reference;
+  {
+    MatmulPrecisionGuard guard(MatmulPrecision::kBFloat16);
+    NoGradGuard no_grad;
+    updated = linear(x, w).to_vector<float>();
+    reference = linear(x, fresh.clone()).to_vector<float>();
+  }
+  CHECK(bf16_weight_stats().roundings >= before + 2);
+  CHECK(updated == reference);
+  CHECK(bf16_weight(w.detach()).to_vector<float>() == fresh.to(kBFloat16).to_vector<float>());
+
+  // The copy of a weight that no longer exists is dropped at the next call.
+  const int64_t copies = bf16_weight_stats().copies;
+  w = Tensor();
+  CHECK(bf16_weight_stats().copies == copies);  // held until the next call
+  {
+    const Tensor other = randn32({8, 8}, 25);
+    bf16_weight(other);
+    CHECK(bf16_weight_stats().copies == copies);  // w's copy went, other's came
+  }
+  CHECK_THROWS_WITH(bf16_weight(randn64({2, 2}, 26)), "bf16_weight: expected a float32 tensor, got float64");
+}
+
+TEST_CASE("a bf16 matmul operand given already rounded, transposed or not, gives the bits of rounding it on the fly",
+          "[matmul_precision]") {
+  if (!bf16_available()) return;
+  const Tensor a = randn32({70, 90}, 31), b = randn32({90, 50}, 32);
+  MatmulPrecisionGuard guard(MatmulPrecision::kBFloat16);
+  const std::vector<float> on_the_fly = matmul_kernel(a, b).to_vector<float>();
+  CHECK(matmul_kernel(a.to(kBFloat16), b).to_vector<float>() == on_the_fly);
+  CHECK(matmul_kernel(a, to_bf16_operand(b)).to_vector<float>() == on_the_fly);
+  // Transposed storage: rounded in its own layout; the same values as the plain product, to float32
+  // accumulation (the kernel may sum in another order for the other layout).
+  const Tensor at = a.t().contiguous().t(), rounded_at = to_bf16_operand(at);
+  CHECK(rounded_at.strides() == at.strides());
+  require_bf16_product(matmul_kernel(rounded_at, b), reference_of_bf16(a, b), 90);
 }
