@@ -9,7 +9,7 @@
 #include "error.hpp"
 
 #ifdef LATENT_WITH_ONEDNN
-#include <omp.h>
+#include <dlfcn.h>
 
 #include <oneapi/dnnl/dnnl.hpp>
 #include <unordered_map>
@@ -64,13 +64,24 @@ dnnl::matmul::primitive_desc make_primitive_desc(const Layout& l) {
   return dnnl::matmul::primitive_desc(desc, attr, engine());
 }
 
+// Sets the calling thread's OpenMP team size to one in the OpenMP runtime oneDNN was built with
+// (Debian's libdnnl links GCC's libgomp), found among the libraries already loaded. latent itself is
+// not built with -fopenmp: a clang build would then link LLVM's libomp next to oneDNN's libgomp, two
+// runtimes in one process, and the call would reach the one oneDNN does not use. A oneDNN built on
+// another runtime (TBB, sequential) has no such symbol and needs nothing.
+void one_openmp_thread() {
+  using SetNumThreads = void (*)(int);
+  static const auto set_num_threads = reinterpret_cast<SetNumThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (set_num_threads) set_num_threads(1);
+}
+
 // Each thread keeps its own stream and primitives: a stream shared across threads, or created per
 // call, costs a third of the throughput (measured), and nothing here then needs a lock.
 struct ThreadState {
   dnnl::stream stream{engine()};
   std::unordered_map<Layout, dnnl::matmul, LayoutHash> primitives;
 
-  ThreadState() { omp_set_num_threads(1); }
+  ThreadState() { one_openmp_thread(); }
   dnnl::matmul& primitive(const Layout& l) {
     auto it = primitives.find(l);
     if (it == primitives.end()) it = primitives.emplace(l, dnnl::matmul(make_primitive_desc(l))).first;

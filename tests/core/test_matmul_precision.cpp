@@ -1,6 +1,8 @@
 // MatmulPrecision: the setting and its guard, bfloat16 GEMMs against float64 products of the
 // bfloat16-rounded operands, float64 untouched, and bitwise determinism across thread counts.
 #include <cmath>
+#include <filesystem>
+#include <thread>
 
 #include "../helpers.hpp"
 #include "core/bf16_weights.hpp"
@@ -246,4 +248,29 @@ TEST_CASE("a bf16 matmul operand given already rounded, transposed or not, gives
   const Tensor at = a.t().contiguous().t(), rounded_at = to_bf16_operand(at);
   CHECK(rounded_at.strides() == at.strides());
   require_bf16_product(matmul_kernel(rounded_at, b), reference_of_bf16(a, b), 90);
+}
+
+// oneDNN runs on its own OpenMP runtime; each pool thread sets its team to one (core/gemm_bf16.cpp).
+// Were it not, every bf16 GEMM called from a pool task would start an OpenMP team of one thread per
+// core: new threads beside the pool, two pools fighting for the cores.
+TEST_CASE("bf16 GEMMs start no threads beside the pool", "[matmul_precision][threads]") {
+  if (!bf16_available()) return;
+  if (std::thread::hardware_concurrency() < 2) {
+    WARN("one core: an OpenMP team would have one thread anyway, nothing to check");
+    return;
+  }
+  auto threads_of_process = [] {
+    return std::distance(std::filesystem::directory_iterator("/proc/self/task"), std::filesystem::directory_iterator{});
+  };
+  const int before = get_num_threads();
+  set_num_threads(2);
+  const Tensor a = randn32({1024, 256}, 41), b = randn32({256, 512}, 42);
+  matmul(a, b);  // float32 first: the pool's threads exist from here on
+  const auto pool_only = threads_of_process();
+  {
+    MatmulPrecisionGuard guard(MatmulPrecision::kBFloat16);
+    for (int i = 0; i < 4; ++i) matmul(a, b);  // split into blocks that run on both pool threads
+  }
+  CHECK(threads_of_process() == pool_only);
+  set_num_threads(before);
 }
