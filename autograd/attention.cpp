@@ -296,7 +296,9 @@ Geometry check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, bool ca
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
   const Geometry g = check_inputs(q, k, v, causal, scale);
-  const Tensor qc = blas_ready(q.detach()), kc = blas_ready(k.detach()), vc = blas_ready(v.detach());
+  const bool recording = autograd::will_record({q, k, v});  // only then are the inputs kept, detached
+  auto operand = [&](const Tensor& t) { return blas_ready(recording ? t.detach() : t); };
+  const Tensor qc = operand(q), kc = operand(k), vc = operand(v);
   const Tensor out = empty_heads(g.B, g.H, g.T, g.Dv, is_sequence_major(qc), q.dtype());
   const Tensor lse = Tensor::empty({g.B, g.H, g.T}, q.dtype());
   dispatch_floating(q.dtype(), "scaled_dot_product_attention",

@@ -62,15 +62,14 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     fail("linear: input is {}, weight is {}", dtype_name(x.dtype()), dtype_name(weight.dtype()));
   if (!is_floating(x.dtype())) fail("linear: int64 operands are not supported");
   const int64_t in = weight.size(1), out = weight.size(0);
-  const Tensor flat = contiguous_copy(x.detach());
-  const Tensor rows = flat.as_strided({flat.numel() / in, in}, {in, 1}, flat.offset());  // [N, in]
-  const Tensor w = weight.detach();
+  const Tensor flat = contiguous_copy(x);
+  const Tensor rows = flat.as_strided({flat.numel() / in, in}, {in, 1}, flat.offset());  // [N, in], no history
   Shape out_shape = x.shape();
   out_shape.back() = out;
-  const Tensor product = matmul_kernel(rows, transpose(w, 0, 1));  // [N, out], fresh and contiguous
-  Tensor y = product.as_strided(out_shape, contiguous_strides(out_shape), 0);
+  Tensor y = Tensor::empty(out_shape, x.dtype());
+  matmul_into(rows, weight.as_strided({in, out}, {weight.stride(1), weight.stride(0)}, weight.offset()), y);  // rows W^T
   // Each operand is kept only if the other one needs a gradient.
-  const Tensor keep_rows = weight.requires_grad() ? rows : Tensor(), keep_w = x.requires_grad() ? w : Tensor();
+  const Tensor keep_rows = weight.requires_grad() ? rows : Tensor(), keep_w = x.requires_grad() ? weight.detach() : Tensor();
   y = autograd::record("linear", y, {x, weight}, {keep_rows, keep_w}, [keep_rows, keep_w, x_shape = x.shape(), out](const Tensor& g) -> std::vector<Tensor> {
     const Tensor gc = contiguous_copy(g);
     const Tensor g_rows = gc.as_strided({gc.numel() / out, out}, {out, 1}, gc.offset());  // [N, out]

@@ -10,6 +10,7 @@
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "anomaly.hpp"
+#include "grad_mode.hpp"
 #include "nn_ops.hpp"
 #include "node.hpp"
 
@@ -43,13 +44,17 @@ struct ExpertDispatch {
   std::vector<Expert> experts;                    // only experts with rows
   std::vector<Tensor> weights;                    // gate, up, down of each expert: the op's inputs after x and w
 
-  void add(const ExpertWeights& w, int64_t expert, int64_t first, int64_t rows, const std::string& caller) {
+  // With `for_backward`, the expert's matrices are kept detached (the backward's closure must not hold
+  // the graph leaves) and listed in `weights`; without, the handles are used as they are.
+  void add(const ExpertWeights& w, int64_t expert, int64_t first, int64_t rows, const std::string& caller,
+           bool for_backward) {
     const int64_t width = w.gate_proj.size(0);
-    experts.push_back({w.gate_proj.detach(), w.up_proj.detach(), w.down_proj.detach(), expert >= 0,
+    auto kept = [&](const Tensor& t) { return for_backward ? t.detach() : t; };
+    experts.push_back({kept(w.gate_proj), kept(w.up_proj), kept(w.down_proj), expert >= 0,
                        expert >= 0 ? first : routed_rows + first, rows, width, activation_size, expert,
                        w.label.empty() ? caller : w.label, !w.label.empty()});
     activation_size += rows * width;
-    weights.insert(weights.end(), {w.gate_proj, w.up_proj, w.down_proj});
+    if (for_backward) weights.insert(weights.end(), {w.gate_proj, w.up_proj, w.down_proj});
     shared = shared || expert < 0;
   }
   int64_t rows() const { return routed_rows + (shared ? tokens : 0); }
@@ -241,7 +246,8 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   return grads;
 }
 
-void check_expert(const ExpertWeights& w, const std::string& which, const Tensor& x) {
+// `expert`: the routed expert's index, -1 for the shared expert.
+void check_expert(const ExpertWeights& w, int64_t expert, const Tensor& x) {
   const int64_t D = x.size(1), I = w.gate_proj.defined() ? w.gate_proj.size(0) : -1;
   for (const Tensor* t : {&w.gate_proj, &w.up_proj, &w.down_proj}) {
     const bool fits = t->defined() && t->dim() == 2 && t->dtype() == x.dtype() && t->is_contiguous() &&
@@ -249,7 +255,8 @@ void check_expert(const ExpertWeights& w, const std::string& which, const Tensor
     if (!fits)
       fail("moe_experts: {} needs contiguous {} gate_proj, up_proj [I, {}] and down_proj [{}, I] for x {}, "
            "got {}{}, {}, {}",
-           which, dtype_name(x.dtype()), D, D, shape_str(x.shape()),
+           expert >= 0 ? "expert " + std::to_string(expert) : std::string("the shared expert"), dtype_name(x.dtype()),
+           D, D, shape_str(x.shape()),
            w.gate_proj.defined() ? dtype_name(w.gate_proj.dtype()) + std::string(" ") : std::string(),
            w.gate_proj.defined() ? shape_str(w.gate_proj.shape()) : std::string("none"),
            w.up_proj.defined() ? shape_str(w.up_proj.shape()) : std::string("none"),
@@ -268,15 +275,15 @@ void check_inputs(const Tensor& x, const Tensor& weights, const Tensor& expert_i
   if (weights.dtype() != x.dtype() || weights.shape() != expert_ids.shape())
     fail("moe_experts: weights must be {} {} like expert_ids, got {} {}", dtype_name(x.dtype()),
          shape_str(expert_ids.shape()), dtype_name(weights.dtype()), shape_str(weights.shape()));
-  for (size_t e = 0; e < experts.size(); ++e) check_expert(experts[e], "expert " + std::to_string(e), x);
-  if (shared.gate_proj.defined()) check_expert(shared, "the shared expert", x);
+  for (size_t e = 0; e < experts.size(); ++e) check_expert(experts[e], static_cast<int64_t>(e), x);
+  if (shared.gate_proj.defined()) check_expert(shared, -1, x);
 }
 
 // Stable counting sort of the N*K (token, slot) assignments by expert: each expert's tokens become one
 // contiguous run of rows, in token order. The shared expert sees every token; it goes first, being
 // the largest task.
 ExpertDispatch dispatch_by_expert(const Tensor& expert_ids, const std::vector<ExpertWeights>& experts,
-                                  const ExpertWeights& shared) {
+                                  const ExpertWeights& shared, bool for_backward) {
   const Tensor id_values = expert_ids.contiguous();
   const int64_t N = expert_ids.size(0), K = expert_ids.size(1), E = static_cast<int64_t>(experts.size());
   const int64_t* ids = id_values.data<int64_t>();
@@ -302,11 +309,25 @@ ExpertDispatch dispatch_by_expert(const Tensor& expert_ids, const std::vector<Ex
   }
   const std::shared_ptr<const std::string> caller = autograd::current_module_label();
   const std::string caller_module = caller ? *caller : std::string();
-  if (shared.gate_proj.defined()) d.add(shared, -1, 0, N, caller_module);
+  if (shared.gate_proj.defined()) d.add(shared, -1, 0, N, caller_module, for_backward);
   for (int64_t e = 0; e < E; ++e)  // an idle expert costs nothing (and gets no gradient)
     if (loads[static_cast<size_t>(e)] > 0)
-      d.add(experts[static_cast<size_t>(e)], e, offsets[static_cast<size_t>(e)], loads[static_cast<size_t>(e)], caller_module);
+      d.add(experts[static_cast<size_t>(e)], e, offsets[static_cast<size_t>(e)], loads[static_cast<size_t>(e)],
+            caller_module, for_backward);
   return d;
+}
+
+// Whether the op records a node or checks its parts (anomaly mode); only then does it keep anything
+// for a backward.
+bool will_record(const Tensor& x, const Tensor& weights, const std::vector<ExpertWeights>& experts,
+                 const ExpertWeights& shared) {
+  if (autograd::is_anomaly_enabled()) return true;
+  if (!GradMode::is_enabled()) return false;
+  auto any = [](const ExpertWeights& w) {
+    return w.gate_proj.requires_grad() || w.up_proj.requires_grad() || w.down_proj.requires_grad();
+  };
+  return x.requires_grad() || weights.requires_grad() || (shared.gate_proj.defined() && any(shared)) ||
+         std::any_of(experts.begin(), experts.end(), any);
 }
 
 }  // namespace
@@ -314,12 +335,14 @@ ExpertDispatch dispatch_by_expert(const Tensor& expert_ids, const std::vector<Ex
 Tensor moe_experts(const Tensor& x, const Tensor& weights, const Tensor& expert_ids,
                    const std::vector<ExpertWeights>& experts, const ExpertWeights& shared) {
   check_inputs(x, weights, expert_ids, experts, shared);
-  ExpertDispatch dispatch = dispatch_by_expert(expert_ids, experts, shared);
+  const bool recording = will_record(x, weights, experts, shared);
+  ExpertDispatch dispatch = dispatch_by_expert(expert_ids, experts, shared, recording);
   return dispatch_floating(x.dtype(), "moe_experts", [&]<class T>() {
     ExpertsSaved saved;
-    saved.x = contiguous_copy(x.detach());
-    saved.slot_weights = contiguous_copy(weights.detach());
+    saved.x = contiguous_copy(recording ? x.detach() : x);
+    saved.slot_weights = contiguous_copy(recording ? weights.detach() : weights);
     Tensor y = experts_forward<T>(dispatch, saved);
+    if (!recording) return y;
     std::vector<Tensor> inputs = {x, weights};
     inputs.insert(inputs.end(), dispatch.weights.begin(), dispatch.weights.end());
     std::vector<bool> needed;

@@ -169,6 +169,13 @@ bool any_requires_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
+bool any_requires_grad(std::initializer_list<Tensor> inputs) {
+  if (!GradMode::is_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
 namespace {
 
 void mark_outputs(std::vector<Tensor>& outs, const std::shared_ptr<Node>& node) {

@@ -140,8 +140,26 @@ MatrixView as_matrix(const Tensor& t) {
 
 }  // namespace
 
+void matmul_into(const Tensor& a, const Tensor& b, const Tensor& out) {
+  if (a.dim() != 2 || b.dim() != 2 || b.size(0) != a.size(1) || out.numel() != a.size(0) * b.size(1) ||
+      !out.is_contiguous() || a.dtype() != b.dtype() || out.dtype() != a.dtype())
+    fail("matmul_into: {} {} @ {} {} into {} {}", dtype_name(a.dtype()), shape_str(a.shape()), dtype_name(b.dtype()),
+         shape_str(b.shape()), dtype_name(out.dtype()), shape_str(out.shape()));
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  const MatrixView ma = as_matrix(a), mb = as_matrix(b);
+  dispatch_floating(a.dtype(), "matmul", [&]<class T>() {
+    gemm<T>(ma.transposed, mb.transposed, M, N, K, T(1), ma.storage.data<T>(), ma.ld, mb.storage.data<T>(), mb.ld, T(0),
+            out.data<T>(), N);
+  });
+}
+
 Tensor matmul_kernel(const Tensor& a, const Tensor& b) {
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  if (a.dim() == 2 && b.dim() == 2) {  // one product: no batch to broadcast
+    Tensor out = Tensor::empty({M, N}, a.dtype());
+    matmul_into(a, b, out);
+    return out;
+  }
   Shape batch_a(a.shape().begin(), a.shape().end() - 2), batch_b(b.shape().begin(), b.shape().end() - 2);
   const Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
   Shape ea = batch, eb = batch;

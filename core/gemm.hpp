@@ -20,5 +20,8 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T 
 // a [..., M, K] @ b [..., K, N] with broadcast batch dims, no autograd. Operands whose last two dims
 // are a (possibly transposed) strided matrix go to BLAS as they are.
 Tensor matmul_kernel(const Tensor& a, const Tensor& b);
+// The same product of two matrices, a [M, K] @ b [K, N], written row-major into `out`, a contiguous
+// tensor of M * N elements of any shape (a layer's [B, T, N] output, say).
+void matmul_into(const Tensor& a, const Tensor& b, const Tensor& out);
 
 }  // namespace latent
