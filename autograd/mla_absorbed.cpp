@@ -63,17 +63,18 @@ Tensor composed(const Geometry& g, const Tensor& q_nope, const Tensor& q_pe, con
   return reshape(permute(out, {0, 2, 1, 3}), {g.B, g.T, g.H * g.v});
 }
 
-// x[0] + ... + x[n-1] over 16 interleaved partial sums (vectorisable, in a fixed order).
-template <class T>
-T lane_sum(const T* x, int64_t n) {
+// op over x[0..n) through 16 interleaved partial results (vectorisable, in a fixed order).
+template <class T, class Op>
+T lane_reduce(const T* x, int64_t n, T init, Op op) {
   constexpr int kLanes = 16;
-  T lanes[kLanes] = {};
+  T lanes[kLanes];
+  std::fill_n(lanes, kLanes, init);
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] += x[j + l];
-  T total = 0;
-  for (int l = 0; l < kLanes; ++l) total += lanes[l];
-  for (; j < n; ++j) total += x[j];
+    for (int l = 0; l < kLanes; ++l) lanes[l] = op(lanes[l], x[j + l]);
+  T total = init;
+  for (int l = 0; l < kLanes; ++l) total = op(total, lanes[l]);
+  for (; j < n; ++j) total = op(total, x[j]);
   return total;
 }
 
@@ -110,9 +111,10 @@ void decode_step(const Geometry& g, const Tensor& q_nope, const Tensor& q_pe, co
     std::vector<T> inverse_sum(static_cast<size_t>(g.H));
     for (int64_t h = 0; h < g.H; ++h) {
       T* s = scores.data() + h * g.S;
-      const T m = *std::max_element(s, s + g.S);
+      const T m = lane_reduce(s, g.S, -std::numeric_limits<T>::infinity(), [](T a, T b) { return std::max(a, b); });
       for (int64_t j = 0; j < g.S; ++j) s[j] = fast_math::exp_nonpositive(s[j] - m);
-      inverse_sum[static_cast<size_t>(h)] = T(1) / lane_sum(s, g.S);  // >= 1: the maximum contributes exp(0)
+      // >= 1: the maximum contributes exp(0)
+      inverse_sum[static_cast<size_t>(h)] = T(1) / lane_reduce(s, g.S, T(0), [](T a, T b) { return a + b; });
     }
     gemm_serial<T>(false, false, g.H, g.rank, g.S, T(1), scores.data(), g.S, c, ldc, T(0), latent.data(), g.rank);
     for (int64_t h = 0; h < g.H; ++h) {
