@@ -79,18 +79,13 @@ models::LlamaConfig llama_preset(const std::string& name) {
 std::shared_ptr<models::CausalLM> build_model(const TrainerOptions& o, int64_t vocab_size) {
   if (o.config_file.empty()) {
     const std::string name = "--preset " + o.preset;
-    if (is_deepseek(o.model_type)) {
-      models::DeepSeekV3Config config = models::DeepSeekV3Config::preset(o.preset);
+    auto sized = [vocab_size](auto config) {  // the preset with the data's vocabulary
       config.vocab_size = vocab_size;
       config.validate();
-      return build_deepseek(config, o, name);
-    }
-    if (o.model_type == "llama") {
-      models::LlamaConfig config = llama_preset(o.preset);
-      config.vocab_size = vocab_size;
-      config.validate();
-      return build_llama(config, o, name);
-    }
+      return config;
+    };
+    if (is_deepseek(o.model_type)) return build_deepseek(sized(models::DeepSeekV3Config::preset(o.preset)), o, name);
+    if (o.model_type == "llama") return build_llama(sized(llama_preset(o.preset)), o, name);
     fail("--model-type must be 'deepseek_v3' or 'llama', got '{}'", o.model_type);
   }
   const std::string name = "--config " + o.config_file;

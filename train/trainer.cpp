@@ -2,6 +2,7 @@
 #include "trainer.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -53,6 +54,11 @@ std::vector<std::string> adopt_checkpoint_hyperparameters(TrainerOptions& o, con
   if (o.steps != steps_before && !flat_schedule)
     notes.push_back(fmt::format("--steps {} differs from the checkpoint's {}: the learning-rate schedule changes", o.steps,
                                 steps_before));
+  // The run's tokenizer is the checkpoint's tokenizer.json (make_tokenizer); its origin is kept for the record.
+  if (saved.contains("tokenizer")) {
+    const auto tokenizer = io::json_as<std::string>(saved.at("tokenizer"), "key 'tokenizer'", context);
+    o.tokenizer = tokenizer == "bytes" ? "" : tokenizer;
+  }
   if (saved.contains("data")) {
     const auto data = io::json_as<std::vector<std::string>>(saved.at("data"), "key 'data'", context);
     if (o.data.empty()) o.data = data;
@@ -84,12 +90,10 @@ void check_model_flags(const TrainerOptions& o) {
 // The vocabulary size N of --tokenizer bpe:N (0 for any other value).
 int64_t bpe_vocab_size(const std::string& spec) {
   if (!spec.starts_with("bpe:")) return 0;
-  const std::string digits = spec.substr(4);
+  const char *first = spec.data() + 4, *last = spec.data() + spec.size();
   int64_t n = 0;
-  const bool number = !digits.empty() && digits.size() <= 9 &&
-                      std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (number) n = std::stoll(digits);
-  if (!number || n <= 257)
+  const auto [end, error] = std::from_chars(first, last, n);
+  if (error != std::errc() || end != last || n <= 257)
     fail("--tokenizer {}: expected bpe:N with N > 257 (256 bytes, 1 special token and at least one merge)", spec);
   return n;
 }
@@ -308,9 +312,7 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
   state_.hyperparameters = {{"model", o_.resume_dir.empty() ? (o_.config_file.empty() ? o_.preset : o_.config_file)
                                                             : state_.hyperparameters.value("model", o_.resume_dir)},
                             {"model_type", model_->model_type()}, {"data", o_.data},
-                            {"tokenizer", tokenizer_ ? (o_.resume_dir.empty() ? o_.tokenizer
-                                                                              : state_.hyperparameters.value("tokenizer", "tokenizer.json"))
-                                                     : "bytes"},
+                            {"tokenizer", o_.tokenizer.empty() ? "bytes" : o_.tokenizer},
                             {"steps", o_.steps},
                             {"batch", o_.batch}, {"seq", o_.seq}, {"lr", o_.lr}, {"min_lr", o_.min_lr},
                             {"warmup", o_.warmup}, {"weight_decay", o_.weight_decay}, {"clip", o_.clip},
