@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../core/gemm.hpp"
+#include "../core/matmul_precision.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "fast_math.hpp"
@@ -24,6 +25,10 @@ namespace {
 
 // Keys per block: a [rows, 64] panel of scores per block of keys.
 constexpr int64_t kKeyBlock = 64;
+// The forward's blocks of keys hold up to this many scores: 64 keys for panels of 64 rows or more,
+// longer blocks for short panels (decoding, short chunks after a long cache), so that their two
+// products per block stay large enough for BLAS to run well.
+constexpr int64_t kScoresPerBlock = kKeyBlock * kKeyBlock;
 constexpr int kLanes = 16;  // independent partial sums per row: vectorisable and in a fixed order
 
 struct Geometry {
@@ -74,6 +79,50 @@ Tensor empty_heads(int64_t B, int64_t N, int64_t L, int64_t D, bool sequence_maj
 
 using fast_math::exp_nonpositive;
 
+// ---- bfloat16 precision ---------------------------------------------------------------------------
+// Under kBFloat16 (float32 only) a task rounds its head's q, k, v (and dO) to bfloat16 once, instead of
+// once per key block as a float32 product would (the query rows of a causal panel are read again by
+// every later block), and rounds each block of scores once for the products that read it. The bits
+// are those of rounding per product.
+
+bool bf16_attention(DType dtype) {
+  return dtype == kFloat32 && get_matmul_precision() == MatmulPrecision::kBFloat16;
+}
+
+// One operand of a block product: rows of a head's matrix, and their rounded copy under kBFloat16.
+template <class T>
+struct Operand {
+  const T* data;
+  int64_t ld;
+  const bfloat16* rounded = nullptr;  // packed, leading dimension rounded_ld; null: float32/float64 product
+  int64_t rounded_ld = 0;
+  Operand from_row(int64_t r) const {
+    return {data + r * ld, ld, rounded ? rounded + r * rounded_ld : nullptr, rounded_ld};
+  }
+};
+
+// A head's [rows, cols] matrix; under bf16, rounded into `copy` (resized to fit).
+template <class T>
+Operand<T> head_operand(const T* data, int64_t rows, int64_t cols, int64_t ld, bool bf16, std::vector<bfloat16>& copy) {
+  Operand<T> m{data, ld};
+  if constexpr (std::is_same_v<T, float>)
+    if (bf16) {
+      copy.resize(static_cast<size_t>(rows * cols));
+      round_to_bf16(data, rows, cols, ld, copy.data());
+      m.rounded = copy.data(), m.rounded_ld = cols;
+    }
+  return m;
+}
+
+template <class T>
+void block_product(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const Operand<T>& A, const Operand<T>& B,
+                   T beta, T* C, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>)
+    if (A.rounded)
+      return gemm_bf16_blocks(ta, tb, M, N, K, alpha, A.rounded, A.rounded_ld, B.rounded, B.rounded_ld, beta, C, ldc);
+  gemm<T>(ta, tb, M, N, K, alpha, A.data, A.ld, B.data, B.ld, beta, C, ldc);
+}
+
 // x[c] = exp(x[c] - shift) for c < n.
 template <class T>
 void exp_shifted(T* x, int64_t n, T shift) {
@@ -102,54 +151,72 @@ T max_of(const T* x, int64_t n) {
   return reduce_row(x, n, -std::numeric_limits<T>::infinity(), [](T a, T b) { return std::max(a, b); });
 }
 
-// Both passes run one task per (batch, head) and walk the keys in blocks of kKeyBlock; each block is
-// multiplied against every query row that sees any of it at once (all rows from the block's first
-// viewer on, when causal), so the products are tall [rows, 64] panels rather than 64 x 64 tiles:
-// fewer BLAS calls and better kernel efficiency at the same arithmetic.
+// Both passes run one task per (batch, head) (the forward, for one query position, one per kv group;
+// see below) and walk the keys in blocks of kKeyBlock (longer in the forward of short panels); each
+// block is multiplied against every query row that sees any of it at once (all rows from the block's
+// first viewer on, when causal), so the products are tall [rows, 64] panels rather than 64 x 64
+// tiles: fewer BLAS calls and better kernel efficiency at the same arithmetic.
 
 // ---- forward ---------------------------------------------------------------------------------
 // For each key block, with s = q k^T * scale over the rows that see it (online softmax per row):
 //   m' = max(m, rowmax(s)),  p = exp(s - m'),  l' = l exp(m - m') + rowsum(p),  o' = o exp(m - m') + p v
 // and at the end o /= l and lse = m + log(l), the logsumexp the backward recomputes p from.
+//
+// A task owns a panel of query rows that read the same kv head: one head's T positions, or, with one
+// query position (decoding), all the query heads of a kv group as rows, so that a shared kv head
+// (grouped-query attention, MLA's absorbed cache) is read once per group instead of once per head.
 template <class T>
 void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                        const Tensor& lse) {
   const Heads<const T> Q = heads_of<const T>(q), K = heads_of<const T>(k), V = heads_of<const T>(v);
   const Heads<T> O = heads_of<T>(out);
   T* lse_data = lse.data<T>();
-  parallel_tasks(g.B * g.H, [&](int64_t task) {
-    const int64_t h = task % g.H, b = task / g.H, kv_head = h / g.group();
-    const T *q_h = Q.at(b, h), *keys = K.at(b, kv_head), *values = V.at(b, kv_head);
-    T* o_h = O.at(b, h);
-    std::vector<T> scores(static_cast<size_t>(g.T * kKeyBlock));
-    std::vector<T> row_max(static_cast<size_t>(g.T), -std::numeric_limits<T>::infinity()),
-        row_sum(static_cast<size_t>(g.T), T(0));
-    for (int64_t i = 0; i < g.T; ++i) std::fill_n(o_h + i * O.ld, g.Dv, T(0));
-    for (int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
-      const int64_t nk = std::min(kKeyBlock, g.S - j0), i0 = g.first_row_seeing(j0), rows = g.T - i0;
-      if (rows <= 0) break;
-      gemm<T>(false, true, rows, nk, g.Dqk, T(g.scale), q_h + i0 * Q.ld, Q.ld, keys + j0 * K.ld, K.ld, T(0),
-              scores.data(), nk);
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t i = i0 + r, n = g.visible(i, j0, nk);  // n >= 1: row i0 on sees key j0
-        T* s = scores.data() + r * nk;
+  const bool bf16 = bf16_attention(q.dtype());
+  const bool heads_as_rows = g.T == 1 && g.group() > 1 && Q.head_stride >= g.Dqk && O.head_stride >= g.Dv;
+  const int64_t rows = heads_as_rows ? g.group() : g.T, heads_per_task = heads_as_rows ? g.group() : 1;
+  const int64_t q_ld = heads_as_rows ? Q.head_stride : Q.ld, o_ld = heads_as_rows ? O.head_stride : O.ld;
+  parallel_tasks(g.B * g.H / heads_per_task, [&](int64_t task) {
+    const int64_t h = task * heads_per_task % g.H, b = task * heads_per_task / g.H, kv_head = h / g.group();
+    const T *q_rows = Q.at(b, h), *keys = K.at(b, kv_head), *values = V.at(b, kv_head);
+    T* o_rows = O.at(b, h);
+    // Row r is query position r of head h, or (heads as rows) position 0 of head h + r: either way
+    // its logsumexp goes to lse[b, h, 0] + r.
+    auto position = [&](int64_t r) { return heads_as_rows ? 0 : r; };
+    const int64_t key_block = std::max(kKeyBlock, kScoresPerBlock / std::max<int64_t>(rows, 1));
+    std::vector<T> scores(static_cast<size_t>(rows * key_block));
+    std::vector<bfloat16> q_copy, k_copy, v_copy, score_copy;
+    const Operand<T> q_m = head_operand(q_rows, rows, g.Dqk, q_ld, bf16, q_copy);
+    const Operand<T> k_m = head_operand(keys, g.S, g.Dqk, K.ld, bf16, k_copy);
+    const Operand<T> v_m = head_operand(values, g.S, g.Dv, V.ld, bf16, v_copy);
+    std::vector<T> row_max(static_cast<size_t>(rows), -std::numeric_limits<T>::infinity()),
+        row_sum(static_cast<size_t>(rows), T(0));
+    for (int64_t r = 0; r < rows; ++r) std::fill_n(o_rows + r * o_ld, g.Dv, T(0));
+    for (int64_t j0 = 0; j0 < g.S; j0 += key_block) {
+      const int64_t nk = std::min(key_block, g.S - j0), r0 = heads_as_rows ? 0 : g.first_row_seeing(j0);
+      const int64_t seeing = rows - r0;
+      if (seeing <= 0) break;
+      block_product<T>(false, true, seeing, nk, g.Dqk, T(g.scale), q_m.from_row(r0), k_m.from_row(j0), T(0),
+                       scores.data(), nk);
+      for (int64_t r = r0; r < rows; ++r) {
+        const int64_t n = g.visible(position(r), j0, nk);  // n >= 1: row r0 on sees key j0
+        T* s = scores.data() + (r - r0) * nk;
         std::fill(s + n, s + nk, T(0));  // masked keys get weight 0
-        const T m = std::max(row_max[i], max_of(s, n));
-        const T correction = std::exp(row_max[i] - m);  // 0 on the row's first block, where row_max is -inf
+        const T m = std::max(row_max[r], max_of(s, n));
+        const T correction = std::exp(row_max[r] - m);  // 0 on the row's first block, where row_max is -inf
         exp_shifted(s, n, m);
-        row_sum[i] = row_sum[i] * correction + sum_of(s, n);
-        row_max[i] = m;
+        row_sum[r] = row_sum[r] * correction + sum_of(s, n);
+        row_max[r] = m;
         if (correction != T(1))
-          for (T *o = o_h + i * O.ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
+          for (T *o = o_rows + r * o_ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
       }
-      gemm<T>(false, false, rows, g.Dv, nk, T(1), scores.data(), nk, values + j0 * V.ld, V.ld, T(1), o_h + i0 * O.ld,
-              O.ld);
+      const Operand<T> p_m = head_operand(scores.data(), seeing, nk, nk, bf16, score_copy);
+      block_product<T>(false, false, seeing, g.Dv, nk, T(1), p_m, v_m.from_row(j0), T(1), o_rows + r0 * o_ld, o_ld);
     }
     // Every row sees key 0 (S >= T when causal), so row_sum >= 1.
-    for (int64_t i = 0; i < g.T; ++i) {
-      const T inverse = T(1) / row_sum[i];
-      for (T *o = o_h + i * O.ld, *end = o + g.Dv; o != end; ++o) *o *= inverse;
-      lse_data[(b * g.H + h) * g.T + i] = row_max[i] + std::log(row_sum[i]);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T inverse = T(1) / row_sum[r];
+      for (T *o = o_rows + r * o_ld, *end = o + g.Dv; o != end; ++o) *o *= inverse;
+      lse_data[(b * g.H + h) * g.T + r] = row_max[r] + std::log(row_sum[r]);
     }
   });
 }
@@ -172,6 +239,7 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
   const Heads<T> dQ = need_dq ? heads_of<T>(dq) : Heads<T>{}, dK = need_dk ? heads_of<T>(dk_heads) : Heads<T>{},
                  dV = need_dv ? heads_of<T>(dv_heads) : Heads<T>{};
   const T scale = T(g.scale);
+  const bool bf16 = bf16_attention(q.dtype());
   parallel_tasks(g.B * g.H, [&](int64_t task) {
     const int64_t h = task % g.H, b = task / g.H, kv_head = h / g.group();
     const T *q_h = Q.at(b, h), *k_h = K.at(b, kv_head), *v_h = V.at(b, kv_head);
@@ -195,9 +263,14 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
     }
 
     std::vector<T> p(static_cast<size_t>(g.T * kKeyBlock)), ds(p.size());
+    std::vector<bfloat16> q_copy, k_copy, v_copy, do_copy, p_copy, ds_copy;
+    const Operand<T> q_m = head_operand(q_h, g.T, g.Dqk, Q.ld, bf16, q_copy);
+    const Operand<T> k_m = head_operand(k_h, g.S, g.Dqk, K.ld, bf16, k_copy);
+    const Operand<T> v_m = head_operand(v_h, g.S, g.Dv, V.ld, bf16, v_copy);
+    const Operand<T> do_m = head_operand(do_h, g.T, g.Dv, dO.ld, bf16, do_copy);
     for (int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
       const int64_t nk = std::min(kKeyBlock, g.S - j0), i0 = g.first_row_seeing(j0), rows = g.T - i0;
-      gemm<T>(false, true, rows, nk, g.Dqk, scale, q_h + i0 * Q.ld, Q.ld, k_h + j0 * K.ld, K.ld, T(0), p.data(), nk);
+      block_product<T>(false, true, rows, nk, g.Dqk, scale, q_m.from_row(i0), k_m.from_row(j0), T(0), p.data(), nk);
       for (int64_t r = 0; r < rows; ++r) {
         T* s = p.data() + r * nk;
         const int64_t n = g.visible(i0 + r, j0, nk);
@@ -205,21 +278,21 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
         std::fill(s + n, s + nk, T(0));
       }
       if (need_dv)
-        gemm<T>(true, false, nk, g.Dv, rows, T(1), p.data(), nk, do_h + i0 * dO.ld, dO.ld, T(0), dv_h + j0 * dV.ld,
-                dV.ld);
+        block_product<T>(true, false, nk, g.Dv, rows, T(1), head_operand(p.data(), rows, nk, nk, bf16, p_copy),
+                         do_m.from_row(i0), T(0), dv_h + j0 * dV.ld, dV.ld);
       if (!need_dq && !need_dk) continue;
-      gemm<T>(false, true, rows, nk, g.Dv, T(1), do_h + i0 * dO.ld, dO.ld, v_h + j0 * V.ld, V.ld, T(0), ds.data(), nk);
+      block_product<T>(false, true, rows, nk, g.Dv, T(1), do_m.from_row(i0), v_m.from_row(j0), T(0), ds.data(), nk);
       for (int64_t r = 0; r < rows; ++r) {
         const T d = delta[static_cast<size_t>(i0 + r)];
         T *dsr = ds.data() + r * nk, *pr = p.data() + r * nk;
         for (int64_t c = 0; c < nk; ++c) dsr[c] = pr[c] * (dsr[c] - d);
       }
+      const Operand<T> ds_m = head_operand(ds.data(), rows, nk, nk, bf16, ds_copy);
       if (need_dq)  // the first block (i0 = 0) initialises every row of dq
-        gemm<T>(false, false, rows, g.Dqk, nk, scale, ds.data(), nk, k_h + j0 * K.ld, K.ld, T(j0 == 0 ? 0 : 1),
-                dq_h + i0 * dQ.ld, dQ.ld);
+        block_product<T>(false, false, rows, g.Dqk, nk, scale, ds_m, k_m.from_row(j0), T(j0 == 0 ? 0 : 1),
+                         dq_h + i0 * dQ.ld, dQ.ld);
       if (need_dk)
-        gemm<T>(true, false, nk, g.Dqk, rows, scale, ds.data(), nk, q_h + i0 * Q.ld, Q.ld, T(0), dk_h + j0 * dK.ld,
-                dK.ld);
+        block_product<T>(true, false, nk, g.Dqk, rows, scale, ds_m, q_m.from_row(i0), T(0), dk_h + j0 * dK.ld, dK.ld);
     }
   });
 }
@@ -279,7 +352,9 @@ Geometry check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, bool ca
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
   const Geometry g = check_inputs(q, k, v, causal, scale);
-  const Tensor qc = blas_ready(q.detach()), kc = blas_ready(k.detach()), vc = blas_ready(v.detach());
+  const bool recording = autograd::will_record({q, k, v});  // only then are the inputs kept, detached
+  auto operand = [&](const Tensor& t) { return blas_ready(recording ? t.detach() : t); };
+  const Tensor qc = operand(q), kc = operand(k), vc = operand(v);
   const Tensor out = empty_heads(g.B, g.H, g.T, g.Dv, is_sequence_major(qc), q.dtype());
   const Tensor lse = Tensor::empty({g.B, g.H, g.T}, q.dtype());
   dispatch_floating(q.dtype(), "scaled_dot_product_attention",

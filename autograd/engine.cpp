@@ -75,7 +75,11 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     const bool anomaly = is_anomaly_enabled();
     const std::vector<Tensor> incoming = anomaly ? grads : std::vector<Tensor>();
     node->saved_versions.check(node->name());
-    std::vector<Tensor> input_grads = node->apply(std::move(grads));
+    std::vector<Tensor> input_grads;
+    {
+      MatmulPrecisionGuard forward_precision(node->matmul_precision);
+      input_grads = node->apply(std::move(grads));
+    }
     if (input_grads.size() != node->next_edges.size())
       fail("{}: backward returned {} gradients for {} inputs", node->name(), input_grads.size(),
            node->next_edges.size());

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "../core/bf16_weights.hpp"
 #include "../core/gemm.hpp"
 #include "../core/strided.hpp"
 #include "elementwise.hpp"
@@ -62,21 +63,39 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     fail("linear: input is {}, weight is {}", dtype_name(x.dtype()), dtype_name(weight.dtype()));
   if (!is_floating(x.dtype())) fail("linear: int64 operands are not supported");
   const int64_t in = weight.size(1), out = weight.size(0);
-  const Tensor flat = contiguous_copy(x.detach());
-  const Tensor rows = flat.as_strided({flat.numel() / in, in}, {in, 1}, flat.offset());  // [N, in]
-  const Tensor w = weight.detach();
+  const Tensor flat = contiguous_copy(x);
+  const Tensor rows = flat.as_strided({flat.numel() / in, in}, {in, 1}, flat.offset());  // [N, in], no history
   Shape out_shape = x.shape();
   out_shape.back() = out;
-  const Tensor product = matmul_kernel(rows, transpose(w, 0, 1));  // [N, out], fresh and contiguous
-  Tensor y = product.as_strided(out_shape, contiguous_strides(out_shape), 0);
-  // Each operand is kept only if the other one needs a gradient.
-  const Tensor keep_rows = weight.requires_grad() ? rows : Tensor(), keep_w = x.requires_grad() ? w : Tensor();
-  y = autograd::record("linear", y, {x, weight}, {keep_rows, keep_w}, [keep_rows, keep_w, x_shape = x.shape(), out](const Tensor& g) -> std::vector<Tensor> {
+  // Under kBFloat16 (float32) each operand is rounded once rather than once per product: a parameter
+  // (a leaf) once per optimizer step (core/bf16_weights.hpp: the forward, dx = dy W and the step's
+  // other uses share one copy), the input rows once (the forward and dW = dy^T x read the same copy,
+  // which is what the backward keeps, at half the size, as PyTorch's autocast keeps its bf16 cast),
+  // and dy once for both backward products. matmul_kernel takes bfloat16 operands as they are.
+  const bool bf16 = x.dtype() == kFloat32 && get_matmul_precision() == MatmulPrecision::kBFloat16;
+  const bool cached_w = bf16 && weight.is_leaf();
+  const Tensor w = weight.detach();
+  const Tensor w_in = cached_w ? bf16_weight(w) : bf16 ? to_bf16_operand(w) : w;
+  const Tensor rows_in = bf16 ? to_bf16_operand(rows) : rows;
+  Tensor y;
+  if (bf16) {
+    y = matmul_kernel(rows_in, transpose(w_in, 0, 1)).as_strided(out_shape, contiguous_strides(out_shape), 0);
+  } else {  // written in place: a decoding step allocates nothing beyond its output
+    y = Tensor::empty(out_shape, x.dtype());
+    matmul_into(rows, w.as_strided({in, out}, {w.stride(1), w.stride(0)}, w.offset()), y);  // rows W^T
+  }
+  // Each operand is kept only if the other one needs a gradient. A cached weight is kept as itself
+  // (its version is checked before the backward, which then finds the same copy).
+  const Tensor keep_rows = weight.requires_grad() ? rows_in : Tensor();
+  const Tensor keep_w = x.requires_grad() ? (cached_w ? w : w_in) : Tensor();
+  y = autograd::record("linear", y, {x, weight}, {keep_rows, keep_w}, [keep_rows, keep_w, x_shape = x.shape(), out, bf16, cached_w](const Tensor& g) -> std::vector<Tensor> {
     const Tensor gc = contiguous_copy(g);
     const Tensor g_rows = gc.as_strided({gc.numel() / out, out}, {out, 1}, gc.offset());  // [N, out]
+    const Tensor g_in = bf16 ? to_bf16_operand(g_rows) : g_rows;
     Tensor dx, dw;
-    if (keep_w.defined()) dx = matmul_kernel(g_rows, keep_w).as_strided(x_shape, contiguous_strides(x_shape), 0);
-    if (keep_rows.defined()) dw = matmul_kernel(transpose(g_rows, 0, 1), keep_rows);  // [out, in]
+    if (keep_w.defined())
+      dx = matmul_kernel(g_in, cached_w ? bf16_weight(keep_w) : keep_w).as_strided(x_shape, contiguous_strides(x_shape), 0);
+    if (keep_rows.defined()) dw = matmul_kernel(transpose(g_in, 0, 1), keep_rows);  // [out, in]
     return {dx, dw};
   });
   if (bias.defined()) {

@@ -6,10 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "../core/bf16_weights.hpp"
 #include "../core/gemm.hpp"
+#include "../core/gemm_bf16.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "anomaly.hpp"
+#include "grad_mode.hpp"
 #include "nn_ops.hpp"
 #include "node.hpp"
 
@@ -36,23 +39,35 @@ struct ExpertDispatch {
     int64_t index;                            // its index among the routed experts, -1 for the shared one
     std::string module;                       // its label, else the caller's module (anomaly messages)
     bool labelled;                            // module is the expert's own label: projections get suffixes
+    Tensor gate_bf16 = {}, up_bf16 = {}, down_bf16 = {};  // under kBFloat16 (float32): the weights rounded
   };
   int64_t tokens = 0, routed_rows = 0, activation_size = 0;
   bool shared = false;                            // rows [N*K, N*K + N) exist
+  bool bf16 = false;                              // products on bfloat16 operands (see round_weights)
   std::vector<int64_t> token, slot, row_of_slot;  // per routed row: token, slot n*K+k; per slot: its row
   std::vector<Expert> experts;                    // only experts with rows
   std::vector<Tensor> weights;                    // gate, up, down of each expert: the op's inputs after x and w
 
-  void add(const ExpertWeights& w, int64_t expert, int64_t first, int64_t rows, const std::string& caller) {
+  // With `for_backward`, the expert's matrices are kept detached (the backward's closure must not hold
+  // the graph leaves) and listed in `weights`; without, the handles are used as they are.
+  void add(const ExpertWeights& w, int64_t expert, int64_t first, int64_t rows, const std::string& caller,
+           bool for_backward) {
     const int64_t width = w.gate_proj.size(0);
-    experts.push_back({w.gate_proj.detach(), w.up_proj.detach(), w.down_proj.detach(), expert >= 0,
+    auto kept = [&](const Tensor& t) { return for_backward ? t.detach() : t; };
+    experts.push_back({kept(w.gate_proj), kept(w.up_proj), kept(w.down_proj), expert >= 0,
                        expert >= 0 ? first : routed_rows + first, rows, width, activation_size, expert,
                        w.label.empty() ? caller : w.label, !w.label.empty()});
     activation_size += rows * width;
-    weights.insert(weights.end(), {w.gate_proj, w.up_proj, w.down_proj});
+    if (for_backward) weights.insert(weights.end(), {w.gate_proj, w.up_proj, w.down_proj});
     shared = shared || expert < 0;
   }
   int64_t rows() const { return routed_rows + (shared ? tokens : 0); }
+  // Multiply-adds of the forward's three GEMMs over every expert's rows (the backward's are twice that).
+  int64_t work(int64_t D) const {
+    int64_t total = 0;
+    for (const Expert& e : experts) total += 3 * e.rows * e.width * D;
+    return total;
+  }
 };
 
 // The expert's input rows: x itself for a shared expert, else its tokens gathered into `buffer`.
@@ -84,10 +99,61 @@ void sum_rows_per_token(const ExpertDispatch& d, const T* rows, T* out, int64_t 
 }
 
 // What the backward of the experts op keeps: its inputs (x and the gate weights in slot order), the
-// routed rows of x gathered by expert, and each expert's g, u and h = silu(g) * u.
+// routed rows of x gathered by expert, and each expert's g, u and h = silu(g) * u. Under kBFloat16
+// the rows are gathered straight into their bfloat16 copy, [rows(), D] in dispatch order (the shared
+// expert's rows are x's), which is all the weight gradients read; the float32 gather is then made
+// only for anomaly mode's checks.
 struct ExpertsSaved {
-  Tensor x, slot_weights, gathered_x, gate_act, up_act, hidden;
+  Tensor x, slot_weights, gathered_x, gate_act, up_act, hidden, rows_bf16;
 };
+
+// ---- bfloat16 precision ---------------------------------------------------------------------------
+// Under kBFloat16 (float32 only) each GEMM operand is rounded once per op instead of once per product:
+// the expert weights once per optimizer step (a leaf goes through core/bf16_weights.hpp, so the
+// backward reuses the forward's copy), each activation right after it is computed, and every product
+// that reads it runs on that copy (core/gemm_bf16.hpp). The bits are those of rounding per product;
+// only the repeated work and the allocations inside the tasks are gone.
+
+void round_weights(ExpertDispatch& d) {
+  d.bf16 = true;
+  for (size_t i = 0; i < d.experts.size(); ++i) {
+    ExpertDispatch::Expert& e = d.experts[i];
+    Tensor* copies[3] = {&e.gate_bf16, &e.up_bf16, &e.down_bf16};
+    const Tensor* handles[3] = {&e.gate, &e.up, &e.down};
+    for (size_t j = 0; j < 3; ++j) {
+      // The caller's tensor (a parameter is a leaf): listed in `weights` when recording, else the
+      // expert's own handle.
+      const Tensor& w = d.weights.empty() ? *handles[j] : d.weights[3 * i + j];
+      *copies[j] = w.is_leaf() ? bf16_weight(w) : to_bf16_operand(w);
+    }
+  }
+}
+
+// One GEMM operand of an expert task: the matrix, and its bfloat16 copy when the op runs at bf16.
+template <class T>
+struct Operand {
+  const T* data;
+  const bfloat16* rounded;  // null: float32 or float64 product
+  int64_t ld;
+};
+
+template <class T>
+void product(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, Operand<T> A, Operand<T> B, T beta, T* C,
+             int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>)
+    if (A.rounded && K > 0) return gemm_bf16(ta, tb, M, N, K, alpha, A.rounded, A.ld, B.rounded, B.ld, beta, C, ldc);
+  gemm_serial<T>(ta, tb, M, N, K, alpha, A.data, A.ld, B.data, B.ld, beta, C, ldc);
+}
+
+// Rounds [rows, cols] (leading dimension ld) into dst when dst is given (packed, leading dimension cols).
+template <class T>
+void round_into(const T* src, int64_t rows, int64_t cols, int64_t ld, bfloat16* dst) {
+  if constexpr (std::is_same_v<T, float>)
+    if (dst) round_to_bf16(src, rows, cols, ld, dst);
+}
+
+const bfloat16* rounded(const Tensor& t) { return t.defined() ? t.data<bfloat16>() : nullptr; }
+bfloat16* buffer(const Tensor& t) { return t.defined() ? t.data<bfloat16>() : nullptr; }
 
 // ---- anomaly mode: the op checks each expert's parts itself, in dispatch order (shared first) ----
 
@@ -129,19 +195,34 @@ template <class T>
 Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
   const int64_t D = saved.x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
   const DType dtype = saved.x.dtype();
-  saved.gathered_x = Tensor::empty({d.routed_rows, D}, dtype);
+  if (!d.bf16 || autograd::is_anomaly_enabled()) saved.gathered_x = Tensor::empty({d.routed_rows, D}, dtype);
   for (Tensor* t : {&saved.gate_act, &saved.up_act, &saved.hidden}) *t = Tensor::empty({d.activation_size}, dtype);
   const Tensor rows = Tensor::empty({d.rows(), D}, dtype);
+  // bf16: the input rows (kept for the backward) and h (the down projection's operand), rounded.
+  if (d.bf16) saved.rows_bf16 = Tensor::empty({d.rows(), D}, kBFloat16);
+  const Tensor hidden_bf16 = d.bf16 ? Tensor::empty({d.activation_size}, kBFloat16) : Tensor();
   const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>();
   T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>(), *prows = rows.data<T>();
-  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
+  bfloat16 *pxb = buffer(saved.rows_bf16), *phb = buffer(hidden_bf16);
+  parallel_tasks(static_cast<int64_t>(d.experts.size()), d.work(D), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
-    const T* xe = expert_rows(d, e, px, saved.gathered_x.data<T>(), D);
     T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations, *out = prows + e.first * D;
-    gemm_serial<T>(false, true, e.rows, e.width, D, T(1), xe, D, e.gate.data<T>(), D, T(0), g, e.width);
-    gemm_serial<T>(false, true, e.rows, e.width, D, T(1), xe, D, e.up.data<T>(), D, T(0), u, e.width);
+    bfloat16 *xb = pxb ? pxb + e.first * D : nullptr, *hb = phb ? phb + e.activations : nullptr;
+    const T* xe = nullptr;
+    if (saved.gathered_x.defined() || !e.routed) {
+      xe = expert_rows(d, e, px, saved.gathered_x.defined() ? saved.gathered_x.data<T>() : nullptr, D);
+      round_into(xe, e.rows, D, D, xb);
+    } else {  // bf16 without anomaly mode: each token's row is rounded into place, no float32 gather
+      for (int64_t r = 0; r < e.rows; ++r)
+        round_into(px + d.token[static_cast<size_t>(e.first + r)] * D, 1, D, D, xb + r * D);
+    }
+    const Operand<T> x_rows{xe, xb, D};
+    product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.gate.data<T>(), rounded(e.gate_bf16), D}, T(0), g, e.width);
+    product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.up.data<T>(), rounded(e.up_bf16), D}, T(0), u, e.width);
     swiglu_forward(g, u, h, e.rows * e.width);
-    gemm_serial<T>(false, true, e.rows, D, e.width, T(1), h, e.width, e.down.data<T>(), e.width, T(0), out, D);
+    round_into(h, e.rows, e.width, e.width, hb);
+    product<T>(false, true, e.rows, D, e.width, T(1), {h, hb, e.width}, {e.down.data<T>(), rounded(e.down_bf16), e.width},
+               T(0), out, D);
     if (e.routed)
       for (int64_t r = 0; r < e.rows; ++r) {
         const T w = pw[d.slot[static_cast<size_t>(e.first + r)]];
@@ -167,6 +248,11 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   const Tensor weighted = Tensor::empty({d.activation_size}, dtype), dhidden = Tensor::empty({d.activation_size}, dtype);
   const Tensor dgate = Tensor::empty({d.activation_size}, dtype), dup = Tensor::empty({d.activation_size}, dtype);
   const Tensor dx_rows = need_x ? Tensor::empty({d.rows(), D}, dtype) : Tensor();
+  // bf16: dy's rows, w h, dg and du rounded, each read by two products.
+  const Tensor dy_bf16 = d.bf16 ? Tensor::empty({d.rows(), D}, kBFloat16) : Tensor();
+  Tensor weighted_bf16, dgate_bf16, dup_bf16;
+  if (d.bf16)
+    for (Tensor* t : {&weighted_bf16, &dgate_bf16, &dup_bf16}) *t = Tensor::empty({d.activation_size}, kBFloat16);
   Tensor dw = need_w ? Tensor::empty({d.tokens, K}, dtype) : Tensor();
   std::vector<Tensor> grads(2 + 3 * d.experts.size());
   for (size_t i = 0; i < d.experts.size(); ++i) {  // shapes are known up front: allocate outside the tasks
@@ -178,14 +264,20 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>(), *pdy = dy.data<T>();
   const T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>();
   T *phw = weighted.data<T>(), *pdh = dhidden.data<T>(), *pdg = dgate.data<T>(), *pdu = dup.data<T>();
-  parallel_tasks(static_cast<int64_t>(d.experts.size()), [&](int64_t i) {
+  const bfloat16* pxb = rounded(saved.rows_bf16);
+  bfloat16 *pdyb = buffer(dy_bf16), *phwb = buffer(weighted_bf16), *pdgb = buffer(dgate_bf16), *pdub = buffer(dup_bf16);
+  parallel_tasks(static_cast<int64_t>(d.experts.size()), 2 * d.work(D), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     const int64_t n = e.rows, I = e.width, at = e.activations;
-    const T* xe = e.routed ? saved.gathered_x.data<T>() + e.first * D : px;
+    const T* xe = !e.routed ? px : saved.gathered_x.defined() ? saved.gathered_x.data<T>() + e.first * D : nullptr;
     const T* dye = expert_rows(d, e, pdy, gathered_dy.data<T>(), D);
     const T *g = pg + at, *u = pu + at, *h = ph + at, *hw = h;
     T *dh = pdh + at, *dg = pdg + at, *du = pdu + at;
-    gemm_serial<T>(false, false, n, I, D, T(1), dye, D, e.down.data<T>(), I, T(0), dh, I);
+    bfloat16* dyb = pdyb ? pdyb + e.first * D : nullptr;
+    bfloat16 *hwb = phwb ? phwb + at : nullptr, *dgb = pdgb ? pdgb + at : nullptr, *dub = pdub ? pdub + at : nullptr;
+    round_into(dye, n, D, D, dyb);
+    const Operand<T> dy_rows{dye, dyb, D}, x_rows{xe, pxb ? pxb + e.first * D : nullptr, D};
+    product<T>(false, false, n, I, D, T(1), dy_rows, {e.down.data<T>(), rounded(e.down_bf16), I}, T(0), dh, I);
     if (e.routed) {
       for (int64_t r = 0; r < n; ++r) {
         const int64_t slot = d.slot[static_cast<size_t>(e.first + r)];
@@ -202,14 +294,20 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
       hw = phw + at;
     }
     const Tensor* expert_grads = grads.data() + 2 + 3 * i;
-    if (expert_grads[2].defined()) gemm_serial<T>(true, false, D, I, n, T(1), dye, D, hw, I, T(0), expert_grads[2].data<T>(), I);
+    if (expert_grads[2].defined()) {
+      round_into(hw, n, I, I, hwb);
+      product<T>(true, false, D, I, n, T(1), dy_rows, {hw, hwb, I}, T(0), expert_grads[2].data<T>(), I);
+    }
     swiglu_backward(g, u, dh, dg, du, n * I);
-    if (expert_grads[0].defined()) gemm_serial<T>(true, false, I, D, n, T(1), dg, I, xe, D, T(0), expert_grads[0].data<T>(), D);
-    if (expert_grads[1].defined()) gemm_serial<T>(true, false, I, D, n, T(1), du, I, xe, D, T(0), expert_grads[1].data<T>(), D);
+    round_into(dg, n, I, I, dgb);
+    round_into(du, n, I, I, dub);
+    const Operand<T> dg_rows{dg, dgb, I}, du_rows{du, dub, I};
+    if (expert_grads[0].defined()) product<T>(true, false, I, D, n, T(1), dg_rows, x_rows, T(0), expert_grads[0].data<T>(), D);
+    if (expert_grads[1].defined()) product<T>(true, false, I, D, n, T(1), du_rows, x_rows, T(0), expert_grads[1].data<T>(), D);
     if (need_x) {
       T* dxe = dx_rows.data<T>() + e.first * D;
-      gemm_serial<T>(false, false, n, D, I, T(1), dg, I, e.gate.data<T>(), D, T(0), dxe, D);
-      gemm_serial<T>(false, false, n, D, I, T(1), du, I, e.up.data<T>(), D, T(1), dxe, D);
+      product<T>(false, false, n, D, I, T(1), dg_rows, {e.gate.data<T>(), rounded(e.gate_bf16), D}, T(0), dxe, D);
+      product<T>(false, false, n, D, I, T(1), du_rows, {e.up.data<T>(), rounded(e.up_bf16), D}, T(1), dxe, D);
     }
   });
   if (autograd::is_anomaly_enabled()) [[unlikely]]
@@ -235,7 +333,8 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   return grads;
 }
 
-void check_expert(const ExpertWeights& w, const std::string& which, const Tensor& x) {
+// `expert`: the routed expert's index, -1 for the shared expert.
+void check_expert(const ExpertWeights& w, int64_t expert, const Tensor& x) {
   const int64_t D = x.size(1), I = w.gate_proj.defined() ? w.gate_proj.size(0) : -1;
   for (const Tensor* t : {&w.gate_proj, &w.up_proj, &w.down_proj}) {
     const bool fits = t->defined() && t->dim() == 2 && t->dtype() == x.dtype() && t->is_contiguous() &&
@@ -243,7 +342,8 @@ void check_expert(const ExpertWeights& w, const std::string& which, const Tensor
     if (!fits)
       fail("moe_experts: {} needs contiguous {} gate_proj, up_proj [I, {}] and down_proj [{}, I] for x {}, "
            "got {}{}, {}, {}",
-           which, dtype_name(x.dtype()), D, D, shape_str(x.shape()),
+           expert >= 0 ? "expert " + std::to_string(expert) : std::string("the shared expert"), dtype_name(x.dtype()),
+           D, D, shape_str(x.shape()),
            w.gate_proj.defined() ? dtype_name(w.gate_proj.dtype()) + std::string(" ") : std::string(),
            w.gate_proj.defined() ? shape_str(w.gate_proj.shape()) : std::string("none"),
            w.up_proj.defined() ? shape_str(w.up_proj.shape()) : std::string("none"),
@@ -262,15 +362,15 @@ void check_inputs(const Tensor& x, const Tensor& weights, const Tensor& expert_i
   if (weights.dtype() != x.dtype() || weights.shape() != expert_ids.shape())
     fail("moe_experts: weights must be {} {} like expert_ids, got {} {}", dtype_name(x.dtype()),
          shape_str(expert_ids.shape()), dtype_name(weights.dtype()), shape_str(weights.shape()));
-  for (size_t e = 0; e < experts.size(); ++e) check_expert(experts[e], "expert " + std::to_string(e), x);
-  if (shared.gate_proj.defined()) check_expert(shared, "the shared expert", x);
+  for (size_t e = 0; e < experts.size(); ++e) check_expert(experts[e], static_cast<int64_t>(e), x);
+  if (shared.gate_proj.defined()) check_expert(shared, -1, x);
 }
 
 // Stable counting sort of the N*K (token, slot) assignments by expert: each expert's tokens become one
 // contiguous run of rows, in token order. The shared expert sees every token; it goes first, being
 // the largest task.
 ExpertDispatch dispatch_by_expert(const Tensor& expert_ids, const std::vector<ExpertWeights>& experts,
-                                  const ExpertWeights& shared) {
+                                  const ExpertWeights& shared, bool for_backward) {
   const Tensor id_values = expert_ids.contiguous();
   const int64_t N = expert_ids.size(0), K = expert_ids.size(1), E = static_cast<int64_t>(experts.size());
   const int64_t* ids = id_values.data<int64_t>();
@@ -296,11 +396,25 @@ ExpertDispatch dispatch_by_expert(const Tensor& expert_ids, const std::vector<Ex
   }
   const std::shared_ptr<const std::string> caller = autograd::current_module_label();
   const std::string caller_module = caller ? *caller : std::string();
-  if (shared.gate_proj.defined()) d.add(shared, -1, 0, N, caller_module);
+  if (shared.gate_proj.defined()) d.add(shared, -1, 0, N, caller_module, for_backward);
   for (int64_t e = 0; e < E; ++e)  // an idle expert costs nothing (and gets no gradient)
     if (loads[static_cast<size_t>(e)] > 0)
-      d.add(experts[static_cast<size_t>(e)], e, offsets[static_cast<size_t>(e)], loads[static_cast<size_t>(e)], caller_module);
+      d.add(experts[static_cast<size_t>(e)], e, offsets[static_cast<size_t>(e)], loads[static_cast<size_t>(e)],
+            caller_module, for_backward);
   return d;
+}
+
+// Whether the op records a node or checks its parts (anomaly mode); only then does it keep anything
+// for a backward.
+bool will_record(const Tensor& x, const Tensor& weights, const std::vector<ExpertWeights>& experts,
+                 const ExpertWeights& shared) {
+  if (autograd::is_anomaly_enabled()) return true;
+  if (!GradMode::is_enabled()) return false;
+  auto any = [](const ExpertWeights& w) {
+    return w.gate_proj.requires_grad() || w.up_proj.requires_grad() || w.down_proj.requires_grad();
+  };
+  return x.requires_grad() || weights.requires_grad() || (shared.gate_proj.defined() && any(shared)) ||
+         std::any_of(experts.begin(), experts.end(), any);
 }
 
 }  // namespace
@@ -308,12 +422,15 @@ ExpertDispatch dispatch_by_expert(const Tensor& expert_ids, const std::vector<Ex
 Tensor moe_experts(const Tensor& x, const Tensor& weights, const Tensor& expert_ids,
                    const std::vector<ExpertWeights>& experts, const ExpertWeights& shared) {
   check_inputs(x, weights, expert_ids, experts, shared);
-  ExpertDispatch dispatch = dispatch_by_expert(expert_ids, experts, shared);
+  const bool recording = will_record(x, weights, experts, shared);
+  ExpertDispatch dispatch = dispatch_by_expert(expert_ids, experts, shared, recording);
+  if (x.dtype() == kFloat32 && get_matmul_precision() == MatmulPrecision::kBFloat16) round_weights(dispatch);
   return dispatch_floating(x.dtype(), "moe_experts", [&]<class T>() {
     ExpertsSaved saved;
-    saved.x = contiguous_copy(x.detach());
-    saved.slot_weights = contiguous_copy(weights.detach());
+    saved.x = contiguous_copy(recording ? x.detach() : x);
+    saved.slot_weights = contiguous_copy(recording ? weights.detach() : weights);
     Tensor y = experts_forward<T>(dispatch, saved);
+    if (!recording) return y;
     std::vector<Tensor> inputs = {x, weights};
     inputs.insert(inputs.end(), dispatch.weights.begin(), dispatch.weights.end());
     std::vector<bool> needed;

@@ -192,16 +192,19 @@ Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight,
                           bool centered) {
   const Rows rows = rows_along(x.shape(), x.dim() - 1);
   const int64_t width = rows.size;
-  const Tensor xc = contiguous_copy(x.detach());
+  // What the backward keeps (detached copies, the row statistics) only exists when a node is recorded.
+  const bool recording = autograd::will_record({x, weight, bias});
+  const Tensor xc = contiguous_copy(recording ? x.detach() : x);
   // No weight is a weight of ones: one loop shape for both.
-  const Tensor wc = weight.defined() ? contiguous_copy(weight.detach()) : full({width}, 1.0, x.dtype());
-  const Tensor bc = bias.defined() ? contiguous_copy(bias.detach()) : Tensor();
+  const Tensor wc = weight.defined() ? contiguous_copy(recording ? weight.detach() : weight) : full({width}, 1.0, x.dtype());
+  const Tensor bc = bias.defined() ? contiguous_copy(bias) : Tensor();
   Tensor y = Tensor::empty(x.shape(), x.dtype());
-  Tensor mean = Tensor::empty({rows.count}, x.dtype()), rstd = Tensor::empty({rows.count}, x.dtype());
+  Tensor mean = recording ? Tensor::empty({rows.count}, x.dtype()) : Tensor();
+  Tensor rstd = recording ? Tensor::empty({rows.count}, x.dtype()) : Tensor();
   {
     const T *px = xc.data<T>(), *pw = wc.data<T>();
     const T* pb = bc.defined() ? bc.data<T>() : nullptr;
-    T *py = y.data<T>(), *pmean = mean.data<T>(), *prstd = rstd.data<T>();
+    T *py = y.data<T>(), *pmean = recording ? mean.data<T>() : nullptr, *prstd = recording ? rstd.data<T>() : nullptr;
     const T n = static_cast<T>(width);
     for_each_row(rows, [&](int64_t r, int64_t at) {
       const T* in = px + at;
@@ -210,14 +213,14 @@ Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight,
       // Second pass over the centred values: no cancellation from E[x^2] - E[x]^2.
       const T var = lane_sum<T>(width, [&](int64_t j) { return (in[j] - mu) * (in[j] - mu); }) / n;
       const T rs = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var) + eps));
-      pmean[r] = mu;
-      prstd[r] = rs;
+      if (pmean) pmean[r] = mu, prstd[r] = rs;
       if (pb)
         for (int64_t j = 0; j < width; ++j) out[j] = (in[j] - mu) * rs * pw[j] + pb[j];
       else
         for (int64_t j = 0; j < width; ++j) out[j] = (in[j] - mu) * rs * pw[j];
     });
   }
+  if (!recording) return y;
   const bool need_dx = x.requires_grad(), need_dw = weight.defined() && weight.requires_grad(),
              need_db = bias.defined() && bias.requires_grad();
   return record(op, y, {x, weight, bias}, {xc, wc},

@@ -104,7 +104,8 @@ void SavedVersions::throw_modified(const std::string& op, const Entry& e) {
        shape_str(e.shape), e.version, e.storage->version());
 }
 
-Node::Node() : sequence_nr(next_sequence_nr.fetch_add(1, std::memory_order_relaxed)) {}
+Node::Node()
+    : sequence_nr(next_sequence_nr.fetch_add(1, std::memory_order_relaxed)), matmul_precision(get_matmul_precision()) {}
 
 Node::~Node() { release_iteratively(std::move(next_edges)); }
 
@@ -163,6 +164,13 @@ Edge gradient_edge(const Tensor& t) {
 }
 
 bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!GradMode::is_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+bool any_requires_grad(std::initializer_list<Tensor> inputs) {
   if (!GradMode::is_enabled()) return false;
   for (const Tensor& t : inputs)
     if (t.defined() && t.requires_grad()) return true;

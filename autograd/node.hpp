@@ -4,12 +4,15 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <typeinfo>
 #include <vector>
 
+#include "../core/matmul_precision.hpp"
 #include "../core/tensor.hpp"
+#include "anomaly.hpp"
 
 namespace latent::autograd {
 
@@ -63,6 +66,10 @@ class Node {
   std::vector<Edge> next_edges;
   SavedVersions saved_versions;  // checked by the engine before apply
   uint64_t sequence_nr;  // creation order: later nodes run first among the ready ones
+  // The matmul precision in force when the forward ran: the engine runs apply() at it, so an op's
+  // backward products take the precision of its forward (the MoE router, computed at kHighest inside
+  // a bf16 step, keeps float32 gradients too) whatever the precision at the time of backward().
+  MatmulPrecision matmul_precision;
   int num_outputs = 1;
   // Anomaly mode only (anomaly.hpp): the module whose forward recorded this node, for error messages.
   std::shared_ptr<const std::string> forward_module;
@@ -123,7 +130,27 @@ std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, con
                                  const std::vector<Tensor>& saved, BackwardFn fn);
 // For ops whose backward keeps no tensor (shapes, indices or scalars only).
 inline Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs, UnaryBackwardFn fn) {
-  return record(name, std::move(out), inputs, {}, std::move(fn));
+  return record(name, std::move(out), inputs, std::vector<Tensor>{}, std::move(fn));
+}
+// The same with inputs and saved tensors as braced lists, as ops write them ({x, weight}): when no node
+// is recorded (NoGradGuard, no input requiring grad) neither the lists nor the closure are copied to
+// the heap, so an op under NoGradGuard pays for nothing of its backward beyond building fn's captures.
+bool any_requires_grad(std::initializer_list<Tensor> inputs);
+// Whether record() over these inputs records a node or checks the result (anomaly mode). When it will
+// not, an op may return its result at once, without preparing what its backward would keep.
+inline bool will_record(std::initializer_list<Tensor> inputs) {
+  return is_anomaly_enabled() || any_requires_grad(inputs);
+}
+template <class Fn>
+Tensor record(const char* name, Tensor out, std::initializer_list<Tensor> inputs, std::initializer_list<Tensor> saved,
+              Fn&& fn) {
+  if (!will_record(inputs)) return out;
+  return record(name, std::move(out), std::vector<Tensor>(inputs), std::vector<Tensor>(saved),
+                UnaryBackwardFn(std::forward<Fn>(fn)));
+}
+template <class Fn>
+Tensor record(const char* name, Tensor out, std::initializer_list<Tensor> inputs, Fn&& fn) {
+  return record(name, std::move(out), inputs, std::initializer_list<Tensor>{}, std::forward<Fn>(fn));
 }
 inline std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
                                         BackwardFn fn) {

@@ -8,6 +8,7 @@
 #include "shape_ops.hpp"
 #include "sort_ops.hpp"
 #include "attention.hpp"
+#include "mla_absorbed.hpp"
 #include "mla_heads.hpp"
 #include "moe_experts.hpp"
 #include "rotary.hpp"

@@ -66,7 +66,7 @@ Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin, s
   for (const int64_t p : positions)
     if (p < 0 || p >= cos.size(0))
       fail("rotary_embedding: position {} out of range [0, {}) of the tables", p, cos.size(0));
-  Tensor out = rotate(x.detach(), positions, cos, sin, false);
+  Tensor out = rotate(x, positions, cos, sin, false);
   return autograd::record("rotary_embedding", out, {x}, {cos, sin},
                           [positions = std::move(positions), cos, sin](const Tensor& grad) -> std::vector<Tensor> {
                             return {rotate(grad, positions, cos, sin, true)};

@@ -63,9 +63,10 @@ bool view_strides(const Tensor& x, const Shape& shape, Shape& strides) {
   return view_d == -1;
 }
 
+template <class Backward>
 Tensor view_of(const Tensor& x, const Shape& shape, const Shape& strides, int64_t offset, const char* op,
-               std::function<std::vector<Tensor>(const Tensor&)> backward) {
-  return record(op, x.as_strided(shape, strides, offset), {x}, std::move(backward));
+               Backward&& backward) {
+  return record(op, x.as_strided(shape, strides, offset), {x}, std::forward<Backward>(backward));
 }
 
 }  // namespace

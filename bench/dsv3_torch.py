@@ -421,7 +421,8 @@ class MoE(nn.Module):
             slots = order[start:start + count]
             start += count
             tokens = slot_token[slots]
-            out = out.index_add(0, tokens, self.experts[e](flat[tokens]) * slot_weight[slots])
+            # .to(out.dtype): under autocast the expert output is bf16 while the residual stream is fp32
+            out = out.index_add(0, tokens, (self.experts[e](flat[tokens]) * slot_weight[slots]).to(out.dtype))
         if self.shared_experts is not None:
             out = out + self.shared_experts(flat)
         self.last = {"expert_ids": expert_ids, "load": load,

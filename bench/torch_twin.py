@@ -1,10 +1,12 @@
 # PyTorch twin of latent's training benchmark (bench/train_step.cpp): the same DeepSeek-V3 preset, batch and full training step, timed the same way, for a side-by-side number.
 """Usage: /usr/bin/python3 bench/torch_twin.py --preset small --batch 8 --seq 256 --steps 10 --warmup 2
-                                             [--threads 1] [--openblas-threads 2]
+                                             [--threads 1] [--openblas-threads 2] [--precision fp32|bf16]
 
 One step = forward + loss (ce + 1e-4 * balance + 0.3 * mtp) + backward + clip_grad_norm(1.0)
 + AdamW(lr 3e-4, betas (0.9, 0.95), weight decay 0.1) + update_expert_bias(1e-3), in float32, on
-random byte tokens. Prints, one per line: step_time_median_s, tokens_per_s, model_flops_utilization,
+random byte tokens. With --precision bf16 the forward and loss run under
+torch.autocast("cpu", dtype=torch.bfloat16) (PyTorch's mixed precision: bf16 matmuls through its
+bundled oneDNN, fp32 master weights and optimizer), and the GEMM peak is measured in bf16 too. Prints, one per line: step_time_median_s, tokens_per_s, model_flops_utilization,
 peak_rss_mb (plus the settings and counts they rest on).
 
 Threads: ATen's own kernels use torch.set_num_threads(--threads); matrix products go to OpenBLAS,
@@ -31,6 +33,8 @@ def parse_args():
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (ATen intra-op threads)")
     p.add_argument("--openblas-threads", type=int, default=int(os.environ.get("OPENBLAS_NUM_THREADS", "2")),
                    help="OpenBLAS threads for GEMM (default: $OPENBLAS_NUM_THREADS, else 2)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32, or bf16 autocast for forward and loss")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     for name in ("batch", "seq", "steps", "threads", "openblas_threads"):
@@ -88,9 +92,9 @@ def model_flops_per_token(cfg, seq):
     return 6 * linear_weights_per_token(cfg) + attention
 
 
-def sgemm_peak_flops(repeats=20):
-    """Best rate of torch.mm on [2048, 256] x [256, 768] float32 under the current thread settings."""
-    a, b = torch.randn(2048, 256), torch.randn(256, 768)
+def gemm_peak_flops(dtype, repeats=20):
+    """Best rate of torch.mm on [2048, 256] x [256, 768] in dtype under the current thread settings."""
+    a, b = torch.randn(2048, 256).to(dtype), torch.randn(256, 768).to(dtype)
     for _ in range(3):
         torch.mm(a, b)
     best = float("inf")
@@ -131,7 +135,8 @@ def main():
         ids = torch.randint(0, cfg.vocab_size, (ARGS.batch, ARGS.seq + 1), generator=data)
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        losses = model.loss(ids, aux_loss_alpha=AUX_LOSS_ALPHA, mtp_lambda=MTP_LAMBDA)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ARGS.precision == "bf16"):
+            losses = model.loss(ids, aux_loss_alpha=AUX_LOSS_ALPHA, mtp_lambda=MTP_LAMBDA)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -149,11 +154,14 @@ def main():
 
     median = statistics.median(times)
     tokens_per_s = ARGS.batch * ARGS.seq / median
-    peak = sgemm_peak_flops()
+    peak = gemm_peak_flops(torch.float32)
     print(f"sgemm_peak_gflops: {peak / 1e9:.2f} (torch.mm 2048x256x768 f32, best of 20)")
+    if ARGS.precision == "bf16":
+        peak = gemm_peak_flops(torch.bfloat16)
+        print(f"bf16_gemm_peak_gflops: {peak / 1e9:.2f} (torch.mm 2048x256x768 bf16, best of 20)")
     print(f"step_time_median_s: {median:.4f}")
     print(f"tokens_per_s: {tokens_per_s:.1f}")
-    print(f"model_flops_utilization: {flops_per_token * tokens_per_s / peak:.4f}")
+    print(f"model_flops_utilization: {flops_per_token * tokens_per_s / peak:.4f} (of the {ARGS.precision} peak)")
     print(f"peak_rss_mb: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
 
 

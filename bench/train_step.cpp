@@ -1,6 +1,7 @@
 // train_step: times one full DeepSeek-V3 training step (the step of train::Trainer, train/trainer.cpp)
-// and reports tokens/s, model FLOPs utilisation against an sgemm peak measured on the spot, peak RSS
-// and OS allocations per step; bench/torch_twin.py is its PyTorch counterpart.
+// and reports tokens/s, model FLOPs utilisation against a GEMM peak measured on the spot (at the step's
+// matmul precision, fp32 or bf16), peak RSS and OS allocations per step; bench/torch_twin.py is its
+// PyTorch counterpart.
 #include <sys/resource.h>
 #include <time.h>
 
@@ -22,7 +23,7 @@ namespace {
 constexpr double kAuxLossAlpha = 1e-4, kMtpLambda = 0.3, kBiasGamma = 1e-3;
 
 struct Options {
-  std::string preset = "small";
+  std::string preset = "small", precision = "fp32";
   int64_t batch = 8, seq = 256, steps = 10, warmup = 2, routed_experts = 0;
   int threads = 0;
   uint64_t seed = 0;
@@ -70,9 +71,11 @@ double model_flops_per_token(const models::DeepSeekV3Config& c, int64_t seq) {
 }
 
 // Best rate of one [2048, 256] x [256, 768] f32 product through latent::matmul (the GEMM path every
-// linear layer takes), under the current thread count; the same shape torch_twin.py measures.
-double sgemm_peak_flops(int repeats = 20) {
+// linear layer takes), under the current thread count and at `precision`; the same shape
+// torch_twin.py measures.
+double gemm_peak_flops(MatmulPrecision precision, int repeats = 20) {
   NoGradGuard no_grad;
+  MatmulPrecisionGuard at(precision);
   const Tensor a = randn({2048, 256}), b = randn({256, 768});
   for (int i = 0; i < 3; ++i) matmul(a, b);
   double best = 1e300;
@@ -92,16 +95,18 @@ double peak_rss_mb() {
 
 int run(const Options& o) {
   for (auto [value, name] : {std::pair{o.batch, "--batch"}, {o.seq, "--seq"}, {o.steps, "--steps"}})
-    if (value <= 0) throw Error(fmt::format("{} must be positive, got {}", name, value));
-  if (o.warmup < 0) throw Error(fmt::format("--warmup must be >= 0, got {}", o.warmup));
-  if (o.threads < 0) throw Error(fmt::format("--threads must be positive, got {}", o.threads));
+    if (value <= 0) fail("{} must be positive, got {}", name, value);
+  if (o.warmup < 0) fail("--warmup must be >= 0, got {}", o.warmup);
+  if (o.threads < 0) fail("--threads must be positive, got {}", o.threads);
   if (o.threads > 0) set_num_threads(o.threads);
+  const MatmulPrecision precision = parse_matmul_precision(o.precision);
+  set_matmul_precision(precision);
 
   models::DeepSeekV3Config config = models::DeepSeekV3Config::preset(o.preset);
   config.aux_loss_alpha = kAuxLossAlpha;
   if (o.routed_experts > 0) config.n_routed_experts = o.routed_experts;  // validated by the model
   if (o.seq > config.max_position_embeddings)
-    throw Error(fmt::format("--seq {} exceeds max_position_embeddings {}", o.seq, config.max_position_embeddings));
+    fail("--seq {} exceeds max_position_embeddings {}", o.seq, config.max_position_embeddings);
   manual_seed(o.seed);
   models::DeepSeekV3 model(config);
   model.train();
@@ -109,6 +114,7 @@ int run(const Options& o) {
   int64_t trained = 0;
   for (const Tensor& p : model.parameters()) trained += p.numel();
   fmt::print("threads: {} (one TBB pool, BLAS single-threaded)\n", get_num_threads());
+  fmt::print("precision: {}; {}\n", matmul_precision_name(precision), describe_gemm_paths());
   fmt::print("model: preset {}, {} routed experts (top-{}), {} parameters in the main model, {} trained (MTP included)\n",
              o.preset, config.n_routed_experts, config.num_experts_per_tok, config.num_parameters(), trained);
   fmt::print("model_flops_per_token: {:.0f} ({:.1f} MFLOP at T={})\n", flops_per_token, flops_per_token / 1e6, o.seq);
@@ -157,14 +163,19 @@ int run(const Options& o) {
       static_cast<double>(allocator::stats().os_allocations - os_before) / static_cast<double>(o.steps);
 
   const double step_time = median(total), tokens_per_s = static_cast<double>(o.batch * o.seq) / step_time;
-  const double peak = sgemm_peak_flops();
-  fmt::print("sgemm_peak_gflops: {:.2f} (latent::matmul 2048x256x768 f32, best of 20)\n", peak / 1e9);
+  const double fp32_peak = gemm_peak_flops(MatmulPrecision::kHighest);
+  fmt::print("sgemm_peak_gflops: {:.2f} (latent::matmul 2048x256x768 f32, best of 20)\n", fp32_peak / 1e9);
+  double peak = fp32_peak;
+  if (precision == MatmulPrecision::kBFloat16) {
+    peak = gemm_peak_flops(MatmulPrecision::kBFloat16);
+    fmt::print("bf16_gemm_peak_gflops: {:.2f} (the same product at bf16 precision, best of 20)\n", peak / 1e9);
+  }
   fmt::print("phase_medians_s: forward+loss {:.4f}, backward {:.4f}, clip+AdamW+bias {:.4f}\n", median(forward),
              median(backward), median(update));
   fmt::print("step_cpu_median_s: {:.4f} (CPU time of all threads)\n", median(cpu));
   fmt::print("step_time_median_s: {:.4f}\n", step_time);
   fmt::print("tokens_per_s: {:.1f}\n", tokens_per_s);
-  fmt::print("model_flops_utilization: {:.4f}\n", flops_per_token * tokens_per_s / peak);
+  fmt::print("model_flops_utilization: {:.4f} (of the {} peak)\n", flops_per_token * tokens_per_s / peak, o.precision);
   fmt::print("peak_rss_mb: {:.1f}\n", peak_rss_mb());
   fmt::print("os_allocations_per_step: {:.2f}\n", os_per_step);
   return 0;
@@ -182,6 +193,8 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup, "untimed steps first")->capture_default_str();
   app.add_option("--threads", o.threads, "worker threads (default: LATENT_NUM_THREADS or all cores)");
   app.add_option("--routed-experts", o.routed_experts, "override n_routed_experts (top-k unchanged; 0: the preset's)");
+  app.add_option("--precision", o.precision, "matmul precision: fp32, or bf16 (bfloat16 operands, float32 accumulation)")
+      ->capture_default_str();
   app.add_option("--seed", o.seed, "seed of initialisation and token draws")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {

@@ -40,5 +40,6 @@ template <class T> Tensor from_vector(const std::vector<T>& values, const Shape&
 template Tensor from_vector<float>(const std::vector<float>&, const Shape&);
 template Tensor from_vector<double>(const std::vector<double>&, const Shape&);
 template Tensor from_vector<int64_t>(const std::vector<int64_t>&, const Shape&);
+template Tensor from_vector<bfloat16>(const std::vector<bfloat16>&, const Shape&);
 
 }  // namespace latent

@@ -16,7 +16,7 @@ Tensor arange(int64_t n, DType dtype = kInt64);                       // 0, 1, .
 Tensor arange(int64_t start, int64_t end, int64_t step = 1, DType dtype = kInt64);
 Tensor scalar_tensor(double value, DType dtype = kFloat32);           // 0-dim
 
-// T = float, double or int64_t. values.size() must equal the product of shape.
+// T = float, double, int64_t or bfloat16. values.size() must equal the product of shape.
 template <class T> Tensor from_vector(const std::vector<T>& values, const Shape& shape);
 // 1-D shorthand.
 template <class T> Tensor from_vector(const std::vector<T>& values) {

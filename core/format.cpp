@@ -10,6 +10,11 @@ namespace {
 
 constexpr int64_t kElideAbove = 1000, kEdgeItems = 3;
 
+template <class T> std::string format_element(T value) {
+  if constexpr (std::is_integral_v<T>) return fmt::format("{}", value);
+  else return fmt::format("{:.6g}", convert_element<double>(value));
+}
+
 template <class T>
 void print_dim(std::string& out, const T* data, const Tensor& t, int64_t d, int64_t offset, bool elide, int indent) {
   const int64_t n = t.shape()[d];
@@ -22,8 +27,7 @@ void print_dim(std::string& out, const T* data, const Tensor& t, int64_t d, int6
     }
     const int64_t off = offset + i * t.strides()[d];
     if (d + 1 == t.dim()) {
-      if constexpr (std::is_integral_v<T>) out += fmt::format("{}", data[off]);
-      else out += fmt::format("{:.6g}", data[off]);
+      out += format_element(data[off]);
     } else {
       print_dim(out, data, t, d + 1, off, elide, indent + 1);
     }
@@ -36,11 +40,10 @@ void print_dim(std::string& out, const T* data, const Tensor& t, int64_t d, int6
 
 std::string Tensor::to_string() const {
   std::string out = "tensor(";
-  dispatch(dtype(), [&]<class T>() {
+  dispatch_with_bfloat16(dtype(), [&]<class T>() {
     const T* p = data<T>();
     if (dim() == 0) {
-      if constexpr (std::is_integral_v<T>) out += fmt::format("{}", *p);
-      else out += fmt::format("{:.6g}", *p);
+      out += format_element(*p);
     } else {
       print_dim(out, p, *this, 0, 0, numel() > kElideAbove, 7);
     }

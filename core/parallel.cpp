@@ -90,4 +90,9 @@ void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn) {
   });
 }
 
+void parallel_tasks(int64_t n, int64_t work, const std::function<void(int64_t)>& fn) {
+  if (work >= kMinParallelWork) return parallel_tasks(n, fn);
+  for (int64_t i = 0; i < n; ++i) fn(i);
+}
+
 }  // namespace latent

@@ -15,4 +15,12 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 // Runs fn(i) for i in [0, n) as independent tasks (experts, heads, batch entries).
 void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn);
 
+// Multiply-adds below which a parallel region costs more than it saves: waking the pool and joining
+// it takes microseconds, about what one core needs for this much arithmetic (a decoding step's
+// experts, a few GEMVs).
+inline constexpr int64_t kMinParallelWork = 1 << 21;
+// parallel_tasks for tasks whose total cost is `work` multiply-adds: run in order on the calling
+// thread when work < kMinParallelWork.
+void parallel_tasks(int64_t n, int64_t work, const std::function<void(int64_t)>& fn);
+
 }  // namespace latent

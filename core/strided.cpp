@@ -51,7 +51,7 @@ template <class D, class S> bool copy_transposed(const Tensor& dst, const Tensor
         for (int64_t i = i0; i < i1; ++i) {
           D* out_row = out + to + i * row_stride;
           const S* in_column = in + from + i;
-          for (int64_t j = j0; j < j1; ++j) out_row[j] = static_cast<D>(in_column[j * col_stride]);
+          for (int64_t j = j0; j < j1; ++j) out_row[j] = convert_element<D>(in_column[j * col_stride]);
         }
       }
     }
@@ -72,8 +72,14 @@ void copy_into(const Tensor& dst, const Tensor& src) {
     });
     return;
   }
-  dispatch(dst.dtype(), [&]<class D>() {
-    dispatch(src.dtype(), [&]<class S>() {
+  if (dst.is_contiguous() && src.is_contiguous()) {  // the GEMM operands and .to(): vectorised
+    if (dst.dtype() == kBFloat16 && src.dtype() == kFloat32)
+      return float_to_bfloat16(src.data<float>(), dst.data<bfloat16>(), dst.numel());
+    if (dst.dtype() == kFloat32 && src.dtype() == kBFloat16)
+      return bfloat16_to_float(src.data<bfloat16>(), dst.data<float>(), dst.numel());
+  }
+  dispatch_with_bfloat16(dst.dtype(), [&]<class D>() {
+    dispatch_with_bfloat16(src.dtype(), [&]<class S>() {
       if (copy_transposed<D, S>(dst, src)) return;
       // Walk both layouts together, rows split across the pool (each element is written once).
       const Shape& shape = dst.shape();
@@ -85,9 +91,9 @@ void copy_into(const Tensor& dst, const Tensor& src) {
       parallel_for(row_count(shape), std::max<int64_t>(1, kCopyGrain / inner), [&](int64_t b, int64_t e) {
         for_each_row2(shape, dst.strides(), src.strides(), b, e, [&](int64_t, int64_t to, int64_t from) {
           if (inner_dst == 1 && inner_src == 1) {
-            for (int64_t i = 0; i < inner; ++i) out[to + i] = static_cast<D>(in[from + i]);
+            for (int64_t i = 0; i < inner; ++i) out[to + i] = convert_element<D>(in[from + i]);
           } else {
-            for (int64_t i = 0; i < inner; ++i) out[to + i * inner_dst] = static_cast<D>(in[from + i * inner_src]);
+            for (int64_t i = 0; i < inner; ++i) out[to + i * inner_dst] = convert_element<D>(in[from + i * inner_src]);
           }
         });
       });

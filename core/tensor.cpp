@@ -100,18 +100,20 @@ void* Tensor::raw_data() const {
 }
 
 template <class T> std::vector<T> Tensor::to_vector() const {
-  const Tensor c = contiguous_copy(*this);
+  // bfloat16 widens exactly, so a float vector is its natural host form.
+  const Tensor c = std::is_same_v<T, float> && dtype() == kBFloat16 ? cast_copy(*this, kFloat32) : contiguous_copy(*this);
   const T* p = c.data<T>();
   return std::vector<T>(p, p + c.numel());
 }
 template std::vector<float> Tensor::to_vector<float>() const;
 template std::vector<double> Tensor::to_vector<double>() const;
 template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
+template std::vector<bfloat16> Tensor::to_vector<bfloat16>() const;
 
 double Tensor::item() const {
   if (numel() != 1)
     fail("item: expected a one-element tensor, got shape {}", shape_str(shape()));
-  return dispatch(dtype(), [&]<class T>() { return static_cast<double>(*data<T>()); });
+  return dispatch_with_bfloat16(dtype(), [&]<class T>() { return convert_element<double>(*data<T>()); });
 }
 
 Tensor Tensor::as_strided(const Shape& new_shape, const Shape& new_strides, int64_t new_offset) const {
@@ -145,8 +147,8 @@ Tensor& Tensor::copy_(const Tensor& src) {
 }
 
 Tensor& Tensor::fill_(double value) {
-  dispatch(dtype(), [&]<class T>() {
-    const T v = static_cast<T>(value);
+  dispatch_with_bfloat16(dtype(), [&]<class T>() {
+    const T v = convert_element<T>(value);
     T* p = data<T>();
     if (is_contiguous())  // zeros() and friends: the common case, split across the pool
       parallel_for(numel(), 1 << 15, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, v); });

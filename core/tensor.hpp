@@ -56,7 +56,7 @@ class Tensor {
   void* raw_data() const;
   const std::shared_ptr<Storage>& storage() const { return impl().storage; }
 
-  template <class T> std::vector<T> to_vector() const;  // row-major copy; T must match dtype()
+  template <class T> std::vector<T> to_vector() const;  // row-major copy; T matches dtype(), or float for bfloat16
   double item() const;                                  // one-element tensors only
   Tensor contiguous() const;                            // self if already contiguous
   Tensor clone() const;                                 // differentiable copy

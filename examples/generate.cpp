@@ -4,6 +4,7 @@
 // else token ids are bytes.
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -40,6 +41,8 @@ int main(int argc, char** argv) {
   options.temperature = 0.8;
   options.top_k = 40;
   int threads = 0;
+  std::string precision = "fp32";
+  bool timings = false;
   app.add_option("model", dir, "checkpoint / model directory (config.json + model.safetensors)")->required();
   app.add_option("--prompt,-p", prompt, "prompt text (default: read standard input)");
   app.add_flag("--stdin", read_stdin, "read the prompt from standard input");
@@ -48,12 +51,21 @@ int main(int argc, char** argv) {
   app.add_option("--top-k,-k", options.top_k, "sample among the k most likely tokens (0: all)")->capture_default_str();
   app.add_option("--seed", options.seed, "sampling seed")->capture_default_str();
   app.add_option("--threads", threads, "worker threads");
+  app.add_option("--precision", precision, "matmul precision: fp32, or bf16 (bf16 GEMM operands, fp32 accumulation; "
+                                           "refused where oneDNN or the CPU's avx512_bf16 is missing)")
+      ->capture_default_str();
+  app.add_flag("--timings", timings, "print prompt and generation speed to standard error at the end");
   CLI11_PARSE(app, argc, argv);
   try {
     if (options.max_new_tokens < 0) fail("--max-tokens must be >= 0, got {}", options.max_new_tokens);
     if (!(options.temperature >= 0)) fail("--temperature must be >= 0, got {}", options.temperature);
     if (options.top_k < 0) fail("--top-k must be >= 0, got {}", options.top_k);
     if (threads < 0) fail("--threads must be positive, got {}", threads);
+    if (precision != "fp32" && precision != "bf16")
+      fail("--precision must be fp32 or bf16, got '{}'", precision);
+    std::string why_not;
+    if (precision == "bf16" && !bf16_matmul_supported(&why_not))
+      fail("--precision bf16 cannot run here: {}; use --precision fp32", why_not);
     if (!std::filesystem::is_directory(dir)) fail("'{}' is not a directory", dir);
     if (!std::filesystem::is_regular_file(std::filesystem::path(dir) / "config.json"))
       fail("'{}' is not a model directory: it has no config.json", dir);
@@ -83,7 +95,14 @@ int main(int argc, char** argv) {
                  max_positions);
       options.max_new_tokens = room;
     }
+    const MatmulPrecisionGuard at(parse_matmul_precision(precision));
     std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+    // The prompt phase ends with the first new token (prefill and its pick); every later token is
+    // one decoding step.
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point start = Clock::now();
+    Clock::time_point first, last;
+    int64_t emitted = 0;
     model->generate(from_vector(ids), options, [&](int64_t token) {
       // A byte-level BPE token decodes to its own bytes, so tokens stream one by one.
       if (tokenizer) {
@@ -93,9 +112,18 @@ int main(int argc, char** argv) {
         std::fputc(token < 256 ? int(token) : '?', stdout);  // a vocabulary wider than bytes has no text for the rest
       }
       std::fflush(stdout);
+      last = Clock::now();
+      if (emitted++ == 0) first = last;
       return true;
     });
     std::fputc('\n', stdout);
+    if (timings && emitted > 0) {
+      const double prompt_seconds = std::chrono::duration<double>(first - start).count();
+      const double generation_seconds = std::chrono::duration<double>(last - first).count();
+      fmt::print(stderr, "latent-generate: prompt {} tokens in {:.6f} s ({:.1f} tokens/s), then {} tokens in {:.6f} s ({:.1f} tokens/s)\n",
+                 ids.size(), prompt_seconds, double(ids.size()) / prompt_seconds, emitted - 1, generation_seconds,
+                 emitted > 1 ? double(emitted - 1) / generation_seconds : 0.0);
+    }
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "latent-generate: error: {}\n", e.what());

@@ -57,6 +57,9 @@ void add_options(CLI::App& app, train::TrainerOptions& o) {
                                                    "checkpoint kept) or 'skip' the step (no update) and go on")->capture_default_str();
   app.add_option("--max-skips", o.max_skips, "with --on-nonfinite skip: stop after more than N consecutive skipped "
                                              "steps")->capture_default_str();
+  app.add_option("--precision", o.precision, "matmul precision: fp32, or bf16 (bf16 GEMM operands, fp32 accumulation; "
+                                             "weights, gradients and AdamW stay fp32). Default: bf16 where oneDNN and "
+                                             "the CPU's avx512_bf16 allow it, else fp32; on --resume, the checkpoint's");
   app.add_flag("--detect-anomaly", o.detect_anomaly, "find the first op whose result or gradient is NaN/Inf and "
                                                      "stop there, naming it and its module (slow)");
 }

@@ -1,4 +1,4 @@
-// safetensors reading (mmap, strict header validation, BF16/F16 widening) and atomic writing.
+// safetensors reading (mmap, strict header validation, BF16 as stored, F16 widening) and atomic writing.
 #include "safetensors.hpp"
 
 #include <fcntl.h>
@@ -37,7 +37,7 @@ struct FileDType {
 
 constexpr FileDType kFileDTypes[] = {
     {"F64", 8, DType::Float64},   {"F32", 4, DType::Float32},   {"I64", 8, DType::Int64},
-    {"BF16", 2, DType::Float32},  {"F16", 2, DType::Float32},   {"U64", 8, std::nullopt},
+    {"BF16", 2, DType::BFloat16},  {"F16", 2, DType::Float32},   {"U64", 8, std::nullopt},
     {"I32", 4, std::nullopt},     {"U32", 4, std::nullopt},     {"I16", 2, std::nullopt},
     {"U16", 2, std::nullopt},     {"I8", 1, std::nullopt},      {"U8", 1, std::nullopt},
     {"BOOL", 1, std::nullopt},    {"F8_E5M2", 1, std::nullopt}, {"F8_E4M3", 1, std::nullopt},
@@ -58,6 +58,8 @@ const char* file_dtype_name(DType d) {
       return "F64";
     case DType::Int64:
       return "I64";
+    case DType::BFloat16:
+      return "BF16";
   }
   return "?";
 }
@@ -269,14 +271,11 @@ float half_to_float(uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
-// bfloat16 is the top half of a binary32, so widening is a shift (exact for every value).
-float bfloat16_to_float(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
-
-template <float (*Convert)(uint16_t)> void widen_16bit(const unsigned char* src, float* dst, int64_t n) {
+void widen_half(const unsigned char* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     uint16_t h;
     std::memcpy(&h, src + 2 * i, 2);  // the file gives no alignment guarantee
-    dst[i] = Convert(h);
+    dst[i] = half_to_float(h);
   }
 }
 
@@ -284,10 +283,8 @@ Tensor load_tensor(const SafetensorsTensorInfo& info, const unsigned char* data_
   const FileDType& file_dtype = *find_file_dtype(info.dtype);
   Tensor t = Tensor::empty(info.shape, *file_dtype.loads_as);
   const unsigned char* src = data_section + info.data_begin;
-  if (file_dtype.name == "BF16")
-    widen_16bit<bfloat16_to_float>(src, t.data<float>(), t.numel());
-  else if (file_dtype.name == "F16")
-    widen_16bit<half_to_float>(src, t.data<float>(), t.numel());
+  if (file_dtype.name == "F16")
+    widen_half(src, t.data<float>(), t.numel());
   else if (info.data_end > info.data_begin)
     std::memcpy(t.raw_data(), src, info.data_end - info.data_begin);
   return t;
@@ -301,7 +298,7 @@ SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std
   // Refuse unsupported dtypes before allocating anything.
   for (const auto& [name, info] : header.tensors)
     if (!find_file_dtype(info.dtype)->loads_as)
-      fail_tensor(source, name, "dtype {} is not supported (latent reads F32, F64, I64, and BF16/F16 as float32)",
+      fail_tensor(source, name, "dtype {} is not supported (latent reads F32, F64, I64, BF16, and F16 as float32)",
                   info.dtype);
   SafetensorsFile file;
   file.metadata = std::move(header.metadata);

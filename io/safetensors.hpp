@@ -31,8 +31,8 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;  // the "__metadata__" entry
 };
 
-// Reads every tensor of a file. F32, F64 and I64 load as float32, float64 and int64; BF16 and F16
-// are converted to float32 exactly (subnormals, infinities and NaNs included). Any other dtype is
+// Reads every tensor of a file. F32, F64, I64 and BF16 load as float32, float64, int64 and bfloat16
+// (bits as stored); F16 is converted to float32 exactly (subnormals, infinities and NaNs included). Any other dtype is
 // refused. The whole file is validated before any tensor is created; every problem throws
 // latent::Error naming the file, the tensor and what is wrong.
 //

@@ -40,7 +40,7 @@ struct Key {
 template <class E> std::string_view enum_to_string(E value) {
   for (const auto& [candidate, name] : names(E{}))
     if (candidate == value) return name;
-  throw Error(fmt::format("config: enum value {} has no name", static_cast<int>(value)));
+  fail("config: enum value {} has no name", static_cast<int>(value));
 }
 
 template <class E> E enum_from_string(std::string_view text, std::string_view key, const std::string& context) {
@@ -49,18 +49,18 @@ template <class E> E enum_from_string(std::string_view text, std::string_view ke
     if (name == text) return value;
     allowed += fmt::format("{}'{}'", allowed.empty() ? "" : ", ", name);
   }
-  throw Error(fmt::format("{}: key '{}' is '{}'; allowed: {}", context, key, text, allowed));
+  fail("{}: key '{}' is '{}'; allowed: {}", context, key, text, allowed);
 }
 
 template <class T> void check_value(const T& value, Check check, std::string_view key, const std::string& context) {
   if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
     const bool finite_required = check == Check::kFinite || check == Check::kFinitePositive || check == Check::kFiniteNonNegative;
     if (finite_required && !std::isfinite(double(value)))
-      throw Error(fmt::format("{}: key '{}' must be finite, got {}", context, key, value));
+      fail("{}: key '{}' must be finite, got {}", context, key, value);
     if ((check == Check::kPositive || check == Check::kFinitePositive) && !(value > 0))
-      throw Error(fmt::format("{}: key '{}' must be positive, got {}", context, key, value));
+      fail("{}: key '{}' must be positive, got {}", context, key, value);
     if ((check == Check::kNonNegative || check == Check::kFiniteNonNegative) && !(value >= 0))
-      throw Error(fmt::format("{}: key '{}' must be >= 0, got {}", context, key, value));
+      fail("{}: key '{}' must be >= 0, got {}", context, key, value);
   }
 }
 

@@ -26,18 +26,19 @@ DecoderLayer::DecoderLayer(const DeepSeekV3Config& c, bool is_moe, std::shared_p
   }
 }
 
-Tensor DecoderLayer::feed_forward(const Tensor& h) {
+Tensor DecoderLayer::feed_forward(const Tensor& h, bool routing_statistics) {
   const Tensor x = (*post_attention_layernorm)(h);
-  return h + (moe ? (*moe)(x) : (*dense_mlp)(x));
+  if (!moe) return h + (*dense_mlp)(x);
+  return h + (routing_statistics ? (*moe)(x) : moe->forward_without_statistics(x));
 }
 
 Tensor DecoderLayer::forward(const Tensor& h) {
-  return feed_forward(h + (*self_attn)((*input_layernorm)(h)));
+  return feed_forward(h + (*self_attn)((*input_layernorm)(h)), true);
 }
 
 Tensor DecoderLayer::forward_absorbed(const Tensor& h, LatentCache& cache) {
   nn::ForwardScope scope(*this);
-  return feed_forward(h + self_attn->forward_absorbed((*input_layernorm)(h), cache));
+  return feed_forward(h + self_attn->forward_absorbed((*input_layernorm)(h), cache), false);
 }
 
 MTPLayer::SharedHead::SharedHead(const DeepSeekV3Config& c) {

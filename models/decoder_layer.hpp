@@ -22,7 +22,8 @@ class DecoderLayer : public nn::Callable<DecoderLayer> {
   std::shared_ptr<DeepSeekMoE> moe;
 
  private:
-  Tensor feed_forward(const Tensor& h);
+  // h + FFN(post_attention_layernorm(h)); an MoE records its routing statistics when asked to.
+  Tensor feed_forward(const Tensor& h, bool routing_statistics);
 };
 
 // Multi-token prediction module k (docs/deepseek_v3.md, "MTP"): combines the embedding of token j+k with the

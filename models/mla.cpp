@@ -20,7 +20,7 @@ std::shared_ptr<nn::Linear> projection(int64_t in, int64_t out, double std) {
 }  // namespace
 
 LatentCache::LatentCache(int64_t batch, int64_t capacity, const DeepSeekV3Config& c, DType dtype)
-    : kv(zeros({batch, capacity, c.kv_lora_rank}, dtype)), k_pe(zeros({batch, capacity, c.qk_rope_head_dim}, dtype)) {}
+    : rows(zeros({batch, capacity, c.kv_lora_rank + c.qk_rope_head_dim}, dtype)) {}
 
 MultiHeadLatentAttention::MultiHeadLatentAttention(const DeepSeekV3Config& c, std::shared_ptr<const nn::RotaryEmbedding> rope)
     : heads_(c.num_attention_heads),
@@ -67,32 +67,27 @@ Tensor MultiHeadLatentAttention::forward(const Tensor& x) const {
 }
 
 // Absorbed form (docs/deepseek_v3.md, "Absorbed cache"): with W_UK, W_UV the key and value halves of kv_b_proj per head,
-//   q_lat = q_nope W_UK,  score = (q_lat . c + q_pe . k_pe) * scale,  o = (softmax(score) c) W_UV^T.
-// The latent c acts as a single key/value head shared by every query head (MQA over the cache).
+//   q_lat = q_nope W_UK,  score = (q_lat . c + q_pe . k_pe) * scale,  o = (softmax(score) c) W_UV^T,
+// the op mla_absorbed_attention. The latent c acts as a single key/value head shared by every query
+// head (MQA over the cache).
 Tensor MultiHeadLatentAttention::forward_absorbed(const Tensor& x, LatentCache& cache) const {
   nn::ForwardScope scope(*this);
   const int64_t B = x.size(0), T = x.size(1), start = cache.length;
-  if (cache.kv.size(0) != B) fail("MLA: cache batch {} differs from input batch {}", cache.kv.size(0), B);
+  if (cache.rows.size(0) != B) fail("MLA: cache batch {} differs from input batch {}", cache.rows.size(0), B);
   if (start + T > cache.capacity())
     fail("MLA: cache of {} positions cannot take {} more after {}", cache.capacity(), T, start);
   const Tensor q = queries(x);
   const Tensor q_nope = narrow(q, 3, 0, nope_dim_), q_pe = rope_->apply(narrow(q, 3, nope_dim_, rope_dim_), start);
   const Tensor compressed = (*kv_a_proj_with_mqa)(x);
-  const Tensor c_kv = (*kv_a_layernorm)(narrow(compressed, 2, 0, kv_rank_));
+  const Tensor new_rows = narrow(cache.rows, 1, start, T);  // [B, T, kv_rank + rope_dim]
+  narrow(new_rows, 2, 0, kv_rank_).copy_((*kv_a_layernorm)(narrow(compressed, 2, 0, kv_rank_)));
   const Tensor k_pe = rope_->apply(reshape(narrow(compressed, 2, kv_rank_, rope_dim_), {B, T, 1, rope_dim_}), start);
-  narrow(cache.kv, 1, start, T).copy_(c_kv);
-  narrow(cache.k_pe, 1, start, T).copy_(reshape(k_pe, {B, T, rope_dim_}));
+  narrow(new_rows, 2, kv_rank_, rope_dim_).copy_(reshape(k_pe, {B, T, rope_dim_}));
   cache.length = start + T;
 
-  const Tensor w = reshape(kv_b_proj->weight, {heads_, nope_dim_ + v_dim_, kv_rank_});
-  const Tensor w_uk = narrow(w, 1, 0, nope_dim_), w_uv = narrow(w, 1, nope_dim_, v_dim_);
-  const Tensor q_lat = matmul(permute(q_nope, {0, 2, 1, 3}), w_uk);  // [B, H, T, kv_rank]
-  const Tensor query = cat({q_lat, permute(q_pe, {0, 2, 1, 3})}, 3);
-  const Tensor latent = narrow(cache.kv, 1, 0, cache.length).unsqueeze(1);  // [B, 1, S, kv_rank]
-  const Tensor key = cat({latent, narrow(cache.k_pe, 1, 0, cache.length).unsqueeze(1)}, 3);
-  const Tensor o_lat = scaled_dot_product_attention(query, key, latent, true, scale_);  // [B, H, T, kv_rank]
-  const Tensor out = matmul(o_lat, transpose(w_uv, 1, 2));                              // [B, H, T, v]
-  return (*o_proj)(reshape(permute(out, {0, 2, 1, 3}), {B, T, heads_ * v_dim_}));
+  const Tensor out = mla_absorbed_attention(q_nope, q_pe, narrow(cache.rows, 1, 0, cache.length), kv_b_proj->weight,
+                                           v_dim_, scale_);  // [B, T, H * v]
+  return (*o_proj)(out);
 }
 
 }  // namespace latent::models

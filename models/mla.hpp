@@ -12,14 +12,15 @@
 
 namespace latent::models {
 
-// Per-layer cache of the absorbed form: normalised latent c_kv and rotated k_pe for each past token.
+// Per-layer cache of the absorbed form: for each past token, its normalised latent c_kv followed by
+// its rotated k_pe, in one row. The rows are the attention's keys as they stand and their first
+// kv_lora_rank columns its values, so a decoding step reads the cache in place.
 struct LatentCache {
-  Tensor kv;    // [B, capacity, kv_lora_rank]
-  Tensor k_pe;  // [B, capacity, qk_rope_head_dim]
+  Tensor rows;  // [B, capacity, kv_lora_rank + qk_rope_head_dim]
   int64_t length = 0;
   LatentCache(int64_t batch, int64_t capacity, const DeepSeekV3Config& config, DType dtype = kFloat32);
-  int64_t capacity() const { return kv.size(1); }
-  int64_t floats_per_token() const { return kv.size(2) + k_pe.size(2); }
+  int64_t capacity() const { return rows.size(1); }
+  int64_t floats_per_token() const { return rows.size(2); }
 };
 
 class MultiHeadLatentAttention : public nn::Callable<MultiHeadLatentAttention> {

@@ -6,8 +6,10 @@
 #include <limits>
 #include <numeric>
 
+#include "../autograd/anomaly.hpp"
 #include "../autograd/ops.hpp"
 #include "../core/factory.hpp"
+#include "../core/matmul_precision.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "../nn/init.hpp"
@@ -27,9 +29,11 @@ void top_indices(const std::vector<double>& values, int64_t k, std::vector<int64
   order.resize(static_cast<size_t>(k));
 }
 
-// An expert module's weights for the experts op, labelled with its path so that anomaly mode names it.
+// An expert module's weights for the experts op, labelled with its path in anomaly mode, the only
+// reader of labels (building a path walks the module tree, every call).
 ExpertWeights expert_weights(const nn::SwiGLU& mlp) {
-  return {mlp.gate_proj->weight, mlp.up_proj->weight, mlp.down_proj->weight, mlp.module_path()};
+  return {mlp.gate_proj->weight, mlp.up_proj->weight, mlp.down_proj->weight,
+          autograd::is_anomaly_enabled() ? mlp.module_path() : std::string()};
 }
 
 }  // namespace
@@ -51,7 +55,14 @@ MoEGate::MoEGate(const DeepSeekV3Config& c)
 
 MoEGate::Routing MoEGate::route(const Tensor& x) const {
   nn::ForwardScope scope(*this);
-  const Tensor logits = linear(x, weight);
+  // The router's scores stay float32 under bf16 matmul precision (as DeepSeek-V3 keeps its gating in
+  // high precision): bf16 rounding would flip near-tied top-k choices, and a flipped expert changes
+  // a token's output by far more than the rounding itself. Its backward products stay float32 too:
+  // a node's backward runs at the precision of its forward (autograd/node.hpp).
+  const Tensor logits = [&] {
+    MatmulPrecisionGuard highest(MatmulPrecision::kHighest);
+    return linear(x, weight);
+  }();
   Routing r;
   r.scores = sigmoid_ ? sigmoid(logits) : softmax(logits, -1);
   const int64_t N = x.size(0), E = n_routed_experts_, K = top_k_;
@@ -146,22 +157,30 @@ Tensor DeepSeekMoE::forward(const Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2), N = B * T;
   const Tensor flat = reshape(x, {N, D});
   const MoEGate::Routing routing = gate->route(flat);
-  const int64_t K = routing.expert_ids.size(1), E = static_cast<int64_t>(experts->size());
+  const Tensor y = experts_output(flat, routing);
 
   // The loads for the statistics and the bias update; the experts op sorts the assignments itself.
   const int64_t* ids = routing.expert_ids.data<int64_t>();
-  std::vector<int64_t> loads(static_cast<size_t>(E), 0);
-  for (int64_t i = 0; i < N * K; ++i) ++loads[static_cast<size_t>(ids[i])];
-  std::vector<ExpertWeights> routed(static_cast<size_t>(E));
-  for (int64_t e = 0; e < E; ++e)
-    routed[static_cast<size_t>(e)] = expert_weights(*experts->at<nn::SwiGLU>(static_cast<size_t>(e)));
-  const Tensor y = moe_experts(flat, routing.weights, routing.expert_ids, routed,
-                               shared_experts ? expert_weights(*shared_experts) : ExpertWeights{});
-
+  std::vector<int64_t> loads(experts->size(), 0);
+  for (int64_t i = 0; i < routing.expert_ids.numel(); ++i) ++loads[static_cast<size_t>(ids[i])];
   stats_.expert_ids = routing.expert_ids;
   stats_.loads = from_vector(loads);
   stats_.balance = gate->balance_loss(routing, B, T);
   return reshape(y, {B, T, D});
+}
+
+Tensor DeepSeekMoE::forward_without_statistics(const Tensor& x) const {
+  nn::ForwardScope scope(*this);
+  if (x.dim() != 3) fail("DeepSeekMoE: input must be [B, T, hidden], got {}", shape_str(x.shape()));
+  const Tensor flat = reshape(x, {x.size(0) * x.size(1), x.size(2)});
+  return reshape(experts_output(flat, gate->route(flat)), x.shape());
+}
+
+Tensor DeepSeekMoE::experts_output(const Tensor& x, const MoEGate::Routing& routing) const {
+  std::vector<ExpertWeights> routed(experts->size());
+  for (size_t e = 0; e < routed.size(); ++e) routed[e] = expert_weights(*experts->at<nn::SwiGLU>(e));
+  return moe_experts(x, routing.weights, routing.expert_ids, routed,
+                     shared_experts ? expert_weights(*shared_experts) : ExpertWeights{});
 }
 
 void DeepSeekMoE::update_expert_bias(double gamma) {

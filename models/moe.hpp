@@ -48,6 +48,8 @@ class DeepSeekMoE : public nn::Callable<DeepSeekMoE> {
   explicit DeepSeekMoE(const DeepSeekV3Config& config);
   // x: [B, T, hidden] -> [B, T, hidden]; routing statistics of this call go to last_stats().
   Tensor forward(const Tensor& x);
+  // The same output without the routing statistics, which only a loss reads (cached decoding).
+  Tensor forward_without_statistics(const Tensor& x) const;
   const RoutingStats& last_stats() const { return stats_; }
   // b_i += gamma * sign(mean(load) - load_i) from last_stats().loads (aux-loss-free balancing).
   void update_expert_bias(double gamma);
@@ -58,6 +60,9 @@ class DeepSeekMoE : public nn::Callable<DeepSeekMoE> {
   std::shared_ptr<nn::SwiGLU> shared_experts;  // null when n_shared_experts is 0
 
  private:
+  // The shared and routed experts over x [N, hidden] as `routing` sends it: [N, hidden].
+  Tensor experts_output(const Tensor& x, const MoEGate::Routing& routing) const;
+
   RoutingStats stats_;
 };
 

@@ -59,6 +59,11 @@ std::vector<std::string> adopt_checkpoint_hyperparameters(TrainerOptions& o, con
     const auto tokenizer = io::json_as<std::string>(saved.at("tokenizer"), "key 'tokenizer'", context);
     o.tokenizer = tokenizer == "bytes" ? "" : tokenizer;
   }
+  // A checkpoint from before --precision existed trained in float32.
+  const std::string precision_before = io::optional<std::string>(saved, "precision", "fp32", context);
+  if (!o.given.count("--precision")) o.precision = precision_before;
+  else if (o.precision != precision_before)
+    notes.push_back(fmt::format("--precision {} differs from the checkpoint's {}", o.precision, precision_before));
   if (saved.contains("data")) {
     const auto data = io::json_as<std::vector<std::string>>(saved.at("data"), "key 'data'", context);
     if (o.data.empty()) o.data = data;
@@ -130,6 +135,30 @@ void check_options(const TrainerOptions& o) {
     fail("--on-nonfinite must be 'stop' or 'skip', got '{}'", o.on_nonfinite);
   if (o.max_skips < 0) fail("--max-skips must be >= 0, got {}", o.max_skips);
   bpe_vocab_size(o.tokenizer);  // refuses a malformed bpe:N before any file is read
+  if (!o.precision.empty() && o.precision != "fp32" && o.precision != "bf16")
+    fail("--precision must be fp32 or bf16, got '{}'", o.precision);
+}
+
+// The run's matmul precision, and why (for the summary). bf16 is the default where every rank can run
+// it; asked for (or resumed) where it cannot, it is refused on every rank alike, never replaced by fp32.
+std::pair<MatmulPrecision, std::string> choose_precision(const TrainerOptions& o, const distributed::ProcessGroup& group) {
+  std::string why_not;
+  const bool here = bf16_matmul_supported(&why_not);
+  const bool everywhere = group.size() == 1 ? here : group.all_reduce_sum({here ? 0.0 : 1.0})[0] == 0;
+  if (here && !everywhere) why_not = "another rank of this job cannot run bf16 matmuls";
+  if (o.precision.empty()) {
+    if (everywhere) return {MatmulPrecision::kBFloat16, "default: oneDNN, CPU has avx512_bf16"};
+    return {MatmulPrecision::kHighest, "default; bf16 unavailable: " + why_not};
+  }
+  const bool from_checkpoint = !o.resume_dir.empty() && !o.given.count("--precision");
+  const std::string source = from_checkpoint ? "the checkpoint's" : "--precision " + o.precision;
+  if (o.precision == "fp32") return {MatmulPrecision::kHighest, source};
+  if (everywhere) return {MatmulPrecision::kBFloat16, source};
+  if (from_checkpoint)
+    fail("the checkpoint in '{}' was trained with --precision bf16, which cannot run here: {}; pass "
+                            "--precision fp32 to continue it in float32",
+        o.resume_dir, why_not);
+  fail("--precision bf16 cannot run here: {}; use --precision fp32", why_not);
 }
 
 void check_world_size(const TrainerOptions& o, const distributed::ProcessGroup& group) {
@@ -234,6 +263,7 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
     last_saved_step_ = state_.step;
   }
   check_options(o_);
+  std::tie(precision_, precision_reason_) = choose_precision(o_, group_);
   check_world_size(o_, group_);
   if (o_.out_dir.empty()) o_.out_dir = default_out_dir(o_);
   if (o_.data.empty()) {
@@ -317,7 +347,8 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
                             {"batch", o_.batch}, {"seq", o_.seq}, {"lr", o_.lr}, {"min_lr", o_.min_lr},
                             {"warmup", o_.warmup}, {"weight_decay", o_.weight_decay}, {"clip", o_.clip},
                             {"seed", o_.seed}, {"threads", get_num_threads()}, {"save_every", o_.save_every},
-                            {"eval_every", o_.eval_every}, {"world_size", group_.size()}};
+                            {"eval_every", o_.eval_every}, {"world_size", group_.size()},
+                            {"precision", matmul_precision_name(precision_)}};
   state_.hyperparameters.update(description.hyperparameters);
   injected_nonfinite_ = injected_nonfinite_steps();
 }
@@ -347,6 +378,11 @@ void Trainer::print_summary() const {
                parallel_->reducer().buckets().size(), distributed::kDefaultBucketBytes >> 20);
   fmt::print("  threads: {} TBB worker threads{}, BLAS single-threaded (one pool, no oversubscription)\n",
              get_num_threads(), group_.size() > 1 ? " per rank" : "");
+  fmt::print("  precision: {} ({}){}\n", matmul_precision_name(precision_), precision_reason_,
+             precision_ == MatmulPrecision::kBFloat16
+                 ? ": bf16 GEMM operands, fp32 accumulation; weights, gradients, AdamW and the MoE router in fp32"
+                 : "");
+  fmt::print("  GEMMs: {}\n", describe_gemm_paths());
   fmt::print("  training: steps {} (from {}), AdamW lr {} -> {} (warm-up {}), wd {}, clip {}{}, seed {}\n", o_.steps,
              state_.step, o_.lr, o_.min_lr, std::min(o_.warmup, o_.steps), o_.weight_decay, o_.clip, d.loss_settings, o_.seed);
   fmt::print("  output: {}, saved {}at the end\n", o_.out_dir,
@@ -363,6 +399,7 @@ CollectiveError Trainer::nonfinite_stop(const std::string& why, const std::strin
 }
 
 Trainer::StepResult Trainer::step() {
+  const MatmulPrecisionGuard precision(precision_);  // forward and backward; the update is fp32 anyway
   StepResult r;
   r.lr = schedule_->lr(state_.step);
   optimizer_->set_lr(r.lr);
@@ -410,6 +447,7 @@ Trainer::StepResult Trainer::step() {
 
 Trainer::Evaluation Trainer::evaluate() {
   NoGradGuard no_grad;
+  const MatmulPrecisionGuard precision(precision_);  // the loss the run's own forward computes
   double loss = 0, nats = 0, bytes = 0;
   const std::vector<Tensor> batches = val_sampler_->sequential(o_.eval_batches);
   for (const Tensor& batch : batches) {
@@ -424,6 +462,7 @@ Trainer::Evaluation Trainer::evaluate() {
 
 void Trainer::print_sample() {
   if (!group_.is_main()) return;
+  const MatmulPrecisionGuard precision(precision_);
   progress_.end_line();
   const std::vector<int64_t>& text = corpus_->validation();
   const int64_t prompt_length = std::min<int64_t>({tokenizer_ ? 16 : 48, int64_t(text.size()),

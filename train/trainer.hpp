@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/matmul_precision.hpp"
 #include "../distributed/distributed.hpp"
 #include "../models/causal_lm.hpp"
 #include "../optim/adam.hpp"
@@ -83,6 +84,7 @@ class Trainer {
   void save();
 
   const TrainerOptions& options() const { return o_; }
+  MatmulPrecision precision() const { return precision_; }  // chosen from options().precision
   const TrainerState& state() const { return state_; }
   const TrainingLog& log() const { return *log_; }
   models::CausalLM& model() { return *model_; }
@@ -96,6 +98,8 @@ class Trainer {
 
   TrainerOptions o_;
   const distributed::ProcessGroup& group_;
+  MatmulPrecision precision_ = MatmulPrecision::kHighest;  // of step(), evaluate() and print_sample()
+  std::string precision_reason_;                            // why, for the summary
   TrainerState state_;
   std::vector<std::string> notes_;
   std::shared_ptr<models::CausalLM> model_;

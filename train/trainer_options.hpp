@@ -36,6 +36,10 @@ struct TrainerOptions {
   std::string on_nonfinite = "stop";  // or "skip": a NaN/Inf step makes no update and the run goes on
   int64_t max_skips = 10;             // consecutive skipped steps tolerated by "skip"
   bool detect_anomaly = false;        // autograd's anomaly mode: the first op producing NaN/Inf is named
+  // The matmul precision of forward and backward: "fp32", or "bf16" (bf16 GEMM operands, float32
+  // accumulation; weights, gradients and AdamW stay float32). Empty: bf16 where it can run (a build
+  // with oneDNN on a CPU with avx512_bf16), else fp32; on resume, the checkpoint's.
+  std::string precision;
 
   // The flags given on the command line ("--batch", ...). On resume, a flag not given takes the
   // checkpoint's value, so `latent-train --resume DIR` continues that run.

@@ -1,10 +1,12 @@
 // latent: the one umbrella header. Everything public is reachable from here.
 #pragma once
 #include "core/allocator.hpp"
+#include "core/bfloat16.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/factory.hpp"
 #include "core/format.hpp"
+#include "core/matmul_precision.hpp"
 #include "core/parallel.hpp"
 #include "core/random.hpp"
 #include "core/tensor.hpp"

@@ -86,6 +86,8 @@ const std::vector<Case> kCases = {
     {"Dv != Dqk (MLA-like 12 vs 7), custom scale", 1, 2, 2, 65, 65, 12, 7, true, 0.3},
     {"KV cache: 5 new queries after 125 cached keys", 1, 2, 1, 5, 130, 4, 6, true, 0.0},
     {"KV cache: one decode step", 2, 2, 2, 1, 66, 4, 4, true, 0.0},
+    {"GQA decode step: a group's heads as rows", 2, 4, 2, 1, 70, 6, 5, true, 0.0},
+    {"MQA decode step, non-causal, 3 heads over 1", 1, 3, 1, 1, 130, 5, 7, false, 0.4},
     {"KV cache across a tile edge", 1, 1, 1, 70, 100, 4, 4, true, 0.0},
     {"non-causal, S != T", 1, 2, 1, 9, 130, 4, 3, false, 0.0},
     {"full tiles", 1, 1, 1, 128, 128, 4, 4, true, 0.0},
@@ -129,23 +131,36 @@ TEST_CASE("attention hand values: one query over two keys", "[attention]") {
 }
 
 TEST_CASE("attention reads strided views in place and lays out outputs like q", "[attention]") {
-  // [B, T, H, D] tensors permuted to [B, H, T, D], as a model produces them; k's heads broadcast (MQA by expand).
-  const int64_t B = 2, T = 9, H = 3, D = 4;
-  const Tensor x = randn64({B, T, H, 2 * D}, 21), kv = randn64({B, T, 1, 2 * D}, 22);
-  const Fn strided = [&](const std::vector<Tensor>& in) {
-    const Tensor q = permute(narrow(in[0], 3, 0, D), {0, 2, 1, 3});
-    const Tensor k = permute(expand(narrow(in[1], 3, 0, D), {B, T, H, D}), {0, 2, 1, 3});
-    const Tensor v = permute(expand(narrow(in[1], 3, D, D), {B, T, H, D}), {0, 2, 1, 3});
-    return scaled_dot_product_attention(q, k, v);
+  // [B, T, H, D] tensors permuted to [B, H, T, D], as a model produces them; k's heads broadcast (MQA by
+  // expand). T = 1 is a decoding step, whose query heads run as the rows of one panel.
+  for (const int64_t T : {9, 1}) {
+    INFO("T = " << T);
+    const int64_t B = 2, H = 3, D = 4;
+    const Tensor x = randn64({B, T, H, 2 * D}, 21), kv = randn64({B, T, 1, 2 * D}, 22);
+    const Fn strided = [&](const std::vector<Tensor>& in) {
+      const Tensor q = permute(narrow(in[0], 3, 0, D), {0, 2, 1, 3});
+      const Tensor k = permute(expand(narrow(in[1], 3, 0, D), {B, T, H, D}), {0, 2, 1, 3});
+      const Tensor v = permute(expand(narrow(in[1], 3, D, D), {B, T, H, D}), {0, 2, 1, 3});
+      return scaled_dot_product_attention(q, k, v);
+    };
+    const Fn reference = [&](const std::vector<Tensor>& in) {
+      const Tensor q = contiguous(permute(narrow(in[0], 3, 0, D), {0, 2, 1, 3}));
+      const Tensor k = contiguous(permute(narrow(in[1], 3, 0, D), {0, 2, 1, 3}));
+      const Tensor v = contiguous(permute(narrow(in[1], 3, D, D), {0, 2, 1, 3}));
+      return reference_attention(q, k, v, true, 0.0);
+    };
+    require_same(evaluate(strided, {x, kv}), evaluate(reference, {x, kv}), 1e-12);
+    CHECK(permute(strided({x, kv}), {0, 2, 1, 3}).is_contiguous());  // [B, T, H, Dv] in memory
+  }
+  // One query broadcast over the heads (head stride 0) cannot be read as rows; it still attends per head.
+  const Tensor q1 = randn64({2, 1, 1, 4}, 26), k1 = randn64({2, 1, 7, 4}, 27), v1 = randn64({2, 1, 7, 3}, 28);
+  const Fn broadcast = [](const std::vector<Tensor>& in) {
+    return scaled_dot_product_attention(expand(in[0], {2, 3, 1, 4}), in[1], in[2]);
   };
-  const Fn reference = [&](const std::vector<Tensor>& in) {
-    const Tensor q = contiguous(permute(narrow(in[0], 3, 0, D), {0, 2, 1, 3}));
-    const Tensor k = contiguous(permute(narrow(in[1], 3, 0, D), {0, 2, 1, 3}));
-    const Tensor v = contiguous(permute(narrow(in[1], 3, D, D), {0, 2, 1, 3}));
-    return reference_attention(q, k, v, true, 0.0);
+  const Fn broadcast_reference = [](const std::vector<Tensor>& in) {
+    return reference_attention(contiguous(expand(in[0], {2, 3, 1, 4})), in[1], in[2], true, 0.0);
   };
-  require_same(evaluate(strided, {x, kv}), evaluate(reference, {x, kv}), 1e-12);
-  CHECK(permute(strided({x, kv}), {0, 2, 1, 3}).is_contiguous());  // [B, T, H, Dv] in memory
+  require_same(evaluate(broadcast, {q1, k1, v1}), evaluate(broadcast_reference, {q1, k1, v1}), 1e-12);
   // A view whose last dim is not contiguous is copied first.
   const Tensor qt = randn64({1, 2, 4, 6}, 23), kt = randn64({1, 2, 4, 6}, 24), vt = randn64({1, 2, 6, 5}, 25);
   const Fn transposed = [](const std::vector<Tensor>& in) {

@@ -128,6 +128,35 @@ TEST_CASE("NoGradGuard nests and restores the previous mode", "[engine]") {
   CHECK(y.grad_fn() != nullptr);
 }
 
+TEST_CASE("under NoGradGuard the fused ops keep nothing for a backward and give the same values", "[engine]") {
+  // Ops that prepare less when no node is recorded (no detached copies, no saved statistics) must
+  // compute exactly what they compute when recording.
+  const Tensor x = randn64({3, 8}, 1).to(kFloat32).requires_grad_(), w = randn64({5, 8}, 2).to(kFloat32).requires_grad_();
+  const Tensor norm_weight = randn64({8}, 3).to(kFloat32).requires_grad_();
+  const Tensor q = randn64({1, 4, 1, 6}, 4).to(kFloat32).requires_grad_(), k = randn64({1, 2, 9, 6}, 5).to(kFloat32);
+  const Tensor v = randn64({1, 2, 9, 3}, 6).to(kFloat32);
+  std::vector<ExpertWeights> experts;
+  for (uint64_t e = 0; e < 3; ++e)
+    experts.push_back({randn64({4, 8}, 10 + e).to(kFloat32), randn64({4, 8}, 20 + e).to(kFloat32),
+                       randn64({8, 4}, 30 + e).to(kFloat32), ""});
+  const Tensor ids = from_vector<int64_t>({0, 2, 1, 2, 0, 1}, {3, 2}), gates = randn64({3, 2}, 7).to(kFloat32);
+  auto run = [&] {
+    return std::vector<Tensor>{linear(x, w), rms_norm(x, norm_weight, 1e-6), scaled_dot_product_attention(q, k, v),
+                               moe_experts(x, gates, ids, experts, experts[1]),
+                               rotary_embedding(reshape(x, {1, 3, 2, 4}), ones({3, 2}), zeros({3, 2}), {0, 1, 2})};
+  };
+  const std::vector<Tensor> recorded = run();
+  NoGradGuard no_grad;
+  const std::vector<Tensor> plain = run();
+  for (size_t i = 0; i < plain.size(); ++i) {
+    INFO("op " << i);
+    CHECK(recorded[i].grad_fn() != nullptr);
+    CHECK(plain[i].grad_fn() == nullptr);
+    CHECK_FALSE(plain[i].requires_grad());
+    CHECK(plain[i].to_vector<float>() == recorded[i].to_vector<float>());
+  }
+}
+
 TEST_CASE("retain_graph allows a second backward; without it the second backward throws", "[engine]") {
   const Tensor x = from_vector<double>({1, 2}).requires_grad_();
   const Tensor y = sum(exp(x));

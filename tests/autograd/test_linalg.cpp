@@ -1,5 +1,7 @@
 // matmul and linear: torch.matmul shape rules, strided operands handed to BLAS without copies,
 // f32/f64 agreement, gradients, errors, and bitwise determinism across thread counts.
+#include <array>
+
 #include "../helpers.hpp"
 
 using namespace latent;
@@ -120,6 +122,40 @@ TEST_CASE("transposed and broadcast operands reach BLAS without a copy", "[linal
         reference_matmul(q.narrow(0, 3, 1).reshape({16, 8}), k.narrow(0, 3, 1).reshape({16, 8}).t().contiguous()),
         1e-4);
   }
+}
+
+TEST_CASE("one-row and one-column products (matrix-vector) match the reference in every layout", "[linalg]") {
+  // Stored as is or transposed ([cols, rows] viewed through .t()), the vector a row or column slice.
+  auto laid_out = [](const Tensor& t, bool transposed) { return transposed ? t.t().contiguous().t() : t; };
+  for (DType dt : {kFloat32, kFloat64}) {
+    const double tolerance = dt == kFloat32 ? 1e-4 : 1e-12;
+    const std::vector<std::array<int64_t, 3>> shapes = {{1, 37, 23}, {23, 37, 1}, {1, 37, 1}, {1, 1, 5}, {5, 1, 1}};
+    for (const auto& [M, K, N] : shapes)
+      for (const bool ta : {false, true})
+        for (const bool tb : {false, true}) {
+          INFO("M " << M << ", K " << K << ", N " << N << ", a transposed " << ta << ", b transposed " << tb);
+          const Tensor a = random({M, K}, 30, dt), b = random({K, N}, 31, dt);
+          require_close(matmul(laid_out(a, ta), laid_out(b, tb)), reference_matmul(a, b), tolerance);
+        }
+    // Rows and columns of larger matrices (strides beyond the extent), and linear over one token.
+    const Tensor big = random({9, 40}, 32, dt), w = random({40, 17}, 33, dt);
+    const Tensor row = big.narrow(0, 4, 1), column = big.narrow(1, 7, 1);  // [1, 40], [9, 1] with stride 40
+    require_close(matmul(row, w), reference_matmul(row.contiguous(), w), tolerance);
+    require_close(matmul(random({3, 9}, 34, dt), column), reference_matmul(random({3, 9}, 34, dt), column.contiguous()),
+                  tolerance);
+    require_close(linear(row, w.t()), reference_matmul(row.contiguous(), w), tolerance);
+  }
+  // A wide one-row product is cut into column blocks like any other; the result does not depend on
+  // the thread count.
+  const int before = get_num_threads();
+  const Tensor x = random({1, 1024}, 35, kFloat32), weight = random({4096, 1024}, 36, kFloat32);
+  set_num_threads(1);
+  const std::vector<float> one = linear(x, weight).to_vector<float>();
+  set_num_threads(2);
+  const std::vector<float> two = linear(x, weight).to_vector<float>();
+  set_num_threads(before);
+  CHECK(one == two);
+  require_close(from_vector<float>(one, {1, 4096}), reference_matmul(x, weight.t().contiguous()), 1e-3);
 }
 
 TEST_CASE("matmul in f32 agrees with f64", "[linalg]") {

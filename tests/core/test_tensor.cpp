@@ -2,6 +2,7 @@
 // the thread pool's chunking and the broadcast kernels.
 #include <algorithm>
 #include <mutex>
+#include <thread>
 
 #include "../helpers.hpp"
 #include "core/strided.hpp"
@@ -210,6 +211,27 @@ TEST_CASE("parallel_for cuts the same chunks for any thread count", "[parallel]"
   int calls = 0;
   parallel_for(0, 8, [&](int64_t, int64_t) { ++calls; });
   CHECK(calls == 0);
+}
+
+TEST_CASE("tasks of little total work run in order on the calling thread", "[parallel]") {
+  const int before = get_num_threads();
+  set_num_threads(2);
+  std::mutex mutex;
+  std::vector<int64_t> order;
+  std::vector<std::thread::id> threads;
+  auto record = [&](int64_t i) {
+    std::lock_guard lock(mutex);
+    order.push_back(i);
+    threads.push_back(std::this_thread::get_id());
+  };
+  parallel_tasks(6, kMinParallelWork - 1, record);
+  CHECK(order == std::vector<int64_t>{0, 1, 2, 3, 4, 5});
+  CHECK(std::count(threads.begin(), threads.end(), std::this_thread::get_id()) == 6);
+  order.clear();
+  parallel_tasks(6, kMinParallelWork, record);  // enough work: the pool, any order, every task once
+  std::sort(order.begin(), order.end());
+  CHECK(order == std::vector<int64_t>{0, 1, 2, 3, 4, 5});
+  set_num_threads(before);
 }
 
 TEST_CASE("geometry helpers and tensor misuse throw clear errors", "[tensor]") {

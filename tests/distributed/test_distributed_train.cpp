@@ -72,9 +72,14 @@ std::string write_corpus(const TempDir& dir) {
 
 // lr 1e-3: AdamW moves a weight whose gradient is mostly rounding noise by up to lr, so the 1e-5
 // agreement holds for a learning rate of this size (see the equivalence test in test_distributed.cpp).
-std::vector<std::string> tiny_args(const std::string& corpus, const std::string& out, int64_t steps) {
+// fp32: a float32 rounding difference between the two splits of a batch can move a GEMM operand
+// across a bf16 rounding boundary (2^-8 relative), far beyond that agreement; bf16 runs are checked
+// where bitwise equality is the claim (same world size, below).
+std::vector<std::string> tiny_args(const std::string& corpus, const std::string& out, int64_t steps,
+                                   const std::string& precision = "fp32") {
   return {"--preset", "tiny", "--data", corpus, "--out", out, "--steps", std::to_string(steps), "--batch", "4", "--seq", "32",
-          "--warmup", "2", "--lr", "1e-3", "--min-lr", "1e-3", "--log-every", "2", "--eval-every", "0"};
+          "--warmup", "2", "--lr", "1e-3", "--min-lr", "1e-3", "--log-every", "2", "--eval-every", "0",
+          "--precision", precision};
 }
 
 std::vector<std::string> plus(std::vector<std::string> args, const std::vector<std::string>& more) {
@@ -167,6 +172,26 @@ TEST_CASE("resume under mpirun continues the same trajectory; another world size
   REQUIRE(shrunk.exit_code == 0);
   CHECK(count(shrunk.out, "note: 1 process(es) continue a run of 2") == 1);
   CHECK(max_difference(dir / "straight/model.safetensors", dir / "shrunk/model.safetensors") < 1e-5);
+}
+
+TEST_CASE("at bf16 precision, resume under mpirun continues the same trajectory bitwise", "[distributed][precision]") {
+  std::string why;
+  if (!bf16_matmul_supported(&why)) {
+    WARN("bf16 matmul unavailable, not tested here: " << why);
+    return;
+  }
+  TempDir dir;
+  const std::string corpus = write_corpus(dir);
+  const Run straight = train_two_ranks(tiny_args(corpus, dir / "straight", 6, "bf16"));
+  REQUIRE(straight.exit_code == 0);
+  CHECK(count(straight.out, "precision: bf16 (--precision bf16)") == 1);
+  REQUIRE(train_two_ranks(tiny_args(corpus, dir / "resumed", 3, "bf16")).exit_code == 0);
+  const Run resumed = train_two_ranks({"--resume", dir / "resumed", "--steps", "6"});
+  REQUIRE(resumed.exit_code == 0);
+  CHECK(count(resumed.out, "precision: bf16 (the checkpoint's)") == 1);
+  CHECK(max_difference(dir / "straight/model.safetensors", dir / "resumed/model.safetensors") == 0);
+  CHECK(max_difference(dir / "straight/optimizer.safetensors", dir / "resumed/optimizer.safetensors") == 0);
+  CHECK(trainer_state(dir / "resumed")["hyperparameters"]["precision"] == "bf16");
 }
 
 TEST_CASE("a --batch that does not split across the ranks fails with one clear line", "[distributed]") {

@@ -1,4 +1,4 @@
-// safetensors: round trips, BF16/F16 widening against hand-encoded bits, the dsv3-tiny fixture,
+// safetensors: round trips, BF16 kept as stored and F16 widened, against hand-encoded bits, the dsv3-tiny fixture,
 // one malformed file per validation rule, and atomic replacement on failed writes.
 #include <signal.h>
 #include <sys/resource.h>
@@ -139,7 +139,8 @@ TEST_CASE("the writer lays files out as the reference writer does", "[safetensor
   CHECK(io::parse_safetensors(io::serialize_safetensors({}).data(), 16).tensors.empty());
 }
 
-TEST_CASE("F16 and BF16 are widened to float32 exactly, including subnormals, infinities and NaN", "[safetensors]") {
+TEST_CASE("F16 is widened to float32 exactly and BF16 loads as bfloat16, subnormals, infinities and NaN included",
+          "[safetensors]") {
   // Hand-encoded IEEE binary16 bit patterns and the float32 each denotes.
   const std::vector<std::pair<uint16_t, float>> f16 = {
       {0x0000, 0.0f},     {0x8000, -0.0f},    {0x3C00, 1.0f},      {0xC000, -2.0f},     {0x3555, 0.333251953125f},
@@ -168,7 +169,10 @@ TEST_CASE("F16 and BF16 are widened to float32 exactly, including subnormals, in
 
   const Tensor h = file.tensors.at("h"), b = file.tensors.at("b");
   REQUIRE(h.dtype() == kFloat32);
-  REQUIRE(b.dtype() == kFloat32);
+  REQUIRE(b.dtype() == kBFloat16);
+  std::vector<uint16_t> stored;
+  for (const bfloat16 v : b.to_vector<bfloat16>()) stored.push_back(v.bits);
+  CHECK(stored == bf16_bits);  // not widened: the file's bits
   const std::vector<float> hv = h.to_vector<float>(), bv = b.to_vector<float>();
   for (size_t i = 0; i < f16.size(); ++i) {
     INFO("F16 0x" << std::hex << f16[i].first);
@@ -184,6 +188,18 @@ TEST_CASE("F16 and BF16 are widened to float32 exactly, including subnormals, in
   CHECK(std::isnan(hv[f16.size() + 2]));
   CHECK(float_bits(bv[bf16.size()]) == 0x7FC00000u);
   CHECK(float_bits(bv[bf16.size() + 1]) == 0xFFC10000u);
+}
+
+TEST_CASE("bfloat16 tensors are written as BF16 and read back bit for bit", "[safetensors]") {
+  const std::vector<bfloat16> values = {{0x3F80}, {0xC049}, {0x0001}, {0x7F80}, {0xFFC1}};
+  const std::string image = io::serialize_safetensors({{"w", from_vector(values)}});
+  CHECK(image.find(R"("dtype":"BF16")") != std::string::npos);
+  CHECK(image.substr(image.size() - 10) == u16_bytes({0x3F80, 0xC049, 0x0001, 0x7F80, 0xFFC1}));
+  const Tensor back = io::parse_safetensors(image.data(), image.size()).tensors.at("w");
+  REQUIRE(back.dtype() == kBFloat16);
+  std::vector<uint16_t> bits;
+  for (const bfloat16 v : back.to_vector<bfloat16>()) bits.push_back(v.bits);
+  CHECK(bits == std::vector<uint16_t>{0x3F80, 0xC049, 0x0001, 0x7F80, 0xFFC1});
 }
 
 TEST_CASE("every F16 value widens to the float32 that rounds back to it", "[safetensors]") {

@@ -1,0 +1,91 @@
+// float32 <-> bfloat16 array conversion: a portable loop and an AVX-512 BF16 kernel chosen at run time.
+#include "bfloat16.hpp"
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "parallel.hpp"
+
+namespace latent {
+namespace {
+
+constexpr int64_t kConvertGrain = 1 << 16;  // elements per task: below this a thread costs more than it saves
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LATENT_HAVE_AVX512_BF16_KERNEL 1
+
+// Target attributes rather than -march: the kernel is built whatever the build machine (-Dnative=false
+// included), and only called after the run-time check. Lambdas would not inherit the attribute, so the
+// helper is a function of its own with the same target.
+#define LATENT_AVX512_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+// Lanes of v holding a subnormal (exponent bits zero, mantissa bits not).
+LATENT_AVX512_BF16_TARGET inline __mmask16 subnormal_lanes(__m512 v) {
+  const __m512i b = _mm512_castps_si512(v);
+  return _mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7F800000)) & _mm512_test_epi32_mask(b, _mm512_set1_epi32(0x007FFFFF));
+}
+
+LATENT_AVX512_BF16_TARGET void narrow_avx512(const float* src, bfloat16* dst, int64_t n) {
+  for (int64_t i = 0; i < n; i += 32) {
+    // The last, partial group of 32 goes through masked loads and stores: GEMM operands are often
+    // rounded row by row, and rows of 24 or 48 elements would otherwise spend most of their time in
+    // the scalar tail. Masked-off lanes load as zero, which is not subnormal.
+    const int64_t count = std::min<int64_t>(32, n - i);
+    const __mmask32 lanes = count == 32 ? ~__mmask32(0) : (__mmask32(1) << count) - 1;
+    const __m512 lo = _mm512_maskz_loadu_ps(__mmask16(lanes), src + i), hi = _mm512_maskz_loadu_ps(__mmask16(lanes >> 16), src + i + 16);
+    _mm512_mask_storeu_epi16(dst + i, lanes, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    // The instruction flushes subnormal inputs to zero; those (rare) lanes are redone exactly.
+    if (subnormal_lanes(lo) | subnormal_lanes(hi)) [[unlikely]]
+      for (int64_t j = i; j < i + count; ++j) dst[j] = to_bfloat16(src[j]);
+  }
+}
+
+bool detect_avx512_bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
+}
+#endif
+
+}  // namespace
+
+bool cpu_has_avx512_bf16() {
+#ifdef LATENT_HAVE_AVX512_BF16_KERNEL
+  static const bool has = detect_avx512_bf16();
+  return has;
+#else
+  return false;
+#endif
+}
+
+void float_to_bfloat16_portable(const float* src, bfloat16* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = to_bfloat16(src[i]);
+}
+
+bool float_to_bfloat16_avx512(const float* src, bfloat16* dst, int64_t n) {
+#ifdef LATENT_HAVE_AVX512_BF16_KERNEL
+  if (!cpu_has_avx512_bf16()) return false;
+  narrow_avx512(src, dst, n);
+  return true;
+#else
+  (void)src, (void)dst, (void)n;
+  return false;
+#endif
+}
+
+void float_to_bfloat16(const float* src, bfloat16* dst, int64_t n) {
+  const bool vectorised = cpu_has_avx512_bf16();
+  parallel_for(n, kConvertGrain, [&](int64_t b, int64_t e) {
+    if (!vectorised || !float_to_bfloat16_avx512(src + b, dst + b, e - b))
+      float_to_bfloat16_portable(src + b, dst + b, e - b);
+  });
+}
+
+void bfloat16_to_float(const bfloat16* src, float* dst, int64_t n) {
+  parallel_for(n, kConvertGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dst[i] = to_float(src[i]);  // a shift: GCC vectorises it
+  });
+}
+
+}  // namespace latent
