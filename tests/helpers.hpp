@@ -35,6 +35,15 @@ inline Tensor randn64(const Shape& shape, uint64_t seed) {
   return randn(shape, kFloat64, &gen).requires_grad_();
 }
 
+// Whether this machine and build run bfloat16 GEMMs; where not, the calling test's bf16 part is
+// skipped with a warning that says why (never silently).
+inline bool bf16_available() {
+  std::string why;
+  if (bf16_matmul_supported(&why)) return true;
+  WARN("bf16 matmul unavailable, not tested here: " << why);
+  return false;
+}
+
 inline std::string test_data(const std::string& name) {
   const char* dir = std::getenv("LATENT_TEST_DATA");
   return std::string(dir ? dir : "tests/data") + "/" + name;

@@ -8,15 +8,9 @@
 #include "../helpers.hpp"
 
 using namespace latent;
+using latent::testing::bf16_available;
 
 namespace {
-
-bool bf16_available() {
-  std::string why;
-  if (bf16_matmul_supported(&why)) return true;
-  WARN("bf16 matmul unavailable, not tested here: " << why);
-  return false;
-}
 
 Tensor randn32(const Shape& shape, uint64_t seed, double scale = 1.0) {
   Generator gen(seed);

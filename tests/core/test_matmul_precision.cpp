@@ -9,18 +9,11 @@
 #include "core/gemm.hpp"
 
 using namespace latent;
+using latent::testing::bf16_available;
 using latent::testing::randn64;
 using latent::testing::require_close;
 
 namespace {
-
-// Skips a test's bfloat16 part, loudly, where this machine or build cannot run it.
-bool bf16_available() {
-  std::string why;
-  if (bf16_matmul_supported(&why)) return true;
-  WARN("bf16 matmul unavailable, not tested here: " << why);
-  return false;
-}
 
 Tensor randn32(const Shape& shape, uint64_t seed) {
   Generator gen(seed);

@@ -4,35 +4,15 @@
 #include <cmath>
 #include <set>
 
-#include "../helpers.hpp"
+#include "deepseek_fixture.hpp"
 
 using namespace latent;
+using latent::testing::DeepSeekFixture;
+using latent::testing::load_deepseek_fixture;
+using latent::testing::bf16_available;
 using latent::testing::test_data;
 
 namespace {
-
-bool bf16_available() {
-  std::string why;
-  if (bf16_matmul_supported(&why)) return true;
-  WARN("bf16 matmul unavailable, not tested here: " << why);
-  return false;
-}
-
-struct Fixture {
-  std::shared_ptr<models::DeepSeekV3> model;
-  std::map<std::string, Tensor> inputs, expected;
-  double mtp_lambda = 0;
-};
-
-Fixture load_fixture(const std::string& name) {
-  Fixture f;
-  f.model = models::DeepSeekV3::from_pretrained(test_data(name));
-  f.inputs = io::load_safetensors(test_data(name + "/inputs.safetensors"));
-  const io::SafetensorsFile expected = io::read_safetensors(test_data(name + "/expected.safetensors"));
-  f.expected = expected.tensors;
-  f.mtp_lambda = std::stod(expected.metadata.at("mtp_lambda"));
-  return f;
-}
 
 // Top-k expert ids per main-model MoE layer (those routing all `tokens`; MTP layers see fewer) of
 // the last loss().
@@ -73,7 +53,7 @@ double relative_distance(const Tensor& got, const Tensor& expected, const std::s
 // losses within 3.5e-3 nats. The bounds are about three times that (6 rerouted tokens at most).
 TEST_CASE("dsv3-tiny at bf16 precision: logits and losses within bf16 distance of the fixture", "[dsv3][bf16]") {
   if (!bf16_available()) return;
-  Fixture f = load_fixture("dsv3-tiny");
+  DeepSeekFixture f = load_deepseek_fixture("dsv3-tiny");
   const Tensor ids = f.inputs.at("input_ids");
   const int64_t T = ids.size(1) - 1;
   const int64_t tokens = ids.size(0) * T, K = f.model->config().num_experts_per_tok;
@@ -104,7 +84,7 @@ TEST_CASE("dsv3-tiny at bf16 precision: a training step is bitwise equal at 1 an
   std::vector<std::vector<float>> runs;
   for (int threads : {1, 2, 2}) {
     set_num_threads(threads);
-    Fixture f = load_fixture("dsv3-tiny");
+    DeepSeekFixture f = load_deepseek_fixture("dsv3-tiny");
     const auto losses = f.model->loss(f.inputs.at("input_ids"), f.mtp_lambda);
     losses.total.backward();
     std::vector<float> run{static_cast<float>(losses.total.item())};

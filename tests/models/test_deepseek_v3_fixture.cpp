@@ -1,9 +1,11 @@
 // DeepSeek-V3 against golden values from an independent PyTorch implementation of docs/deepseek_v3.md
 // (tests/data/dsv3-tiny, shared fixture; tests/data/README.md lists the others): logits, the four
 // losses, every gradient, routing and loads, the bias update, one AdamW step and greedy decoding.
-#include "../helpers.hpp"
+#include "deepseek_fixture.hpp"
 
 using namespace latent;
+using latent::testing::DeepSeekFixture;
+using latent::testing::load_deepseek_fixture;
 using latent::testing::require_close;
 using latent::testing::test_data;
 
@@ -11,27 +13,11 @@ namespace {
 
 constexpr double kTol = 1e-4;  // f32 model against float64 references (~3e-6 is typical)
 
-struct Fixture {
-  std::shared_ptr<models::DeepSeekV3> model;
-  std::map<std::string, Tensor> inputs, expected;
-  double aux_loss_alpha = 0, mtp_lambda = 0;
-};
-
-Fixture load_fixture(const std::string& name) {
-  Fixture f;
-  f.model = models::DeepSeekV3::from_pretrained(test_data(name));
-  f.inputs = io::load_safetensors(test_data(name + "/inputs.safetensors"));
-  const io::SafetensorsFile expected = io::read_safetensors(test_data(name + "/expected.safetensors"));
-  f.expected = expected.tensors;
-  f.mtp_lambda = std::stod(expected.metadata.at("mtp_lambda"));
-  return f;
-}
-
 // An expert that received no token has no gradient; the reference reports zeros.
 Tensor grad_or_zeros(const Tensor& p) { return p.grad().defined() ? p.grad() : zeros(p.shape(), p.dtype()); }
 
 void check_against_fixture(const std::string& name) {
-  Fixture f = load_fixture(name);
+  DeepSeekFixture f = load_deepseek_fixture(name);
   models::DeepSeekV3& model = *f.model;
   const Tensor ids = f.inputs.at("input_ids");
   const int64_t T = ids.size(1) - 1;

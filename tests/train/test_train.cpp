@@ -24,6 +24,7 @@
 extern char** environ;
 
 using namespace latent;
+using latent::testing::bf16_available;
 namespace fs = std::filesystem;
 using latent::testing::program;
 using latent::testing::quote;
@@ -899,13 +900,6 @@ TEST_CASE("--tokenizer PATH trains on a tokenizer.json's ids; byte-level runs re
 }
 
 namespace {
-
-bool bf16_available() {
-  std::string why;
-  if (bf16_matmul_supported(&why)) return true;
-  WARN("bf16 matmul unavailable, its runs are not tested here: " << why);
-  return false;
-}
 
 std::string saved_precision(const std::string& dir) {
   return train::load_trainer_state(dir).hyperparameters.at("precision").get<std::string>();
