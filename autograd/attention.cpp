@@ -29,7 +29,6 @@ constexpr int64_t kKeyBlock = 64;
 // longer blocks for short panels (decoding, short chunks after a long cache), so that their two
 // products per block stay large enough for BLAS to run well.
 constexpr int64_t kScoresPerBlock = kKeyBlock * kKeyBlock;
-constexpr int kLanes = 16;  // independent partial sums per row: vectorisable and in a fixed order
 
 struct Geometry {
   int64_t B, H, Hkv, T, S, Dqk, Dv;
@@ -78,6 +77,8 @@ Tensor empty_heads(int64_t B, int64_t N, int64_t L, int64_t D, bool sequence_maj
 }
 
 using fast_math::exp_nonpositive;
+using fast_math::lane_max;
+using fast_math::lane_sum;
 
 // ---- bfloat16 precision ---------------------------------------------------------------------------
 // Under kBFloat16 (float32 only) a task rounds its head's q, k, v (and dO) to bfloat16 once, instead of
@@ -127,28 +128,6 @@ void block_product(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, c
 template <class T>
 void exp_shifted(T* x, int64_t n, T shift) {
   for (int64_t c = 0; c < n; ++c) x[c] = exp_nonpositive(x[c] - shift);
-}
-
-// Reductions of a row over kLanes interleaved partial results, combined in a fixed order.
-template <class T, class Op>
-T reduce_row(const T* x, int64_t n, T init, Op op) {
-  T lanes[kLanes];
-  std::fill_n(lanes, kLanes, init);
-  int64_t c = 0;
-  for (; c + kLanes <= n; c += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] = op(lanes[l], x[c + l]);
-  T total = init;
-  for (int l = 0; l < kLanes; ++l) total = op(total, lanes[l]);
-  for (; c < n; ++c) total = op(total, x[c]);
-  return total;
-}
-template <class T>
-T sum_of(const T* x, int64_t n) {
-  return reduce_row(x, n, T(0), [](T a, T b) { return a + b; });
-}
-template <class T>
-T max_of(const T* x, int64_t n) {
-  return reduce_row(x, n, -std::numeric_limits<T>::infinity(), [](T a, T b) { return std::max(a, b); });
 }
 
 // Both passes run one task per (batch, head) (the forward, for one query position, one per kv group;
@@ -201,10 +180,10 @@ void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, cons
         const int64_t n = g.visible(position(r), j0, nk);  // n >= 1: row r0 on sees key j0
         T* s = scores.data() + (r - r0) * nk;
         std::fill(s + n, s + nk, T(0));  // masked keys get weight 0
-        const T m = std::max(row_max[r], max_of(s, n));
+        const T m = std::max(row_max[r], lane_max(s, n));
         const T correction = std::exp(row_max[r] - m);  // 0 on the row's first block, where row_max is -inf
         exp_shifted(s, n, m);
-        row_sum[r] = row_sum[r] * correction + sum_of(s, n);
+        row_sum[r] = row_sum[r] * correction + lane_sum(s, n);
         row_max[r] = m;
         if (correction != T(1))
           for (T *o = o_rows + r * o_ld, *end = o + g.Dv; o != end; ++o) *o *= correction;

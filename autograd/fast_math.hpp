@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace latent::fast_math {
 
@@ -40,6 +41,27 @@ template <class T> inline T sigmoid(T x) {
   const T e = exp_nonpositive(-std::abs(x));
   const T inverse = T(1) / (T(1) + e);
   return x >= T(0) ? inverse : e * inverse;
+}
+
+// Sum and max of x[0..n) through kLanes interleaved partial results combined in a fixed order:
+// vectorisable, and the same bits whatever the thread count or the buffer's alignment.
+constexpr int kLanes = 16;
+template <class T, class Op> inline T lane_reduce(const T* x, int64_t n, T init, Op op) {
+  T lanes[kLanes];
+  std::fill_n(lanes, kLanes, init);
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] = op(lanes[l], x[c + l]);
+  T total = init;
+  for (int l = 0; l < kLanes; ++l) total = op(total, lanes[l]);
+  for (; c < n; ++c) total = op(total, x[c]);
+  return total;
+}
+template <class T> inline T lane_sum(const T* x, int64_t n) {
+  return lane_reduce(x, n, T(0), [](T a, T b) { return a + b; });
+}
+template <class T> inline T lane_max(const T* x, int64_t n) {
+  return lane_reduce(x, n, -std::numeric_limits<T>::infinity(), [](T a, T b) { return std::max(a, b); });
 }
 
 }  // namespace latent::fast_math

@@ -63,21 +63,6 @@ Tensor composed(const Geometry& g, const Tensor& q_nope, const Tensor& q_pe, con
   return reshape(permute(out, {0, 2, 1, 3}), {g.B, g.T, g.H * g.v});
 }
 
-// op over x[0..n) through 16 interleaved partial results (vectorisable, in a fixed order).
-template <class T, class Op>
-T lane_reduce(const T* x, int64_t n, T init, Op op) {
-  constexpr int kLanes = 16;
-  T lanes[kLanes];
-  std::fill_n(lanes, kLanes, init);
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] = op(lanes[l], x[j + l]);
-  T total = init;
-  for (int l = 0; l < kLanes; ++l) total = op(total, lanes[l]);
-  for (; j < n; ++j) total = op(total, x[j]);
-  return total;
-}
-
 // The decoding step (T = 1, every cached position visible), per batch entry and head h, with
 // W = kv_b_weight and D = rank + rope:
 //   query_h = scale * [q_nope_h W_UK_h, q_pe_h]          (D values; scale folded in once)
@@ -111,10 +96,10 @@ void decode_step(const Geometry& g, const Tensor& q_nope, const Tensor& q_pe, co
     std::vector<T> inverse_sum(static_cast<size_t>(g.H));
     for (int64_t h = 0; h < g.H; ++h) {
       T* s = scores.data() + h * g.S;
-      const T m = lane_reduce(s, g.S, -std::numeric_limits<T>::infinity(), [](T a, T b) { return std::max(a, b); });
+      const T m = fast_math::lane_max(s, g.S);
       for (int64_t j = 0; j < g.S; ++j) s[j] = fast_math::exp_nonpositive(s[j] - m);
       // >= 1: the maximum contributes exp(0)
-      inverse_sum[static_cast<size_t>(h)] = T(1) / lane_reduce(s, g.S, T(0), [](T a, T b) { return a + b; });
+      inverse_sum[static_cast<size_t>(h)] = T(1) / fast_math::lane_sum(s, g.S);
     }
     gemm_serial<T>(false, false, g.H, g.rank, g.S, T(1), scores.data(), g.S, c, ldc, T(0), latent.data(), g.rank);
     for (int64_t h = 0; h < g.H; ++h) {
