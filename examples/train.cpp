@@ -1,6 +1,7 @@
-// latent-train: trains a model of the zoo (DeepSeek-V3 by default, or Llama) on bytes of text, with
-// evaluation, samples, atomic checkpoints, exact resume, metrics.csv and loss.svg; data-parallel over
-// the ranks of `mpirun -np N` (each trains on --batch / N sequences, rank 0 prints and writes).
+// latent-train: trains a model of the zoo (DeepSeek-V3 by default, or Llama) on text, as bytes or
+// through a BPE tokenizer, with evaluation, samples, atomic checkpoints, exact resume, metrics.csv and
+// loss.svg; data-parallel over the ranks of `mpirun -np N` (each trains on --batch / N sequences, rank
+// 0 prints and writes).
 // The command line maps onto train::TrainerOptions; train::Trainer does the rest.
 #include <string>
 #include <vector>
@@ -77,7 +78,7 @@ std::string parse_error_message(const CLI::ParseError& e, const CLI::App& app) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"latent-train: train a small DeepSeek-V3 or Llama on bytes of text"};
+  CLI::App app{"latent-train: train a small DeepSeek-V3 or Llama on text (bytes or a BPE tokenizer)"};
   train::TrainerOptions options;
   add_options(app, options);
   try {
