@@ -1,6 +1,9 @@
-// latent-export-gguf: writes a model directory (DeepSeek-V3 or Llama) as a GGUF file llama.cpp runs.
+// latent-export-gguf: writes a model directory (DeepSeek-V3 or Llama) as a GGUF file llama.cpp runs,
+// with the directory's tokenizer.json as its vocabulary when the model was trained with one
+// (train::load_tokenizer), else the 256 byte tokens.
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -24,6 +27,8 @@ int main(int argc, char** argv) {
         {"f32", io::GgmlType::F32}, {"bf16", io::GgmlType::BF16}, {"f16", io::GgmlType::F16}};
     models::GgufExportOptions options;
     options.dtype = types.at(dtype);
+    const std::optional<tokenizer::Tokenizer> tokenizer = train::load_tokenizer(dir);
+    options.vocabulary = tokenizer ? models::GgufVocabulary::from_tokenizer(*tokenizer) : models::GgufVocabulary::bytes();
     models::export_gguf(dir, out, options);
   } catch (const std::exception& e) {
     fmt::print(stderr, "latent-export-gguf: {}\n", e.what());

@@ -177,32 +177,6 @@ std::pair<bool, double> expert_weighting(const DeepSeekV3Config& c) {
 
 }  // namespace
 
-std::string gpt2_byte_token(uint8_t byte) {
-  const auto printable = [](int b) { return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF); };
-  int code_point = byte;
-  if (!printable(byte)) {
-    code_point = 256;
-    for (int b = 0; b < byte; ++b) code_point += printable(b) ? 0 : 1;
-  }
-  std::string utf8;
-  if (code_point < 0x80) {
-    utf8 += static_cast<char>(code_point);
-  } else {  // below U+0800: two bytes
-    utf8 += static_cast<char>(0xC0 | (code_point >> 6));
-    utf8 += static_cast<char>(0x80 | (code_point & 0x3F));
-  }
-  return utf8;
-}
-
-GgufVocabulary GgufVocabulary::bytes() {
-  GgufVocabulary v;
-  for (int b = 0; b < 256; ++b) {
-    v.tokens.push_back(gpt2_byte_token(static_cast<uint8_t>(b)));
-    v.token_types.push_back(GgufTokenType::Normal);
-  }
-  return v;
-}
-
 io::GgufFile deepseek_v3_to_gguf(const DeepSeekV3& model, const GgufExportOptions& options) {
   const DeepSeekV3Config& c = model.config();
   check_deepseek_representable(c);
@@ -321,8 +295,8 @@ void export_gguf(const std::string& model_dir, const std::string& path, const Gg
   const fs::path config = fs::path(model_dir) / "config.json";
   if (!fs::is_regular_file(config)) fail("export-gguf: '{}' is not a model directory: it has no config.json", model_dir);
   if (!options.vocabulary && fs::exists(fs::path(model_dir) / "tokenizer.json"))
-    fail("export-gguf: '{}' has a tokenizer.json; pass its vocabulary (GgufExportOptions::vocabulary) "
-                     "instead of exporting byte tokens", model_dir);
+    fail("export-gguf: '{}' has a tokenizer.json; pass its vocabulary (GgufExportOptions::vocabulary = "
+         "GgufVocabulary::from_tokenizer(...), or GgufVocabulary::bytes() if it is not the model's)", model_dir);
   const nlohmann::json j = io::read_json_file(config.string());
   const std::string model_type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"].get<std::string>() : "";
   io::GgufFile file;

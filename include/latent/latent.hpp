@@ -50,6 +50,7 @@
 #include "models/deepseek_v3.hpp"
 #include "models/deepseek_v3_config.hpp"
 #include "models/gguf_export.hpp"
+#include "models/gguf_vocabulary.hpp"
 #include "models/llama.hpp"
 #include "models/llama_config.hpp"
 #include "models/mla.hpp"

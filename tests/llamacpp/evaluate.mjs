@@ -1,12 +1,13 @@
 // Has llama.cpp (prebuilt, CPU, through node-llama-cpp) evaluate a GGUF model: the next-token
-// distribution after every position of a token sequence, and greedy tokens after a prompt, as JSON.
+// distribution after every position of a token sequence, greedy tokens after a prompt, and the ids
+// of a text through the model's own tokenizer, as JSON.
 //
-//   node evaluate.mjs MODEL.gguf --tokens 1,2,3 [--prompt-length N --greedy M] [--threads T]
-//   -> {"probabilities": [[p(0), ..., p(V-1)] per position], "greedy": [M ids]}
+//   node evaluate.mjs MODEL.gguf [--tokens 1,2,3] [--prompt-length N --greedy M] [--text TEXT] [--threads T]
+//   -> {"probabilities": [[p(0), ..., p(V-1)] per position], "greedy": [M ids], "tokenized": [ids of TEXT]}
 import {getLlama} from "node-llama-cpp";
 
 function parseArguments(argv) {
-    const options = {model: undefined, tokens: [], promptLength: 0, greedy: 0, threads: 1};
+    const options = {model: undefined, tokens: [], promptLength: 0, greedy: 0, threads: 1, text: undefined};
     for (let i = 0; i < argv.length; i++) {
         const value = () => {
             if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`);
@@ -17,12 +18,14 @@ function parseArguments(argv) {
             case "--prompt-length": options.promptLength = Number(value()); break;
             case "--greedy": options.greedy = Number(value()); break;
             case "--threads": options.threads = Number(value()); break;
+            case "--text": options.text = value(); break;
             default:
                 if (options.model !== undefined) throw new Error(`unexpected argument ${argv[i]}`);
                 options.model = argv[i];
         }
     }
-    if (options.model === undefined) throw new Error("usage: evaluate.mjs MODEL.gguf --tokens 1,2,3 [--prompt-length N --greedy M]");
+    if (options.model === undefined)
+        throw new Error("usage: evaluate.mjs MODEL.gguf [--tokens 1,2,3] [--prompt-length N --greedy M] [--text TEXT]");
     if (options.tokens.some((t) => !Number.isInteger(t) || t < 0)) throw new Error("--tokens must be non-negative integers");
     return options;
 }
@@ -46,6 +49,8 @@ async function main() {
         experimentalKvCacheValueType: "F32",
     });
     const sequence = context.getSequence();
+    // Added tokens written in the text are matched as tokens, as Hugging Face's (and latent's) encode does.
+    const tokenized = options.text === undefined ? [] : Array.from(model.tokenize(options.text, true));
 
     const probabilities = [];
     if (options.tokens.length > 0) {
@@ -71,7 +76,7 @@ async function main() {
             next = results[0].next.token;
         }
     }
-    process.stdout.write(JSON.stringify({probabilities, greedy}) + "\n");
+    process.stdout.write(JSON.stringify({probabilities, greedy, tokenized}) + "\n");
     await context.dispose();
     await model.dispose();
     await llama.dispose();

@@ -13,6 +13,7 @@
 
 #include "../helpers.hpp"
 #include "../programs.hpp"
+#include "../tokenizer/fixtures.hpp"
 
 using namespace latent;
 using io::GgmlType;
@@ -386,6 +387,66 @@ TEST_CASE("export: configurations llama.cpp computes differently are refused in 
   CHECK_THAT(refusal("dsv2-softmax", [](nlohmann::json&) {}), Catch::Contains("topk_method 'group_limited_greedy'"));
   CHECK_THAT(refusal("dsv3-tiny", [](nlohmann::json& c) { c["rope_scaling"]["mscale"] = 0.5; }),
              Catch::Contains("YaRN mscale 0.5 with mscale_all_dim 1"));
+}
+
+TEST_CASE("export: a tokenizer.json's vocabulary as llama.cpp's gpt2 tokenizer", "[gguf][export]") {
+  using models::GgufTokenType;
+  using models::GgufVocabulary;
+  using latent::testing::real_tokenizer;
+  using latent::testing::small_config;
+
+  // GPT-2: its ByteLevel regex is llama.cpp's "gpt-2"; 50,000 merges, the first "Ġ t"; ids as in the
+  // published vocabulary ("Ġthe" 262); <|endoftext|> (50256) a special added token.
+  const GgufVocabulary gpt2 = GgufVocabulary::from_tokenizer(real_tokenizer("gpt2"));
+  CHECK(gpt2.pre == "gpt-2");
+  REQUIRE(gpt2.tokens.size() == 50257);
+  REQUIRE(gpt2.token_types.size() == 50257);
+  CHECK(gpt2.tokens[0] == "!");
+  CHECK(gpt2.tokens[262] == "\u0120the");
+  CHECK(gpt2.tokens[50256] == "<|endoftext|>");
+  CHECK(gpt2.token_types[262] == GgufTokenType::Normal);
+  CHECK(gpt2.token_types[50256] == GgufTokenType::Control);
+  REQUIRE(gpt2.merges.size() == 50000);
+  CHECK(gpt2.merges[0] == "\u0120 t");
+
+  // DeepSeek-V3: its three Splits are llama.cpp's "deepseek-v3"; 127,741 merges; ids that no token
+  // has are padded as llama.cpp's converter pads them.
+  const tokenizer::Tokenizer& deepseek = real_tokenizer("deepseek_v3");
+  const GgufVocabulary v3 = GgufVocabulary::from_tokenizer(deepseek);
+  CHECK(v3.pre == "deepseek-v3");
+  REQUIRE(static_cast<int64_t>(v3.tokens.size()) == deepseek.vocab_size());
+  CHECK(v3.merges.size() == 127741);
+  const int64_t bos = *deepseek.token_to_id("<\uff5cbegin\u2581of\u2581sentence\uff5c>");
+  CHECK(v3.tokens[static_cast<size_t>(bos)] == "<\uff5cbegin\u2581of\u2581sentence\uff5c>");
+  CHECK(v3.token_types[static_cast<size_t>(bos)] == GgufTokenType::Control);
+  int64_t padded = 0;
+  for (size_t id = 0; id < v3.tokens.size(); ++id)
+    if (v3.token_types[id] == GgufTokenType::Unused) {
+      CHECK(v3.tokens[id] == fmt::format("[PAD{}]", id));
+      CHECK(!deepseek.token_to_id(v3.tokens[id]).has_value());
+      ++padded;
+    }
+  INFO(padded << " ids without a token");
+
+  // A small vocabulary by hand: merges as pairs, a non-special added token, a hole in the ids.
+  nlohmann::json config = small_config({"ab"}, nlohmann::json::array({nlohmann::json::array({"a", "b"})}));
+  config["added_tokens"] = {{{"id", 259}, {"content", "<tool>"}, {"special", false}}};
+  const GgufVocabulary small = GgufVocabulary::from_tokenizer(tokenizer::Tokenizer::from_json(config));
+  REQUIRE(small.tokens.size() == 260);
+  CHECK(small.tokens[256] == "ab");
+  CHECK(small.merges == std::vector<std::string>{"a b"});
+  CHECK(small.tokens[257] == "[PAD257]");
+  CHECK(small.token_types[258] == GgufTokenType::Unused);
+  CHECK(small.tokens[259] == "<tool>");
+  CHECK(small.token_types[259] == GgufTokenType::UserDefined);
+
+  // What llama.cpp would cut or merge differently is refused, naming it.
+  nlohmann::json prefix = small_config({}, nlohmann::json::array());
+  prefix["pre_tokenizer"]["add_prefix_space"] = true;
+  CHECK_THROWS_WITH(GgufVocabulary::from_tokenizer(tokenizer::Tokenizer::from_json(prefix)), Catch::Contains("pre_tokenizer"));
+  nlohmann::json ignore = small_config({}, nlohmann::json::array());
+  ignore["model"]["ignore_merges"] = true;
+  CHECK_THROWS_WITH(GgufVocabulary::from_tokenizer(tokenizer::Tokenizer::from_json(ignore)), Catch::Contains("ignore_merges"));
 }
 
 TEST_CASE("latent-export-gguf: hostile input gives one line and leaves no file", "[gguf][export]") {

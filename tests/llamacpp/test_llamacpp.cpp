@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -155,6 +156,42 @@ TEST_CASE("llama.cpp agrees on a freshly trained small DeepSeek-V3", "[llamacpp]
   REQUIRE(r.status == 0);
   const std::string text = "The fixtures are computed in float64 by an independent implementation.";
   check_agreement<models::DeepSeekV3>(out, std::vector<int64_t>(text.begin(), text.end()), 64);
+}
+
+TEST_CASE("llama.cpp tokenizes as latent does and agrees on a DeepSeek-V3 trained with a BPE tokenizer", "[llamacpp]") {
+  TempDir tmp("latent-llamacpp-bpe");
+  const std::string out = tmp / "run";
+  const Run r = run(fmt::format("{} --preset small --tokenizer bpe:400 --steps 12 --batch 4 --seq 64 --warmup 2 --lr 3e-3 "
+                                "--data {} --out {} --eval-every 0 --sample-every 0 --save-every 0 --log-every 12 --seed 7",
+                                quote(program("LATENT_TRAIN")), quote(test_data("README.md")), quote(out)));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  // Prose, digits of several lengths, runs of spaces, a tab, blank lines, accents, CJK and an emoji:
+  // the places where GPT-2's pre-tokenizer regex cuts differently from a naive split.
+  const std::string text = "The fixtures (3.14159, 2026, 1234567) are computed twice.\n\n    Indented  spaces\tand "
+                           "tabs; na\u00efve caf\u00e9 \u6771\u4eac \U0001F600 it's done   \n";
+  const std::string text_file = tmp / "text.txt";
+  std::FILE* f = std::fopen(text_file.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+  const Run encoded = run(fmt::format("{} encode {} < {}", quote(program("LATENT_TOKENIZER")), quote(out + "/tokenizer.json"),
+                                      quote(text_file)));
+  INFO(encoded.output);
+  REQUIRE(encoded.status == 0);
+  std::vector<int64_t> ours;
+  std::istringstream ids(encoded.output);
+  for (int64_t id; ids >> id;) ours.push_back(id);
+  REQUIRE(ours.size() > 20);
+
+  const std::string gguf = tmp / "model.gguf";
+  export_gguf(out, gguf);
+  const Run tokenized = run(fmt::format("node {} {} --text {}", quote(program("LATENT_LLAMACPP_SCRIPT")), quote(gguf), quote(text)));
+  INFO(tokenized.output.substr(0, 2000));
+  REQUIRE(tokenized.status == 0);
+  const auto theirs = nlohmann::json::parse(tokenized.output.substr(tokenized.output.find('{')))["tokenized"].get<std::vector<int64_t>>();
+  CHECK(theirs == ours);
+  check_agreement<models::DeepSeekV3>(out, ours, 32);
 }
 
 TEST_CASE("llama.cpp on a bf16 GGUF stays within bf16 distance of latent", "[llamacpp]") {
