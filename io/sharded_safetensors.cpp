@@ -23,6 +23,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kSaveIdKey = "save_id";
+constexpr std::string_view kStagingPrefix = ".model-weights";
 
 // A shard must be a file of the directory itself: a name with a separator or a dot-dot could reach
 // any file the process can read.
@@ -80,7 +81,10 @@ void remove_stale_weight_files(const fs::path& dir, const std::optional<ShardInd
   }
   stale.insert(std::string(kSingleWeightsFile));
   for (const std::string& file : stale) {
-    if (keep.count(file)) continue;
+    // Only weight files: an index naming config.json or optimizer.safetensors as a shard must not
+    // make a save delete them.
+    const bool weight_file = file == kShardIndexFile || (file.starts_with("model") && file.ends_with(".safetensors"));
+    if (keep.count(file) || !weight_file) continue;
     std::error_code error;
     fs::remove(dir / file, error);
     if (error) fail("save: {}: cannot remove the stale weight file: {}", (dir / file).string(), error.message());
@@ -142,7 +146,13 @@ ModelWeights read_model_weights(const std::string& dir_name, const std::string& 
 void save_model_weights(const std::string& dir_name, const std::map<std::string, Tensor>& tensors,
                         const std::map<std::string, std::string>& metadata, uint64_t max_shard_bytes) {
   const fs::path dir(dir_name);
+  if (!fs::is_directory(dir)) fail("save: '{}' is not a directory", dir_name);
   const std::optional<ShardIndex> old_index = previous_index(dir);
+  // Staging directories a crashed save left ("<name>.tmp.<pid>", io/atomic_file.hpp) hold nothing of value.
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.is_directory() && entry.path().filename().string().starts_with(kStagingPrefix) &&
+        is_temporary_name(entry.path().filename().string()))
+      fs::remove_all(entry.path());
 
   // Shards in name order, each closed before a tensor would take it past the limit.
   std::vector<std::map<std::string, Tensor>> shards(1);
@@ -176,16 +186,19 @@ void save_model_weights(const std::string& dir_name, const std::map<std::string,
     for (const auto& [name, tensor] : shards[i]) index["weight_map"][name] = files.back();
   }
 
-  const fs::path staging = dir / fmt::format(".model-weights.tmp.{}", ::getpid());
+  const fs::path staging = dir / fmt::format("{}.tmp.{}", kStagingPrefix, ::getpid());
   try {
-    fs::remove_all(staging);
     fs::create_directory(staging);
     for (size_t i = 0; i < shards.size(); ++i) save_safetensors((staging / files[i]).string(), shards[i], shard_metadata);
     write_json_file_atomic((staging / kShardIndexFile).string(), index);
   } catch (...) {
     std::error_code ignored;
     fs::remove_all(staging, ignored);
-    throw;
+    try {
+      throw;
+    } catch (const fs::filesystem_error& e) {
+      fail("save: {}: cannot stage the new weight files: {}", dir_name, e.what());
+    }
   }
   // The index goes first: from here on it names this save's id, so any shard of an earlier save
   // still in place (a crash before the last rename) is refused rather than read as part of this one.
@@ -199,7 +212,8 @@ void save_model_weights(const std::string& dir_name, const std::map<std::string,
     fail("save: {}: cannot move the new weight files into place: {}", dir_name, e.what());
   }
   remove_stale_weight_files(dir, old_index, keep);
-  fs::remove_all(staging);
+  std::error_code ignored;  // an empty leftover directory is harmless; the next save removes it
+  fs::remove_all(staging, ignored);
   sync_directory(dir_name);
 }
 

@@ -162,6 +162,15 @@ TEST_CASE("files of an earlier save never mix into a later one", "[model_weights
     CHECK(listing(dir.path) == before);
     require_same_state(io::read_model_weights(dir.path.string(), "test").tensors, first);
   }
+  SECTION("a crashed save's staging directory goes; files an old index names that are not weights stay") {
+    fs::create_directories(dir.path / ".model-weights.tmp.999999");
+    dir.write(".model-weights.tmp.999999/model-00001-of-00002.safetensors", "partial");
+    dir.write("config.json", "{}");
+    dir.write("model.safetensors.index.json", R"({"weight_map": {"a": "config.json", "b": "model-00009-of-00009.safetensors"}})");
+    dir.write("model-00009-of-00009.safetensors", "stale");
+    io::save_model_weights(dir.path.string(), second, {}, 0);
+    CHECK(listing(dir.path) == std::vector<std::string>{"config.json", "model.safetensors"});
+  }
   SECTION("a shard of another save (an interrupted one) is refused, not mixed in") {
     io::save_model_weights(dir.path.string(), first, {}, 200);
     TempDir other;
