@@ -260,7 +260,11 @@ Tensor load_tensor(const SafetensorsTensorInfo& info, const unsigned char* data_
   return t;
 }
 
-SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std::string& source) {
+// `copied(begin, end)` is told the file range of each tensor once its bytes are copied out.
+using CopiedRange = std::function<void(uint64_t begin, uint64_t end)>;
+
+SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std::string& source,
+                            const CopiedRange& copied = {}) {
   require_minimum_size(size, source);
   const uint64_t header_length = checked_header_length(bytes, size, source);
   const std::string_view text(reinterpret_cast<const char*>(bytes + 8), header_length);
@@ -275,6 +279,7 @@ SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std
   for (const auto& [name, info] : header.tensors) {
     file.tensors.emplace(name, load_tensor(info, bytes + header.data_offset));
     file.file_dtypes.emplace(name, info.dtype);
+    if (copied) copied(header.data_offset + info.data_begin, header.data_offset + info.data_end);
   }
   return file;
 }
@@ -376,7 +381,16 @@ SafetensorsFile read_safetensors(const std::string& path) {
     ~Unmap() { ::munmap(address, size); }
   } unmap{mapping, size};
   ::madvise(mapping, size, MADV_SEQUENTIAL);  // tensors are copied out front to back
-  return parse_bytes(static_cast<const unsigned char*>(mapping), size, path);
+  // A copied tensor's pages are dropped from the mapping at once (the file is not modified, so
+  // MADV_DONTNEED only forgets them), so the resident set holds the loaded tensors plus the one
+  // being copied rather than the whole file as well (docs/checkpoints.md, "Memory while loading").
+  // Only whole pages inside a tensor's range go: a page shared with a neighbour stays until munmap.
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto drop_pages = [&](uint64_t begin, uint64_t end) {
+    const uint64_t first = (begin + page - 1) / page * page, last = end / page * page;
+    if (last > first) ::madvise(static_cast<char*>(mapping) + first, last - first, MADV_DONTNEED);
+  };
+  return parse_bytes(static_cast<const unsigned char*>(mapping), size, path, drop_pages);
 }
 
 std::map<std::string, Tensor> load_safetensors(const std::string& path) { return read_safetensors(path).tensors; }
