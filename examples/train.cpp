@@ -49,6 +49,9 @@ void add_options(CLI::App& app, train::TrainerOptions& o) {
   app.add_option("--out", o.out_dir, "checkpoint directory (default: runs/dsv3-<preset> or runs/llama-<preset>, or the "
                                      "--resume directory)");
   app.add_flag("--overwrite", o.overwrite, "let a new run replace the checkpoint already in --out");
+  app.add_option("--init-from", o.init_from, "start a new run (step 0, fresh optimizer) from this model directory's "
+                                            "config.json and weights: latent's or Hugging Face's layout, shards and FP8 "
+                                            "block-scaled weights included");
   app.add_option("--resume", o.resume_dir, "continue from this checkpoint; flags not given keep the checkpoint's values");
   app.add_option("--save-every", o.save_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "validation loss every N steps (0: only at the end)")->capture_default_str();

@@ -1,4 +1,4 @@
-// safetensors reading (mmap, strict header validation, BF16 as stored, F16 widening) and atomic writing.
+// safetensors reading (mmap, strict header validation, BF16 as stored, F16 and F8_E4M3 widening) and atomic writing.
 #include "safetensors.hpp"
 
 #include <fcntl.h>
@@ -19,6 +19,7 @@
 #include "../core/strided.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
+#include "narrow_floats.hpp"
 
 namespace latent::io {
 
@@ -40,7 +41,7 @@ constexpr FileDType kFileDTypes[] = {
     {"BF16", 2, DType::BFloat16},  {"F16", 2, DType::Float32},   {"U64", 8, std::nullopt},
     {"I32", 4, std::nullopt},     {"U32", 4, std::nullopt},     {"I16", 2, std::nullopt},
     {"U16", 2, std::nullopt},     {"I8", 1, std::nullopt},      {"U8", 1, std::nullopt},
-    {"BOOL", 1, std::nullopt},    {"F8_E5M2", 1, std::nullopt}, {"F8_E4M3", 1, std::nullopt},
+    {"BOOL", 1, std::nullopt},    {"F8_E5M2", 1, std::nullopt}, {"F8_E4M3", 1, DType::Float32},
     {"F8_E8M0", 1, std::nullopt},
 };
 
@@ -246,51 +247,24 @@ SafetensorsHeader parse_header(std::string_view text, uint64_t data_size, const 
 
 // --- tensor data -----------------------------------------------------------------------------
 
-// IEEE binary16 -> binary32, exact. Subnormal halves (exponent 0) become normal floats: shift the
-// mantissa up until its leading 1 reaches the implicit-bit position, lowering the exponent each
-// step. Infinities and NaNs keep their sign and payload.
-float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exponent = (h >> 10) & 0x1Fu;
-  uint32_t mantissa = h & 0x3FFu;
-  uint32_t bits;
-  if (exponent == 0x1F) {
-    bits = sign | 0x7F800000u | (mantissa << 13);
-  } else if (exponent != 0) {
-    bits = sign | ((exponent - 15 + 127) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {
-    int32_t e = -14;  // value = mantissa / 2^10 * 2^-14
-    while ((mantissa & 0x400u) == 0) {
-      mantissa <<= 1;
-      --e;
-    }
-    bits = sign | (static_cast<uint32_t>(e + 127) << 23) | ((mantissa & 0x3FFu) << 13);
-  }
-  return std::bit_cast<float>(bits);
-}
-
-void widen_half(const unsigned char* src, float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint16_t h;
-    std::memcpy(&h, src + 2 * i, 2);  // the file gives no alignment guarantee
-    dst[i] = half_to_float(h);
-  }
-}
-
 Tensor load_tensor(const SafetensorsTensorInfo& info, const unsigned char* data_section) {
   const FileDType& file_dtype = *find_file_dtype(info.dtype);
   Tensor t = Tensor::empty(info.shape, *file_dtype.loads_as);
   const unsigned char* src = data_section + info.data_begin;
   if (file_dtype.name == "F16")
-    widen_half(src, t.data<float>(), t.numel());
+    decode_half(src, t.data<float>(), t.numel());
+  else if (file_dtype.name == "F8_E4M3")
+    decode_float8_e4m3(src, t.data<float>(), t.numel());
   else if (info.data_end > info.data_begin)
     std::memcpy(t.raw_data(), src, info.data_end - info.data_begin);
   return t;
 }
 
-SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std::string& source) {
+// `copied(begin, end)` is told the file range of each tensor once its bytes are copied out.
+using CopiedRange = std::function<void(uint64_t begin, uint64_t end)>;
+
+SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std::string& source,
+                            const CopiedRange& copied = {}) {
   require_minimum_size(size, source);
   const uint64_t header_length = checked_header_length(bytes, size, source);
   const std::string_view text(reinterpret_cast<const char*>(bytes + 8), header_length);
@@ -298,12 +272,15 @@ SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std
   // Refuse unsupported dtypes before allocating anything.
   for (const auto& [name, info] : header.tensors)
     if (!find_file_dtype(info.dtype)->loads_as)
-      fail_tensor(source, name, "dtype {} is not supported (latent reads F32, F64, I64, BF16, and F16 as float32)",
+      fail_tensor(source, name, "dtype {} is not supported (latent reads F32, F64, I64, BF16, and F16 and F8_E4M3 as float32)",
                   info.dtype);
   SafetensorsFile file;
   file.metadata = std::move(header.metadata);
-  for (const auto& [name, info] : header.tensors)
+  for (const auto& [name, info] : header.tensors) {
     file.tensors.emplace(name, load_tensor(info, bytes + header.data_offset));
+    file.file_dtypes.emplace(name, info.dtype);
+    if (copied) copied(header.data_offset + info.data_begin, header.data_offset + info.data_end);
+  }
   return file;
 }
 
@@ -404,7 +381,16 @@ SafetensorsFile read_safetensors(const std::string& path) {
     ~Unmap() { ::munmap(address, size); }
   } unmap{mapping, size};
   ::madvise(mapping, size, MADV_SEQUENTIAL);  // tensors are copied out front to back
-  return parse_bytes(static_cast<const unsigned char*>(mapping), size, path);
+  // A copied tensor's pages are dropped from the mapping at once (the file is not modified, so
+  // MADV_DONTNEED only forgets them), so the resident set holds the loaded tensors plus the one
+  // being copied rather than the whole file as well (docs/checkpoints.md, "Memory while loading").
+  // Only whole pages inside a tensor's range go: a page shared with a neighbour stays until munmap.
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto drop_pages = [&](uint64_t begin, uint64_t end) {
+    const uint64_t first = (begin + page - 1) / page * page, last = end / page * page;
+    if (last > first) ::madvise(static_cast<char*>(mapping) + first, last - first, MADV_DONTNEED);
+  };
+  return parse_bytes(static_cast<const unsigned char*>(mapping), size, path, drop_pages);
 }
 
 std::map<std::string, Tensor> load_safetensors(const std::string& path) { return read_safetensors(path).tensors; }

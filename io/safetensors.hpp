@@ -29,11 +29,15 @@ struct SafetensorsHeader {
 struct SafetensorsFile {
   std::map<std::string, Tensor> tensors;
   std::map<std::string, std::string> metadata;  // the "__metadata__" entry
+  // Each tensor's dtype as the file spells it ("F8_E4M3" for a tensor that loaded as float32): what
+  // a model loader needs to find FP8 weights and their block scales (io/fp8_blocks.hpp).
+  std::map<std::string, std::string> file_dtypes;
 };
 
 // Reads every tensor of a file. F32, F64, I64 and BF16 load as float32, float64, int64 and bfloat16
-// (bits as stored); F16 is converted to float32 exactly (subnormals, infinities and NaNs included). Any other dtype is
-// refused. The whole file is validated before any tensor is created; every problem throws
+// (bits as stored); F16 and F8_E4M3 are converted to float32 exactly (io/narrow_floats.hpp). An
+// F8_E4M3 tensor loads as its codes' values, without the block scales a model directory keeps in
+// separate "<name>_scale_inv" tensors (applied by io/fp8_blocks.hpp). Any other dtype is refused. The whole file is validated before any tensor is created; every problem throws
 // latent::Error naming the file, the tensor and what is wrong.
 //
 // The file is memory-mapped and each tensor is filled by one copy out of the mapping, which is then

@@ -10,6 +10,7 @@
 
 #include "../core/tensor.hpp"
 #include "../nn/module.hpp"
+#include "model_files.hpp"
 #include "sampling.hpp"
 
 namespace latent::models {
@@ -58,7 +59,10 @@ class CausalLM : public nn::Module {
   virtual void after_optimizer_step(double bias_gamma);
   virtual std::vector<RoutingStatistics> routing_statistics() const;
 
-  virtual void save_pretrained(const std::string& dir) const = 0;  // config.json + model.safetensors, atomic
+  // config.json + model.safetensors (or, with options.max_shard_bytes, shards and their index), each
+  // file atomic; weight files an earlier save left in `dir` are replaced or removed (model_files.hpp).
+  void save_pretrained(const std::string& dir) const { save_pretrained(dir, SaveOptions{}); }
+  virtual void save_pretrained(const std::string& dir, const SaveOptions& options) const = 0;
   virtual void config_to_json_file(const std::string& path) const = 0;
 
   // The one generation loop, shared by every model: Int64 [T0] -> [T0 + new]; temperature 0 is

@@ -11,7 +11,6 @@
 #include "../core/factory.hpp"
 #include "../core/random.hpp"
 #include "../nn/init.hpp"
-#include "../io/safetensors.hpp"
 #include "model_files.hpp"
 #include "sampling.hpp"
 
@@ -154,7 +153,8 @@ CausalLM::DecodeStep DeepSeekV3::start_decoding(int64_t capacity) {
 std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) {
   if (!fs::is_directory(dir)) fail("from_pretrained: '{}' is not a directory", dir);
   const DeepSeekV3Config config = DeepSeekV3Config::from_json_file((fs::path(dir) / "config.json").string());
-  std::map<std::string, Tensor> state = load_model_tensors(dir, "from_pretrained");
+  const io::Fp8BlockSize* fp8_block = config.quantization_config ? &config.quantization_config->weight_block_size : nullptr;
+  std::map<std::string, Tensor> state = load_model_tensors(dir, "from_pretrained", fp8_block);
 
   auto model = std::make_shared<DeepSeekV3>(config);
   // The MTP modules store copies of the embedding and head: they must equal the main ones.
@@ -176,7 +176,7 @@ std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) 
   return model;
 }
 
-void DeepSeekV3::save_pretrained(const std::string& dir) const {
+void DeepSeekV3::save_pretrained(const std::string& dir, const SaveOptions& options) const {
   fs::create_directories(dir);
   config_.to_json_file((fs::path(dir) / "config.json").string());
   std::map<std::string, Tensor> state = state_dict();
@@ -186,7 +186,7 @@ void DeepSeekV3::save_pretrained(const std::string& dir) const {
     state[prefix + "embed_tokens.weight"] = embed.detach();
     state[prefix + "shared_head.head.weight"] = head_weight.detach();
   }
-  io::save_safetensors((fs::path(dir) / "model.safetensors").string(), state, {{"format", "pt"}});
+  save_model_tensors(dir, state, options);
 }
 
 }  // namespace latent::models

@@ -24,8 +24,12 @@ class DeepSeekV3Model : public nn::Module {  // HF's "model." prefix
 class DeepSeekV3 : public CausalLM {
  public:
   explicit DeepSeekV3(const DeepSeekV3Config& config);
-  static std::shared_ptr<DeepSeekV3> from_pretrained(const std::string& dir);  // config.json + *.safetensors
-  void save_pretrained(const std::string& dir) const override;                // atomic files
+  // config.json + model.safetensors, or the shards model.safetensors.index.json lists; tensors F32,
+  // F64, BF16, F16, or F8_E4M3 with "<name>_scale_inv" block scales (config.json's quantization_config),
+  // all converted to the model's float32 (docs/checkpoints.md).
+  static std::shared_ptr<DeepSeekV3> from_pretrained(const std::string& dir);
+  using CausalLM::save_pretrained;
+  void save_pretrained(const std::string& dir, const SaveOptions& options) const override;  // atomic files
   void config_to_json_file(const std::string& path) const override { config_.to_json_file(path); }
 
   std::string model_type() const override { return config_.model_type; }

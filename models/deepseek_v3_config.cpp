@@ -83,6 +83,7 @@ DeepSeekV3Config from_json(const json& j, const std::string& origin) {
     y.mscale_all_dim = io::optional<double>(r, "mscale_all_dim", 0.0, where);
     c.rope_scaling = y;
   }
+  c.quantization_config = read_quantization_config(j, origin);
   c.validate();
   return c;
 }

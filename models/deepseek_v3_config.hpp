@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "../nn/rotary.hpp"
+#include "quantization_config.hpp"
 
 namespace latent::models {
 
@@ -46,6 +47,9 @@ struct DeepSeekV3Config {
   std::string hidden_act = "silu";
   std::string model_type = "deepseek_v3";
   std::optional<nn::YarnConfig> rope_scaling;  // {"type": "yarn", ...} or null
+  // How the files a config.json came with store the weights (FP8 block scales); read, never
+  // written: latent's own saves are float32.
+  std::optional<QuantizationConfig> quantization_config;
 
   static DeepSeekV3Config from_json_file(const std::string& path);
   static DeepSeekV3Config from_json_string(const std::string& text, const std::string& origin = "config.json");

@@ -11,7 +11,6 @@
 #include "../core/factory.hpp"
 #include "../core/random.hpp"
 #include "../nn/init.hpp"
-#include "../io/safetensors.hpp"
 #include "model_files.hpp"
 #include "sampling.hpp"
 
@@ -215,10 +214,10 @@ std::shared_ptr<Llama> Llama::from_pretrained(const std::string& dir) {
   return model;
 }
 
-void Llama::save_pretrained(const std::string& dir) const {
+void Llama::save_pretrained(const std::string& dir, const SaveOptions& options) const {
   fs::create_directories(dir);
   config_.to_json_file((fs::path(dir) / "config.json").string());
-  io::save_safetensors((fs::path(dir) / "model.safetensors").string(), hf_state_dict(), {{"format", "pt"}});
+  save_model_tensors(dir, hf_state_dict(), options);
 }
 
 }  // namespace latent::models

@@ -43,7 +43,8 @@ class Llama : public CausalLM {
  public:
   explicit Llama(const LlamaConfig& config);  // weights ~ N(0, initializer_range^2), norms 1, biases 0
   static std::shared_ptr<Llama> from_pretrained(const std::string& dir);  // config.json + model*.safetensors
-  void save_pretrained(const std::string& dir) const override;           // atomic files, HF layout
+  using CausalLM::save_pretrained;
+  void save_pretrained(const std::string& dir, const SaveOptions& options) const override;  // atomic files, HF layout
   void config_to_json_file(const std::string& path) const override { config_.to_json_file(path); }
 
   std::string model_type() const override { return config_.model_type; }

@@ -1,28 +1,19 @@
-// Collecting a model directory's safetensors shards.
+// Reading and writing a model directory's weights.
 #include "model_files.hpp"
 
-#include <algorithm>
-#include <filesystem>
-#include <vector>
-
-#include "../io/safetensors.hpp"
+#include "../io/sharded_safetensors.hpp"
 
 namespace latent::models {
 
-std::map<std::string, Tensor> load_model_tensors(const std::string& dir, const std::string& who) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(dir)) fail("{}: '{}' is not a directory", who, dir);
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(dir))
-    if (entry.path().extension() == ".safetensors" && entry.path().filename().string().rfind("model", 0) == 0)
-      files.push_back(entry.path());
-  if (files.empty()) fail("{}: no model*.safetensors in '{}'", who, dir);
-  std::sort(files.begin(), files.end());
-  std::map<std::string, Tensor> state;
-  for (const auto& file : files)
-    for (auto& [name, t] : io::load_safetensors(file.string()))
-      if (!state.emplace(name, t).second) fail("{}: tensor '{}' appears in two files of '{}'", who, name, dir);
-  return state;
+std::map<std::string, Tensor> load_model_tensors(const std::string& dir, const std::string& who,
+                                                 const io::Fp8BlockSize* fp8_block) {
+  io::ModelWeights weights = io::read_model_weights(dir, who);
+  io::dequantize_fp8_weights(weights.tensors, weights.file_dtypes, fp8_block, who + ": " + dir);
+  return std::move(weights.tensors);
+}
+
+void save_model_tensors(const std::string& dir, const std::map<std::string, Tensor>& state, const SaveOptions& options) {
+  io::save_model_weights(dir, state, {{"format", "pt"}}, options.max_shard_bytes);
 }
 
 }  // namespace latent::models

@@ -96,13 +96,15 @@ std::shared_ptr<models::CausalLM> build_model(const TrainerOptions& o, int64_t v
   return build_deepseek(models::DeepSeekV3Config::from_json_file(o.config_file), o, name);  // refuses other types
 }
 
-std::shared_ptr<models::CausalLM> load_model(const TrainerOptions& o) {
-  std::shared_ptr<models::CausalLM> model = models::from_pretrained(o.resume_dir);
+std::shared_ptr<models::CausalLM> load_model(const TrainerOptions& o, const std::string& dir) {
+  if (fs::is_directory(dir))  // (from_pretrained words the error when it is not)
+    check_memory(models::num_parameters_of_config_file((fs::path(dir) / "config.json").string()), dir);
+  std::shared_ptr<models::CausalLM> model = models::from_pretrained(dir);
   if (const auto* deepseek = dynamic_cast<const models::DeepSeekV3*>(model.get())) {
     const double alpha = deepseek->config().aux_loss_alpha;
     if (o.given.count("--aux-alpha") && o.aux_alpha != alpha)
-      fail("--aux-alpha {} differs from aux_loss_alpha {} in the checkpoint's config.json; the model's "
-           "config cannot change on --resume", o.aux_alpha, alpha);
+      fail("--aux-alpha {} differs from aux_loss_alpha {} in {}/config.json; the model's config cannot change "
+           "on --resume or --init-from", o.aux_alpha, alpha, dir);
   } else {
     refuse_deepseek_flags(o, model->model_type());
   }
@@ -159,6 +161,11 @@ ModelDescription describe_model(const models::CausalLM& model, const TrainerOpti
 }
 
 std::string default_out_base(const TrainerOptions& o) {
+  if (!o.init_from.empty()) {
+    const fs::path dir = fs::path(o.init_from).lexically_normal();
+    const std::string name = (dir.has_filename() ? dir : dir.parent_path()).filename().string();
+    return (config_model_type((dir / "config.json").string()) == "llama" ? "runs/llama-" : "runs/dsv3-") + name;
+  }
   const std::string type = o.config_file.empty() ? o.model_type : config_model_type(o.config_file);
   return (type == "llama" ? "runs/llama-" : "runs/dsv3-") +
          (o.config_file.empty() ? o.preset : fs::path(o.config_file).stem().string());

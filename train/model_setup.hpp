@@ -23,8 +23,9 @@ models::LlamaConfig llama_preset(const std::string& name);
 // Refuses a model whose f32 weights, gradients and AdamW moments cannot fit in this machine's memory,
 // before allocating it, and the DeepSeek-V3 loss weights given for a model without those terms.
 std::shared_ptr<models::CausalLM> build_model(const TrainerOptions& options, int64_t vocab_size = 256);
-// The model of the checkpoint in options.resume_dir (its own config; --aux-alpha may not change it).
-std::shared_ptr<models::CausalLM> load_model(const TrainerOptions& options);
+// The model of directory `dir` (options.resume_dir, or options.init_from): its own config, which
+// --aux-alpha may not change. Refused before loading when it cannot fit in memory for training.
+std::shared_ptr<models::CausalLM> load_model(const TrainerOptions& options, const std::string& dir);
 
 // Refuses what this model cannot train on: windows longer than its positions, too short for its
 // multi-token prediction, a vocabulary smaller than the data's (256 for bytes, or the tokenizer's).

@@ -88,6 +88,10 @@ void check_model_flags(const TrainerOptions& o) {
   if (!o.resume_dir.empty() && (o.given.count("--preset") || o.given.count("--config") || o.given.count("--model-type")))
     fail("--resume continues the checkpoint's own model; it cannot be combined with --preset, --config or --model-type");
   if (o.given.count("--preset") && o.given.count("--config")) fail("pass either --preset or --config, not both");
+  if (!o.init_from.empty() && (!o.resume_dir.empty() || o.given.count("--preset") || o.given.count("--config") ||
+                               o.given.count("--model-type")))
+    fail("--init-from starts from that directory's own model; it cannot be combined with --resume, --preset, --config "
+         "or --model-type");
   if (!o.resume_dir.empty() && o.given.count("--tokenizer"))
     fail("--resume continues with the checkpoint's own tokenizer; it cannot be combined with --tokenizer");
 }
@@ -283,7 +287,9 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
   tokenizer_ = make_tokenizer(o_, *corpus_);
   if (tokenizer_) corpus_->tokenize(*tokenizer_);
   const int64_t vocab_size = tokenizer_ ? tokenizer_->vocab_size() : 256;
-  model_ = o_.resume_dir.empty() ? build_model(o_, vocab_size) : load_model(o_);
+  model_ = !o_.resume_dir.empty()  ? load_model(o_, o_.resume_dir)
+           : !o_.init_from.empty() ? load_model(o_, o_.init_from)
+                                   : build_model(o_, vocab_size);
   check_model_for_data(*model_, o_, vocab_size);
   // Ranks on one machine share its cores: by default each takes its part instead of all of them.
   if (o_.threads > 0) set_num_threads(o_.threads);
@@ -339,8 +345,10 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
   if (!o_.resume_dir.empty()) log_->load_csv((fs::path(o_.resume_dir) / "metrics.csv").string(), state_.step);
 
   const ModelDescription description = describe_model(*model_, o_);
-  state_.hyperparameters = {{"model", o_.resume_dir.empty() ? (o_.config_file.empty() ? o_.preset : o_.config_file)
-                                                            : state_.hyperparameters.value("model", o_.resume_dir)},
+  state_.hyperparameters = {{"model", !o_.resume_dir.empty()  ? state_.hyperparameters.value("model", o_.resume_dir)
+                                     : !o_.init_from.empty() ? o_.init_from
+                                     : o_.config_file.empty() ? o_.preset
+                                                              : o_.config_file},
                             {"model_type", model_->model_type()}, {"data", o_.data},
                             {"tokenizer", o_.tokenizer.empty() ? "bytes" : o_.tokenizer},
                             {"steps", o_.steps},
@@ -356,8 +364,10 @@ Trainer::Trainer(TrainerOptions options, const distributed::ProcessGroup& group)
 void Trainer::print_summary() const {
   if (!group_.is_main()) return;
   const ModelDescription d = describe_model(*model_, o_);
-  const std::string name = o_.resume_dir.empty() ? (o_.config_file.empty() ? o_.preset : o_.config_file)
-                                                 : fmt::format("{} (resumed at step {})", o_.resume_dir, state_.step);
+  const std::string name = !o_.resume_dir.empty()  ? fmt::format("{} (resumed at step {})", o_.resume_dir, state_.step)
+                           : !o_.init_from.empty() ? fmt::format("initialised from {}", o_.init_from)
+                           : o_.config_file.empty() ? o_.preset
+                                                    : o_.config_file;
   fmt::print("latent-train: {} {}\n", d.family, name);
   for (const std::string& line : d.lines) fmt::print("  {}\n", line);
   const size_t files = corpus_->files().size();

@@ -16,6 +16,9 @@ struct TrainerOptions {
   // The model: a preset of a family, a config.json (dispatched on its "model_type"), or the model of
   // the checkpoint being resumed. model_type names the family of a preset: "deepseek_v3" or "llama".
   std::string model_type = "deepseek_v3", preset = "small", config_file, resume_dir;
+  // A model directory (latent's, or a published one: shards, FP8 weights) whose config.json and
+  // weights start a new run: step 0, a fresh optimizer, its own model settings.
+  std::string init_from;
   std::string out_dir;             // empty: runs/<family>-<preset>, or the --resume directory
   bool overwrite = false;          // a new run may replace the checkpoint already in out_dir
   std::vector<std::string> data;   // files or directories; empty: kDefaultCorpus, or the checkpoint's

@@ -14,7 +14,10 @@
 #include "io/atomic_file.hpp"
 #include "io/gguf.hpp"
 #include "io/json.hpp"
+#include "io/fp8_blocks.hpp"
+#include "io/narrow_floats.hpp"
 #include "io/safetensors.hpp"
+#include "io/sharded_safetensors.hpp"
 
 #include "tokenizer/bpe_trainer.hpp"
 #include "tokenizer/byte_level.hpp"

@@ -227,7 +227,38 @@ def tokenizer_json_seeds():
     put("tokenizer_json", "bad_malformed.json", json.dumps(valid)[:300])
 
 
+def sharded_dir_seeds():
+    """An index (before the first NUL) and the one shard it may name, model-00001-of-00001.safetensors
+    (after it), with FP8 weights in [2, 2] blocks: the fuzz target's block size."""
+    shard = "model-00001-of-00001.safetensors"
+    codes = bytes([0x38, 0x40, 0xB8, 0x01, 0x7E, 0x00])  # 1, 2, -1, 2^-9, 448, 0
+    good = {"w": ("F8_E4M3", [2, 3], codes), "w_scale_inv": ("F32", [1, 2], struct.pack("<2f", 0.5, 4.0)),
+            "norm": ("BF16", [2], struct.pack("<2H", 0x3F80, 0x4000))}
+
+    def seed(name, tensors, weight_map=None, index_text=None):
+        index = index_text if index_text is not None else json.dumps(
+            {"metadata": {"total_size": 0}, "weight_map": weight_map or {n: shard for n in tensors}})
+        put("sharded_dir", name, index.encode() + b"\0" + build(tensors))
+
+    seed("valid_fp8", good)
+    seed("valid_no_fp8", {"norm": good["norm"]})
+    seed("bad_missing_scale", {k: v for k, v in good.items() if k != "w_scale_inv"})
+    seed("bad_scale_shape", {**good, "w_scale_inv": ("F32", [2, 2], struct.pack("<4f", 1, 1, 1, 1))})
+    seed("bad_scale_not_f32", {**good, "w_scale_inv": ("BF16", [1, 2], struct.pack("<2H", 0x3F80, 0x3F80))})
+    seed("bad_orphan_scale", {"v_scale_inv": ("F32", [1, 1], struct.pack("<f", 1))})
+    seed("bad_unknown_dtype", {"w": ("F8_E4M3FNUZ", [2, 3], codes)})
+    seed("bad_fp8_vector", {"w": ("F8_E4M3", [6], codes), "w_scale_inv": ("F32", [1, 1], struct.pack("<f", 1))})
+    seed("bad_missing_shard", good, {n: "model-00002-of-00002.safetensors" for n in good})
+    seed("bad_escaping_name", good, {n: "../" + shard for n in good})
+    seed("bad_listed_absent", good, {**{n: shard for n in good}, "extra": shard})
+    seed("bad_unlisted", good, {"norm": shard})
+    seed("bad_duplicate_key", good, index_text='{"weight_map": {"norm": "%s", "norm": "%s"}}' % (shard, shard))
+    seed("bad_no_weight_map", good, index_text='{"metadata": {"total_size": 1}}')
+
+
 if __name__ == "__main__":
+    shutil.rmtree(CORPUS / "sharded_dir", ignore_errors=True)
+    sharded_dir_seeds()
     for target in ("safetensors", "deepseek_v3_config", "llama_config", "trainer_state", "tokenizer_json"):
         shutil.rmtree(CORPUS / target, ignore_errors=True)
     safetensors_seeds()

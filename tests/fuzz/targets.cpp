@@ -17,7 +17,9 @@
 #include "train/checkpoint.hpp"
 #include "models/deepseek_v3.hpp"
 #include "models/llama_config.hpp"
+#include "io/fp8_blocks.hpp"
 #include "io/safetensors.hpp"
+#include "io/sharded_safetensors.hpp"
 #include "optim/adam.hpp"
 
 namespace latent::fuzz {
@@ -152,6 +154,23 @@ void run_model_dir(const uint8_t* data, size_t size) {
   require(logits.shape() == Shape({1, 2, vocab}), "model_dir: a loaded model's logits have the wrong shape");
 }
 
+void run_sharded_dir(const uint8_t* data, size_t size) {
+  const std::string bytes = as_text(data, size);
+  const size_t nul = bytes.find('\0');
+  const fs::path dir = fresh_subdir("sharded");
+  write_file(dir / "model.safetensors.index.json", bytes.substr(0, nul));
+  if (nul != std::string::npos) write_file(dir / "model-00001-of-00001.safetensors", bytes.substr(nul + 1));
+  io::ModelWeights weights = io::read_model_weights(dir.string(), "fuzz");
+  const io::ShardIndex index = io::parse_shard_index(bytes.substr(0, nul), "fuzz index");
+  require(weights.tensors.size() == index.weight_map.size(), "sharded_dir: an accepted directory lost or gained tensors");
+  const io::Fp8BlockSize block{2, 2};
+  io::dequantize_fp8_weights(weights.tensors, weights.file_dtypes, &block, "fuzz");
+  for (const auto& [name, t] : weights.tensors) {
+    require(!name.ends_with("_scale_inv"), "sharded_dir: a block scale survived dequantisation");
+    require(index.weight_map.count(name) == 1, "sharded_dir: a tensor the index does not list was loaded");
+  }
+}
+
 void run_tokenizer_json(const uint8_t* data, size_t size) {
   const auto tok = tokenizer::Tokenizer::from_json_string(as_text(data, size), "fuzz tokenizer.json");
   // An accepted tokenizer encodes any bytes (its own file among them) into ids it can decode, and
@@ -168,7 +187,7 @@ constexpr Target kTargets[] = {
     {"safetensors", run_safetensors},     {"deepseek_v3_config", run_deepseek_v3_config},
     {"llama_config", run_llama_config},   {"trainer_state", run_trainer_state},
     {"optimizer_state", run_optimizer_state}, {"model_dir", run_model_dir},
-    {"tokenizer_json", run_tokenizer_json},
+    {"tokenizer_json", run_tokenizer_json},   {"sharded_dir", run_sharded_dir},
 };
 
 }  // namespace

@@ -87,11 +87,16 @@ TEST_CASE("a model directory whose weights do not match its config is refused na
     fs::rename(weights, dir / "model-00001-of-00002.safetensors");
     io::save_safetensors((dir / "model-00002-of-00002.safetensors").string(),
                          {{"model.norm.weight", saved.at("model.norm.weight")}});
+    nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+    for (const auto& [name, t] : saved) index["weight_map"][name] = "model-00001-of-00002.safetensors";
+    index["weight_map"]["model.norm.weight"] = "model-00002-of-00002.safetensors";
+    write_text(dir / "model.safetensors.index.json", index.dump());
     CHECK_THROWS_WITH(DeepSeekV3::from_pretrained(dir.string()),
-                      Catch::Contains("tensor 'model.norm.weight' appears in two files"));
-    fs::remove(dir / "model-00001-of-00002.safetensors");
-    fs::remove(dir / "model-00002-of-00002.safetensors");
-    CHECK_THROWS_WITH(DeepSeekV3::from_pretrained(dir.string()), Catch::Contains("no model*.safetensors"));
+                      Catch::Contains("tensor 'model.norm.weight' is in shard 'model-00001-of-00002.safetensors' but") &&
+                          Catch::Contains("places it in 'model-00002-of-00002.safetensors' (stored twice, or misplaced)"));
+    fs::remove(dir / "model.safetensors.index.json");
+    CHECK_THROWS_WITH(DeepSeekV3::from_pretrained(dir.string()),
+                      Catch::Contains("no model.safetensors or model.safetensors.index.json"));
   }
   SECTION("no config.json, or an absurd one") {
     fs::remove(dir / "config.json");

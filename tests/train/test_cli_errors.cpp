@@ -133,7 +133,7 @@ TEST_CASE("latent-generate refuses malformed model directories and prompts in on
   write_all(dir / "model.safetensors", weights.substr(0, 7));
   require_one_line_failure(generate, args, "too short for the 8-byte header length", tmp.path);
   fs::remove(dir / "model.safetensors");
-  require_one_line_failure(generate, args, "no model*.safetensors", tmp.path);
+  require_one_line_failure(generate, args, "no model.safetensors or model.safetensors.index.json", tmp.path);
 }
 
 TEST_CASE("latent-train names itself when it refuses an unknown option or a malformed value", "[cli]") {

@@ -145,17 +145,20 @@ TEST_CASE("read_safetensors copies the file once: the mapping is released and no
   const AllocatorStats stats = allocator::stats();
   const int64_t slack = 2 * kMiB;
   INFO("file " << file_bytes << " bytes; allocator peak +" << stats.peak_bytes_in_use - in_use_before
-               << "; resident +" << resident_bytes() - resident_before);
+               << "; resident +" << resident_bytes() - resident_before << "; peak resident +"
+               << peak_resident_bytes() - resident_before);
   // Tensor storage: exactly one copy of the data (these sizes are their own size classes).
   CHECK(stats.bytes_in_use - in_use_before == tensor_bytes);
   CHECK(stats.peak_bytes_in_use - in_use_before == tensor_bytes);
-  // After the load the process holds the copy and nothing of the mapping. While loading: the mapped
-  // file (page cache counted as resident) plus the one copy, never more. Under AddressSanitizer
+  // After the load the process holds the copy and nothing of the mapping. While loading: the copy
+  // plus the mapped pages of the tensor being copied (each tensor's pages are dropped once copied),
+  // not the whole file twice. Under AddressSanitizer
   // (clang's or GCC's) shadow memory and quarantine add to the resident set: the allocator's exact
   // counts above carry the test there.
 #if !LATENT_UNDER_ASAN
   CHECK(resident_bytes() - resident_before <= file_bytes + slack);
-  if (peak_resettable) CHECK(peak_resident_bytes() - resident_before <= 2 * file_bytes + slack);
+  const int64_t largest_tensor = 8 * kMiB;
+  if (peak_resettable) CHECK(peak_resident_bytes() - resident_before <= file_bytes + largest_tensor + slack);
 #else
   (void)peak_resettable, (void)slack;
 #endif

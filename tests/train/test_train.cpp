@@ -1073,3 +1073,46 @@ TEST_CASE("latent-train at bf16 is bitwise repeatable, and 1 and 2 threads train
   const auto bf16 = io::load_safetensors(dir / "bf16-a/model.safetensors"), fp32 = io::load_safetensors(dir / "fp32-a/model.safetensors");
   CHECK(max(abs(bf16.at("model.embed_tokens.weight") - fp32.at("model.embed_tokens.weight"))).item() > 0);
 }
+
+TEST_CASE("latent-generate runs and latent-train --init-from fine-tunes a published-layout directory",
+          "[train][generate][published]") {
+  // tests/data/dsv3-published: FP8 block-scaled linear weights, BF16 elsewhere, three shards + index.
+  const std::string published = latent::testing::test_data("dsv3-published");
+  TempDir dir;
+
+  const Run g = run(program("LATENT_GENERATE"), {published, "--prompt", "the quick", "-n", "8", "--temperature", "0"});
+  INFO(g.err);
+  REQUIRE(g.exit_code == 0);
+  REQUIRE(g.out.size() == 9 + 8 + 1);
+  const auto initial = models::DeepSeekV3::from_pretrained(published);
+  models::GenerateOptions greedy;
+  greedy.max_new_tokens = 8;
+  const std::vector<int64_t> expected =
+      initial->generate(from_vector<int64_t>({116, 104, 101, 32, 113, 117, 105, 99, 107}), greedy).to_vector<int64_t>();
+  for (size_t i = 0; i < expected.size(); ++i) CHECK(int64_t(static_cast<unsigned char>(g.out[i])) == expected[i]);
+
+  const std::string corpus = write_corpus(dir), out = dir / "fine-tuned";
+  const Run t = run(program("LATENT_TRAIN"), {"--init-from", published, "--data", corpus, "--out", out, "--steps", "3",
+                                              "--batch", "2", "--seq", "16", "--warmup", "1", "--lr", "1e-3",
+                                              "--threads", "2", "--eval-every", "0", "--save-every", "0"});
+  INFO(t.out << t.err);
+  REQUIRE(t.exit_code == 0);
+  CHECK(t.out.find("latent-train: DeepSeek-V3 initialised from " + published) != std::string::npos);
+  CHECK(train::load_trainer_state(out).step == 3);
+  // The saved directory loads; its config is the published one's, its weights moved from there by training.
+  const auto tuned = models::DeepSeekV3::from_pretrained(out);
+  CHECK(tuned->config().to_json_string() == initial->config().to_json_string());
+  CHECK(!tuned->config().quantization_config);  // latent's save is float32
+  double largest_change = 0;
+  const auto before = initial->state_dict(), after = tuned->state_dict();
+  for (const auto& [name, t0] : before) {
+    const std::vector<float> a = t0.to_vector<float>(), b = after.at(name).to_vector<float>();
+    for (size_t i = 0; i < a.size(); ++i) largest_change = std::max(largest_change, double(std::abs(a[i] - b[i])));
+  }
+  CHECK(largest_change > 0);
+  CHECK(largest_change < 0.05);  // three AdamW steps of lr <= 1e-3 move no weight by more than ~3e-3 (+ bias updates)
+
+  const Run both = run(program("LATENT_TRAIN"), {"--init-from", published, "--resume", out});
+  CHECK(both.exit_code != 0);
+  CHECK(both.err.find("--init-from starts from that directory's own model") != std::string::npos);
+}
