@@ -119,6 +119,17 @@ void check_agreement(const std::string& dir, const std::vector<int64_t>& tokens,
   CHECK(llama.greedy == latent_greedy(*model, prompt, greedy_tokens));
 }
 
+// A `small` DeepSeek-V3 trained for 12 steps on tests/data/README.md into tmp/run, with `flags` added.
+std::string train_small(const TempDir& tmp, const std::string& flags) {
+  const std::string out = tmp / "run";
+  const Run r = run(fmt::format("{} --preset small --steps 12 --batch 4 --seq 64 --warmup 2 --lr 3e-3 --data {} --out {} "
+                                "--eval-every 0 --sample-every 0 --save-every 0 --log-every 12 --seed 7 {}",
+                                quote(program("LATENT_TRAIN")), quote(test_data("README.md")), quote(out), flags));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("llama.cpp agrees with latent on the DeepSeek-V3 fixture (f32 GGUF)", "[llamacpp]") {
@@ -148,24 +159,14 @@ TEST_CASE("llama.cpp agrees on the Llama fixture (GQA, rotate_half checkpoint)",
 
 TEST_CASE("llama.cpp agrees on a freshly trained small DeepSeek-V3", "[llamacpp]") {
   TempDir tmp("latent-llamacpp-train");
-  const std::string out = tmp / "run";
-  const Run r = run(fmt::format("{} --preset small --steps 12 --batch 4 --seq 64 --warmup 2 --lr 3e-3 --data {} --out {} "
-                                "--eval-every 0 --sample-every 0 --save-every 0 --log-every 12 --seed 7",
-                                quote(program("LATENT_TRAIN")), quote(test_data("README.md")), quote(out)));
-  INFO(r.output);
-  REQUIRE(r.status == 0);
+  const std::string out = train_small(tmp, "");
   const std::string text = "The fixtures are computed in float64 by an independent implementation.";
   check_agreement<models::DeepSeekV3>(out, std::vector<int64_t>(text.begin(), text.end()), 64);
 }
 
 TEST_CASE("llama.cpp tokenizes as latent does and agrees on a DeepSeek-V3 trained with a BPE tokenizer", "[llamacpp]") {
   TempDir tmp("latent-llamacpp-bpe");
-  const std::string out = tmp / "run";
-  const Run r = run(fmt::format("{} --preset small --tokenizer bpe:400 --steps 12 --batch 4 --seq 64 --warmup 2 --lr 3e-3 "
-                                "--data {} --out {} --eval-every 0 --sample-every 0 --save-every 0 --log-every 12 --seed 7",
-                                quote(program("LATENT_TRAIN")), quote(test_data("README.md")), quote(out)));
-  INFO(r.output);
-  REQUIRE(r.status == 0);
+  const std::string out = train_small(tmp, "--tokenizer bpe:400");
   // Prose, digits of several lengths, runs of spaces, a tab, blank lines, accents, CJK and an emoji:
   // the places where GPT-2's pre-tokenizer regex cuts differently from a naive split.
   const std::string text = "The fixtures (3.14159, 2026, 1234567) are computed twice.\n\n    Indented  spaces\tand "
