@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Decode speed, latent-generate against llama.cpp (node-llama-cpp 3.21.1, CPU) on the same f32 model:
 # batch 1, greedy, 1 and 2 threads, prompt processing and generation reported separately.
-#   [ROUNDS=3] [PROMPT_TOKENS=64] [NEW_TOKENS=512] bench/decode.sh [MODEL_DIR] [BUILD_DIR]
+#   [ROUNDS=3] [PROMPT_TOKENS=64] [NEW_TOKENS=512] [LATENT_ARGS=...] bench/decode.sh [MODEL_DIR] [BUILD_DIR]
+# LATENT_ARGS go to latent-generate only (e.g. "--precision bf16": bf16 GEMM operands against
+# llama.cpp's f32 model).
 # MODEL_DIR defaults to a freshly initialised `small` checkpoint (one training step, fixed seed).
 # Both programs time their phases inside one process: latent-generate --timings counts the prompt
 # phase up to the first new token and then NEW_TOKENS decoding steps; llama.cpp (bench/decode.mjs)
@@ -23,7 +25,7 @@ fi
 prompt="$(head -c "$prompt_tokens" "$root/README.md")"  # bytes: one token each
 
 latent() {  # prints "prompt_tokens_per_s generation_tokens_per_s"
-  "$build/examples/latent-generate" "$model" -p "$prompt" -n $((new_tokens + 1)) -t 0 --threads "$1" --timings \
+  "$build/examples/latent-generate" "$model" -p "$prompt" -n $((new_tokens + 1)) -t 0 --threads "$1" --timings ${LATENT_ARGS:-} \
     2>&1 >/dev/null | sed -nE 's/.*prompt .*\(([0-9.]+) tokens\/s\), then .*\(([0-9.]+) tokens\/s\)/\1 \2/p'
 }
 llama_cpp() {
