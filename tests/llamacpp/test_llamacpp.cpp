@@ -192,7 +192,7 @@ TEST_CASE("llama.cpp tokenizes as latent does and agrees on a DeepSeek-V3 traine
   REQUIRE(tokenized.status == 0);
   const auto theirs = nlohmann::json::parse(tokenized.output.substr(tokenized.output.find('{')))["tokenized"].get<std::vector<int64_t>>();
   CHECK(theirs == ours);
-  check_agreement<models::DeepSeekV3>(out, ours, 32);
+  check_agreement<models::DeepSeekV3>(out, ours, 64);
 }
 
 TEST_CASE("llama.cpp on a bf16 GGUF stays within bf16 distance of latent", "[llamacpp]") {
