@@ -81,35 +81,47 @@ using fast_math::lane_max;
 using fast_math::lane_sum;
 
 // ---- bfloat16 precision ---------------------------------------------------------------------------
-// Under kBFloat16 (float32 only) a task rounds its head's q, k, v (and dO) to bfloat16 once, instead of
-// once per key block as a float32 product would (the query rows of a causal panel are read again by
-// every later block), and rounds each block of scores once for the products that read it. The bits
-// are those of rounding per product.
+// Under kBFloat16 (float32 only) every product rounds its operands, so the op rounds q, k, v (and, in the
+// backward, dO) once, each as one flat array, and keeps the rounded copies for the backward at half the
+// size. Rounding each task's strided head rows one by one (48 or 32 elements each in the `small` model)
+// cost more per row than the rounding itself: 5.8 % of a one-thread bf16 training step (perf). Each
+// block of scores is rounded once for the products that read it. The bits are those of rounding per
+// product.
 
 bool bf16_attention(DType dtype) {
   return dtype == kFloat32 && get_matmul_precision() == MatmulPrecision::kBFloat16;
 }
 
-// One operand of a block product: rows of a head's matrix, and their rounded copy under kBFloat16.
+// One operand of a block product: float32/float64 rows, or their rounded copy under kBFloat16.
 template <class T>
 struct Operand {
-  const T* data;
-  int64_t ld;
-  const bfloat16* rounded = nullptr;  // packed, leading dimension rounded_ld; null: float32/float64 product
+  const T* data = nullptr;  // null when only the rounded rows exist
+  int64_t ld = 0;
+  const bfloat16* rounded = nullptr;  // null: a float32/float64 product
   int64_t rounded_ld = 0;
   Operand from_row(int64_t r) const {
-    return {data + r * ld, ld, rounded ? rounded + r * rounded_ld : nullptr, rounded_ld};
+    return {data ? data + r * ld : nullptr, ld, rounded ? rounded + r * rounded_ld : nullptr, rounded_ld};
   }
 };
 
-// A head's [rows, cols] matrix; under bf16, rounded into `copy` (resized to fit).
+// Head (b, h) of a [B, heads, rows, D] operand as a matrix whose rows are ld apart: a head's positions,
+// or with heads_as_rows, position 0 of consecutive heads. A bfloat16 t is the rounded copy of q, k, v or dO.
 template <class T>
-Operand<T> head_operand(const T* data, int64_t rows, int64_t cols, int64_t ld, bool bf16, std::vector<bfloat16>& copy) {
-  Operand<T> m{data, ld};
+Operand<T> head_operand(const Tensor& t, int64_t b, int64_t h, bool heads_as_rows = false) {
+  const int64_t ld = heads_as_rows ? t.stride(1) : t.size(2) > 1 ? t.stride(2) : std::max<int64_t>(1, t.size(3));
+  const int64_t offset = b * t.stride(0) + h * t.stride(1);
+  if (t.dtype() == kBFloat16) return {nullptr, 0, t.data<bfloat16>() + offset, ld};
+  return {t.data<T>() + offset, ld};
+}
+
+// A task's packed [rows, cols] block of scores; under bf16 also rounded into `copy` (resized to fit).
+template <class T>
+Operand<T> block_operand(const T* data, int64_t rows, int64_t cols, bool bf16, std::vector<bfloat16>& copy) {
+  Operand<T> m{data, cols};
   if constexpr (std::is_same_v<T, float>)
     if (bf16) {
       copy.resize(static_cast<size_t>(rows * cols));
-      round_to_bf16(data, rows, cols, ld, copy.data());
+      round_to_bf16(data, rows, cols, cols, copy.data());
       m.rounded = copy.data(), m.rounded_ld = cols;
     }
   return m;
@@ -144,29 +156,27 @@ void exp_shifted(T* x, int64_t n, T shift) {
 // A task owns a panel of query rows that read the same kv head: one head's T positions, or, with one
 // query position (decoding), all the query heads of a kv group as rows, so that a shared kv head
 // (grouped-query attention, MLA's absorbed cache) is read once per group instead of once per head.
+// q, k, v are float32/float64, or under kBFloat16 their rounded copies; out and lse are float32/float64.
 template <class T>
 void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                        const Tensor& lse) {
-  const Heads<const T> Q = heads_of<const T>(q), K = heads_of<const T>(k), V = heads_of<const T>(v);
   const Heads<T> O = heads_of<T>(out);
   T* lse_data = lse.data<T>();
-  const bool bf16 = bf16_attention(q.dtype());
-  const bool heads_as_rows = g.T == 1 && g.group() > 1 && Q.head_stride >= g.Dqk && O.head_stride >= g.Dv;
+  const bool bf16 = q.dtype() == kBFloat16;
+  const bool heads_as_rows = g.T == 1 && g.group() > 1 && q.stride(1) >= g.Dqk && O.head_stride >= g.Dv;
   const int64_t rows = heads_as_rows ? g.group() : g.T, heads_per_task = heads_as_rows ? g.group() : 1;
-  const int64_t q_ld = heads_as_rows ? Q.head_stride : Q.ld, o_ld = heads_as_rows ? O.head_stride : O.ld;
+  const int64_t o_ld = heads_as_rows ? O.head_stride : O.ld;
   parallel_tasks(g.B * g.H / heads_per_task, [&](int64_t task) {
     const int64_t h = task * heads_per_task % g.H, b = task * heads_per_task / g.H, kv_head = h / g.group();
-    const T *q_rows = Q.at(b, h), *keys = K.at(b, kv_head), *values = V.at(b, kv_head);
     T* o_rows = O.at(b, h);
     // Row r is query position r of head h, or (heads as rows) position 0 of head h + r: either way
     // its logsumexp goes to lse[b, h, 0] + r.
     auto position = [&](int64_t r) { return heads_as_rows ? 0 : r; };
     const int64_t key_block = std::max(kKeyBlock, kScoresPerBlock / std::max<int64_t>(rows, 1));
     std::vector<T> scores(static_cast<size_t>(rows * key_block));
-    std::vector<bfloat16> q_copy, k_copy, v_copy, score_copy;
-    const Operand<T> q_m = head_operand(q_rows, rows, g.Dqk, q_ld, bf16, q_copy);
-    const Operand<T> k_m = head_operand(keys, g.S, g.Dqk, K.ld, bf16, k_copy);
-    const Operand<T> v_m = head_operand(values, g.S, g.Dv, V.ld, bf16, v_copy);
+    std::vector<bfloat16> score_copy;
+    const Operand<T> q_m = head_operand<T>(q, b, h, heads_as_rows), k_m = head_operand<T>(k, b, kv_head),
+                     v_m = head_operand<T>(v, b, kv_head);
     std::vector<T> row_max(static_cast<size_t>(rows), -std::numeric_limits<T>::infinity()),
         row_sum(static_cast<size_t>(rows), T(0));
     for (int64_t r = 0; r < rows; ++r) std::fill_n(o_rows + r * o_ld, g.Dv, T(0));
@@ -188,7 +198,7 @@ void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, cons
         if (correction != T(1))
           for (T *o = o_rows + r * o_ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
       }
-      const Operand<T> p_m = head_operand(scores.data(), seeing, nk, nk, bf16, score_copy);
+      const Operand<T> p_m = block_operand(scores.data(), seeing, nk, bf16, score_copy);
       block_product<T>(false, false, seeing, g.Dv, nk, T(1), p_m, v_m.from_row(j0), T(1), o_rows + r0 * o_ld, o_ld);
     }
     // Every row sees key 0 (S >= T when causal), so row_sum >= 1.
@@ -207,21 +217,20 @@ void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, cons
 // (the softmax backward's row term: sum_j p_ij dp_ij = do_i . o_i). dk_j and dv_j are complete after
 // their block, and the first block is seen by every row, so nothing needs zeroing beforehand.
 // dk and dv go to `dk_heads`, `dv_heads`: per query head, summed over a kv group afterwards.
+// q, k, v and dout_operand are float32/float64, or under kBFloat16 the rounded copies of q, k, v, dout.
 template <class T>
 void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                        const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk_heads,
-                        const Tensor& dv_heads) {
-  const Heads<const T> Q = heads_of<const T>(q), K = heads_of<const T>(k), V = heads_of<const T>(v);
+                        const Tensor& lse, const Tensor& dout, const Tensor& dout_operand, const Tensor& dq,
+                        const Tensor& dk_heads, const Tensor& dv_heads) {
   const Heads<const T> O = heads_of<const T>(out), dO = heads_of<const T>(dout);
   const T* lse_data = lse.data<T>();
   const bool need_dq = dq.defined(), need_dk = dk_heads.defined(), need_dv = dv_heads.defined();
   const Heads<T> dQ = need_dq ? heads_of<T>(dq) : Heads<T>{}, dK = need_dk ? heads_of<T>(dk_heads) : Heads<T>{},
                  dV = need_dv ? heads_of<T>(dv_heads) : Heads<T>{};
   const T scale = T(g.scale);
-  const bool bf16 = bf16_attention(q.dtype());
+  const bool bf16 = q.dtype() == kBFloat16;
   parallel_tasks(g.B * g.H, [&](int64_t task) {
     const int64_t h = task % g.H, b = task / g.H, kv_head = h / g.group();
-    const T *q_h = Q.at(b, h), *k_h = K.at(b, kv_head), *v_h = V.at(b, kv_head);
     const T* do_h = dO.at(b, h);
     const T* lse_h = lse_data + (b * g.H + h) * g.T;
     T* dq_h = need_dq ? dQ.at(b, h) : nullptr;
@@ -242,11 +251,9 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
     }
 
     std::vector<T> p(static_cast<size_t>(g.T * kKeyBlock)), ds(p.size());
-    std::vector<bfloat16> q_copy, k_copy, v_copy, do_copy, p_copy, ds_copy;
-    const Operand<T> q_m = head_operand(q_h, g.T, g.Dqk, Q.ld, bf16, q_copy);
-    const Operand<T> k_m = head_operand(k_h, g.S, g.Dqk, K.ld, bf16, k_copy);
-    const Operand<T> v_m = head_operand(v_h, g.S, g.Dv, V.ld, bf16, v_copy);
-    const Operand<T> do_m = head_operand(do_h, g.T, g.Dv, dO.ld, bf16, do_copy);
+    std::vector<bfloat16> p_copy, ds_copy;
+    const Operand<T> q_m = head_operand<T>(q, b, h), k_m = head_operand<T>(k, b, kv_head),
+                     v_m = head_operand<T>(v, b, kv_head), do_m = head_operand<T>(dout_operand, b, h);
     for (int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
       const int64_t nk = std::min(kKeyBlock, g.S - j0), i0 = g.first_row_seeing(j0), rows = g.T - i0;
       block_product<T>(false, true, rows, nk, g.Dqk, scale, q_m.from_row(i0), k_m.from_row(j0), T(0), p.data(), nk);
@@ -257,7 +264,7 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
         std::fill(s + n, s + nk, T(0));
       }
       if (need_dv)
-        block_product<T>(true, false, nk, g.Dv, rows, T(1), head_operand(p.data(), rows, nk, nk, bf16, p_copy),
+        block_product<T>(true, false, nk, g.Dv, rows, T(1), block_operand(p.data(), rows, nk, bf16, p_copy),
                          do_m.from_row(i0), T(0), dv_h + j0 * dV.ld, dV.ld);
       if (!need_dq && !need_dk) continue;
       block_product<T>(false, true, rows, nk, g.Dv, T(1), do_m.from_row(i0), v_m.from_row(j0), T(0), ds.data(), nk);
@@ -266,7 +273,7 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
         T *dsr = ds.data() + r * nk, *pr = p.data() + r * nk;
         for (int64_t c = 0; c < nk; ++c) dsr[c] = pr[c] * (dsr[c] - d);
       }
-      const Operand<T> ds_m = head_operand(ds.data(), rows, nk, nk, bf16, ds_copy);
+      const Operand<T> ds_m = block_operand(ds.data(), rows, nk, bf16, ds_copy);
       if (need_dq)  // the first block (i0 = 0) initialises every row of dq
         block_product<T>(false, false, rows, g.Dqk, nk, scale, ds_m, k_m.from_row(j0), T(j0 == 0 ? 0 : 1),
                          dq_h + i0 * dQ.ld, dQ.ld);
@@ -332,7 +339,12 @@ Geometry check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, bool ca
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
   const Geometry g = check_inputs(q, k, v, causal, scale);
   const bool recording = autograd::will_record({q, k, v});  // only then are the inputs kept, detached
-  auto operand = [&](const Tensor& t) { return blas_ready(recording ? t.detach() : t); };
+  const bool bf16 = bf16_attention(q.dtype());
+  // The products' operands: q, k, v as BLAS reads them, or their bf16 copies (kept instead of them).
+  auto operand = [&](const Tensor& t) {
+    const Tensor ready = blas_ready(recording ? t.detach() : t);
+    return bf16 ? to_bf16_operand(ready) : ready;
+  };
   const Tensor qc = operand(q), kc = operand(k), vc = operand(v);
   const Tensor out = empty_heads(g.B, g.H, g.T, g.Dv, is_sequence_major(qc), q.dtype());
   const Tensor lse = Tensor::empty({g.B, g.H, g.T}, q.dtype());
@@ -342,7 +354,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const bool need_dq = q.requires_grad(), need_dk = k.requires_grad(), need_dv = v.requires_grad();
   return autograd::record(
       "scaled_dot_product_attention", out, {q, k, v}, {qc, kc, vc, out},
-      [g, qc, kc, vc, out = out.detach(), lse, need_dq, need_dk, need_dv](const Tensor& grad) -> std::vector<Tensor> {
+      [g, qc, kc, vc, out = out.detach(), lse, need_dq, need_dk, need_dv,
+       bf16](const Tensor& grad) -> std::vector<Tensor> {
         const Tensor dout = blas_ready(grad);
         const DType dtype = out.dtype();
         // Gradients are laid out like their inputs; per-head dk/dv only exist when a kv head is shared.
@@ -353,7 +366,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         const Tensor dk_heads = need_dk && grouped ? Tensor::empty({g.B, g.H, g.S, g.Dqk}, dtype) : dk;
         const Tensor dv_heads = need_dv && grouped ? Tensor::empty({g.B, g.H, g.S, g.Dv}, dtype) : dv;
         dispatch_floating(dtype, "scaled_dot_product_attention", [&]<class T>() {
-          attention_backward<T>(g, qc, kc, vc, out, lse, dout, dq, dk_heads, dv_heads);
+          attention_backward<T>(g, qc, kc, vc, out, lse, dout, bf16 ? to_bf16_operand(dout) : dout, dq, dk_heads,
+                                dv_heads);
           if (need_dk && grouped) sum_groups<T>(dk_heads, dk, g.group());
           if (need_dv && grouped) sum_groups<T>(dv_heads, dv, g.group());
         });
