@@ -177,6 +177,10 @@ int run(const Options& o) {
   fmt::print("tokens_per_s: {:.1f}\n", tokens_per_s);
   fmt::print("model_flops_utilization: {:.4f} (of the {} peak)\n", flops_per_token * tokens_per_s / peak, o.precision);
   fmt::print("peak_rss_mb: {:.1f}\n", peak_rss_mb());
+  // Of which tensors: their peak, and what the caching allocator holds (in use and cached) at the end.
+  const AllocatorStats memory = allocator::stats();
+  fmt::print("tensor_memory_mb: peak in use {:.1f}, held {:.1f}\n", static_cast<double>(memory.peak_bytes_in_use) / 1e6,
+             static_cast<double>(memory.bytes_in_use + memory.bytes_cached) / 1e6);
   fmt::print("os_allocations_per_step: {:.2f}\n", os_per_step);
   return 0;
 }
