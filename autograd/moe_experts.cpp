@@ -155,6 +155,22 @@ void round_into(const T* src, int64_t rows, int64_t cols, int64_t ld, bfloat16* 
 const bfloat16* rounded(const Tensor& t) { return t.defined() ? t.data<bfloat16>() : nullptr; }
 bfloat16* buffer(const Tensor& t) { return t.defined() ? t.data<bfloat16>() : nullptr; }
 
+// The expert's input rows as expert_rows gives them, and under bf16 (`rounded` not null) their rounded
+// copy, [e.rows, D]. Under bf16 with no float32 buffer (anomaly mode off) a routed expert's rows are
+// rounded straight from x, token by token, skipping the float32 gather, and null is returned.
+template <class T>
+const T* expert_operand_rows(const ExpertDispatch& d, const ExpertDispatch::Expert& e, const T* x, T* buffer,
+                             bfloat16* rounded, int64_t D) {
+  if (buffer || !e.routed) {
+    const T* rows = expert_rows(d, e, x, buffer, D);
+    round_into(rows, e.rows, D, D, rounded);
+    return rows;
+  }
+  for (int64_t r = 0; r < e.rows; ++r)
+    round_into(x + d.token[static_cast<size_t>(e.first + r)] * D, 1, D, D, rounded + r * D);
+  return nullptr;
+}
+
 // ---- anomaly mode: the op checks each expert's parts itself, in dispatch order (shared first) ----
 
 // A [rows, width] block of a flat buffer, for the checks.
@@ -208,14 +224,8 @@ Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations, *out = prows + e.first * D;
     bfloat16 *xb = pxb ? pxb + e.first * D : nullptr, *hb = phb ? phb + e.activations : nullptr;
-    const T* xe = nullptr;
-    if (saved.gathered_x.defined() || !e.routed) {
-      xe = expert_rows(d, e, px, saved.gathered_x.defined() ? saved.gathered_x.data<T>() : nullptr, D);
-      round_into(xe, e.rows, D, D, xb);
-    } else {  // bf16 without anomaly mode: each token's row is rounded into place, no float32 gather
-      for (int64_t r = 0; r < e.rows; ++r)
-        round_into(px + d.token[static_cast<size_t>(e.first + r)] * D, 1, D, D, xb + r * D);
-    }
+    T* gathered = saved.gathered_x.defined() ? saved.gathered_x.data<T>() : nullptr;
+    const T* xe = expert_operand_rows(d, e, px, gathered, xb, D);
     const Operand<T> x_rows{xe, xb, D};
     product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.gate.data<T>(), rounded(e.gate_bf16), D}, T(0), g, e.width);
     product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.up.data<T>(), rounded(e.up_bf16), D}, T(0), u, e.width);
@@ -244,7 +254,9 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   const DType dtype = saved.x.dtype();
   const bool need_x = needed[0], need_w = needed[1];
   const Tensor dy = contiguous_copy(grad);
-  const Tensor gathered_dy = Tensor::empty({d.routed_rows, D}, dtype);
+  // Under bf16 the products read dy's rows rounded, gathered from dy directly (see expert_operand_rows).
+  const bool gather_dy = !d.bf16 || autograd::is_anomaly_enabled();
+  const Tensor gathered_dy = gather_dy ? Tensor::empty({d.routed_rows, D}, dtype) : Tensor();
   const Tensor weighted = Tensor::empty({d.activation_size}, dtype), dhidden = Tensor::empty({d.activation_size}, dtype);
   const Tensor dgate = Tensor::empty({d.activation_size}, dtype), dup = Tensor::empty({d.activation_size}, dtype);
   const Tensor dx_rows = need_x ? Tensor::empty({d.rows(), D}, dtype) : Tensor();
@@ -270,12 +282,11 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     const int64_t n = e.rows, I = e.width, at = e.activations;
     const T* xe = !e.routed ? px : saved.gathered_x.defined() ? saved.gathered_x.data<T>() + e.first * D : nullptr;
-    const T* dye = expert_rows(d, e, pdy, gathered_dy.data<T>(), D);
+    bfloat16* dyb = pdyb ? pdyb + e.first * D : nullptr;
+    const T* dye = expert_operand_rows(d, e, pdy, gathered_dy.defined() ? gathered_dy.data<T>() : nullptr, dyb, D);
     const T *g = pg + at, *u = pu + at, *h = ph + at, *hw = h;
     T *dh = pdh + at, *dg = pdg + at, *du = pdu + at;
-    bfloat16* dyb = pdyb ? pdyb + e.first * D : nullptr;
     bfloat16 *hwb = phwb ? phwb + at : nullptr, *dgb = pdgb ? pdgb + at : nullptr, *dub = pdub ? pdub + at : nullptr;
-    round_into(dye, n, D, D, dyb);
     const Operand<T> dy_rows{dye, dyb, D}, x_rows{xe, pxb ? pxb + e.first * D : nullptr, D};
     product<T>(false, false, n, I, D, T(1), dy_rows, {e.down.data<T>(), rounded(e.down_bf16), I}, T(0), dh, I);
     if (e.routed) {
