@@ -167,12 +167,17 @@ TEST_CASE("a sharded FP8 directory with block scales loads the dequantised weigh
   config["quantization_config"] = {
       {"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"}, {"weight_block_size", {2, 3}}};
   write_text(dir / "config.json", config.dump());
-  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  nlohmann::json index = {{"weight_map", nlohmann::json::object()}};
+  uint64_t total_size = 0;  // bytes of tensor data, as the index must say
   for (int i = 0; i < 3; ++i) {
     const std::string file = fmt::format("model-{:05d}-of-00003.safetensors", i + 1);
     write_text(dir / file, latent::testing::raw_safetensors(files[i], {{"format", "pt"}}));
-    for (const RawTensor& t : files[i]) index["weight_map"][t.name] = file;
+    for (const RawTensor& t : files[i]) {
+      index["weight_map"][t.name] = file;
+      total_size += t.bytes.size();
+    }
   }
+  index["metadata"] = {{"total_size", total_size}};
   write_text(dir / "model.safetensors.index.json", index.dump(2));
 
   const auto loaded = DeepSeekV3::from_pretrained(dir.string());
