@@ -194,7 +194,9 @@ void Llama::load_hf_state_dict(const std::map<std::string, Tensor>& hf_state) {
 std::shared_ptr<Llama> Llama::from_pretrained(const std::string& dir) {
   if (!fs::is_directory(dir)) fail("Llama::from_pretrained: '{}' is not a directory", dir);
   const LlamaConfig config = LlamaConfig::from_json_file((fs::path(dir) / "config.json").string());
-  const ModelDirectoryTensors files(dir, "Llama::from_pretrained", nullptr);  // every header checked first
+  const auto& quantization = config.quantization_config;
+  const io::Fp8BlockSize* fp8_block = quantization ? &quantization->weight_block_size : nullptr;
+  const ModelDirectoryTensors files(dir, "Llama::from_pretrained", fp8_block);  // every header checked first
   auto model = std::make_shared<Llama>(config);
   load_checkpoint(*model, files, model->checkpoint_layout(), "Llama::from_pretrained");
   return model;

@@ -42,7 +42,8 @@ class LlamaModel : public nn::Module {  // HF's "model." prefix
 class Llama : public CausalLM {
  public:
   explicit Llama(const LlamaConfig& config);  // weights ~ N(0, initializer_range^2), norms 1, biases 0
-  // config.json + model.safetensors or shards, streamed as DeepSeekV3::from_pretrained streams them.
+  // config.json + model.safetensors or shards, F8_E4M3 weights with block scales when config.json has
+  // a quantization_config, streamed as DeepSeekV3::from_pretrained streams them.
   static std::shared_ptr<Llama> from_pretrained(const std::string& dir);
   using CausalLM::save_pretrained;
   void save_pretrained(const std::string& dir, const SaveOptions& options) const override;  // atomic files, HF layout

@@ -59,7 +59,7 @@ std::vector<std::string> ModelDirectoryTensors::reading_order(std::vector<std::s
 
 void ModelDirectoryTensors::read_into(const std::string& name, const Tensor& destination) const {
   if (!is_fp8(name)) return reader_.read_into(name, destination);
-  const Tensor scale_inv = reader_.read(io::fp8_scale_name(name));  // 1/(rows*cols) of the weight
+  const Tensor scale_inv = reader_.read(io::fp8_scale_name(name));  // 1/(block rows * cols) of its size
   Tensor values = destination;
   if (destination.dtype() != kFloat32 || !destination.is_contiguous()) values = empty_uncached(destination.shape());
   reader_.read_into(name, values);
