@@ -27,18 +27,43 @@ std::array<uint32_t, 4> philox(uint64_t counter, uint64_t key) {
 // 53 random bits -> [0, 1)
 double to_unit(uint32_t hi, uint32_t lo) { return double((uint64_t(hi) << 21) ^ lo) * 0x1.0p-53; }
 
-template <class Draw> Tensor fill_random(const Shape& shape, DType dtype, Generator* gen, Draw draw) {
+// Element i of contiguous `out` becomes T(draw(counter i)), then T(finish(that value)).
+template <class Draw, class Finish> void fill_random_into(const Tensor& out, Generator* gen, Draw draw, Finish finish) {
   Generator& g = gen ? *gen : default_generator();
-  Tensor out = Tensor::empty(shape, dtype);
   const int64_t n = out.numel();
   const uint64_t first = g.advance(static_cast<uint64_t>(n));
-  dispatch(dtype, [&]<class T>() {
+  dispatch(out.dtype(), [&]<class T>() {
     T* p = out.data<T>();
     parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) p[i] = static_cast<T>(draw(g, first + static_cast<uint64_t>(i)));
+      for (int64_t i = b; i < e; ++i) {
+        p[i] = static_cast<T>(draw(g, first + static_cast<uint64_t>(i)));
+        p[i] = static_cast<T>(finish(p[i]));
+      }
     });
   });
+}
+
+template <class Draw> Tensor fill_random(const Shape& shape, DType dtype, Generator* gen, Draw draw) {
+  Tensor out = Tensor::empty(shape, dtype);
+  fill_random_into(out, gen, draw, [](auto value) { return value; });
   return out;
+}
+
+// t = T(shift + scale * T(draw)) elementwise. A contiguous t is drawn into directly: initialising
+// a parameter then needs no temporary of its size, which the allocator would keep cached (a model
+// built to load a checkpoint into would peak at its size plus its largest tensor).
+template <class Draw> Tensor& fill_random_(Tensor& t, Generator* gen, Draw draw, double scale, double shift,
+                                           const char* op) {
+  check_floating(t.dtype(), op);
+  const auto affine = [scale, shift](auto value) { return shift + scale * value; };
+  if (!t.is_contiguous()) {
+    const Tensor draws = Tensor::empty(t.shape(), t.dtype());
+    fill_random_into(draws, gen, draw, affine);
+    return t.copy_(draws);
+  }
+  fill_random_into(t, gen, draw, affine);
+  t.bump_version();
+  return t;
 }
 
 }  // namespace
@@ -95,21 +120,11 @@ Tensor randperm(int64_t n, Generator* gen) {
 }
 
 Tensor& normal_(Tensor& t, double mean, double std, Generator* gen) {
-  Tensor draw = randn(t.shape(), t.dtype(), gen);
-  dispatch_floating(t.dtype(), "normal_", [&]<class T>() {
-    T* p = draw.data<T>();
-    for (int64_t i = 0; i < draw.numel(); ++i) p[i] = static_cast<T>(mean + std * p[i]);
-  });
-  return t.copy_(draw);
+  return fill_random_(t, gen, [](const Generator& g, uint64_t c) { return g.normal(c); }, std, mean, "normal_");
 }
 
 Tensor& uniform_(Tensor& t, double low, double high, Generator* gen) {
-  Tensor draw = rand(t.shape(), t.dtype(), gen);
-  dispatch_floating(t.dtype(), "uniform_", [&]<class T>() {
-    T* p = draw.data<T>();
-    for (int64_t i = 0; i < draw.numel(); ++i) p[i] = static_cast<T>(low + (high - low) * p[i]);
-  });
-  return t.copy_(draw);
+  return fill_random_(t, gen, [](const Generator& g, uint64_t c) { return g.uniform(c); }, high - low, low, "uniform_");
 }
 
 }  // namespace latent

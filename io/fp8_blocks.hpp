@@ -7,6 +7,7 @@
 #include <string>
 
 #include "../core/tensor.hpp"
+#include "safetensors.hpp"
 
 namespace latent::io {
 
@@ -17,6 +18,7 @@ struct Fp8BlockSize {
 
 // The companion tensor of an FP8 weight: name + "_scale_inv".
 std::string fp8_scale_name(const std::string& weight_name);
+bool is_fp8_scale_name(const std::string& name);  // "<weight>_scale_inv"
 
 // W (float32 [R, C], holding the E4M3 codes' values) times its scales (float32 [ceil(R/rows),
 // ceil(C/cols)]), in place: element (r, c) is multiplied by scale_inv[r / rows, c / cols]. The last
@@ -25,6 +27,12 @@ std::string fp8_scale_name(const std::string& weight_name);
 // shape.
 void apply_fp8_block_scales(Tensor& weight, const Tensor& scale_inv, Fp8BlockSize block,
                             const std::string& weight_name, const std::string& source);
+
+// Every check dequantize_fp8_weights and apply_fp8_block_scales make, on the headers alone
+// (`tensors`: each tensor's dtype as the file spells it, and shape), so that a model directory is
+// refused before any tensor is read; the same errors.
+void check_fp8_weights(const std::map<std::string, SafetensorsTensorInfo>& tensors, const Fp8BlockSize* block,
+                       const std::string& source);
 
 // Every F8_E4M3 tensor of `tensors` (file_dtypes gives each one's dtype as stored) multiplied by
 // its block scales; the "_scale_inv" entries are removed, so what remains is the model's float

@@ -1,4 +1,5 @@
-// safetensors reading (mmap, strict header validation, BF16 as stored, F16 and F8_E4M3 widening) and atomic writing.
+// safetensors reading (mmap, strict header validation, tensor by tensor, BF16 as stored, F16 and F8_E4M3
+// widening) and atomic writing.
 #include "safetensors.hpp"
 
 #include <fcntl.h>
@@ -14,8 +15,10 @@
 #include <functional>
 #include <optional>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "../core/factory.hpp"
 #include "../core/strided.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
@@ -247,39 +250,42 @@ SafetensorsHeader parse_header(std::string_view text, uint64_t data_size, const 
 
 // --- tensor data -----------------------------------------------------------------------------
 
-Tensor load_tensor(const SafetensorsTensorInfo& info, const unsigned char* data_section) {
-  const FileDType& file_dtype = *find_file_dtype(info.dtype);
-  Tensor t = Tensor::empty(info.shape, *file_dtype.loads_as);
-  const unsigned char* src = data_section + info.data_begin;
-  if (file_dtype.name == "F16")
-    decode_half(src, t.data<float>(), t.numel());
-  else if (file_dtype.name == "F8_E4M3")
-    decode_float8_e4m3(src, t.data<float>(), t.numel());
-  else if (info.data_end > info.data_begin)
-    std::memcpy(t.raw_data(), src, info.data_end - info.data_begin);
-  return t;
+const FileDType& loadable_file_dtype(const SafetensorsTensorInfo& info, const std::string& name,
+                                     const std::string& source) {
+  const FileDType& file_dtype = *find_file_dtype(info.dtype);  // parse_entry accepted only known ones
+  if (!file_dtype.loads_as)
+    fail_tensor(source, name,
+                "dtype {} is not supported (latent reads F32, F64, I64, BF16, and F16 and F8_E4M3 as float32)",
+                info.dtype);
+  return file_dtype;
 }
 
-// `copied(begin, end)` is told the file range of each tensor once its bytes are copied out.
-using CopiedRange = std::function<void(uint64_t begin, uint64_t end)>;
+// Writes the values at `src` into `dst`, contiguous memory of the dtype the file dtype loads as.
+void decode_values(const FileDType& file_dtype, const SafetensorsTensorInfo& info, const unsigned char* src,
+                   void* dst) {
+  const int64_t count = shape_numel(info.shape);
+  if (file_dtype.name == "F16")
+    decode_half(src, static_cast<float*>(dst), count);
+  else if (file_dtype.name == "F8_E4M3")
+    decode_float8_e4m3(src, static_cast<float*>(dst), count);
+  else if (info.data_end > info.data_begin)
+    std::memcpy(dst, src, info.data_end - info.data_begin);
+}
 
-SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std::string& source,
-                            const CopiedRange& copied = {}) {
+SafetensorsFile parse_bytes(const unsigned char* bytes, uint64_t size, const std::string& source) {
   require_minimum_size(size, source);
   const uint64_t header_length = checked_header_length(bytes, size, source);
   const std::string_view text(reinterpret_cast<const char*>(bytes + 8), header_length);
   SafetensorsHeader header = parse_header(text, size - 8 - header_length, source);
-  // Refuse unsupported dtypes before allocating anything.
-  for (const auto& [name, info] : header.tensors)
-    if (!find_file_dtype(info.dtype)->loads_as)
-      fail_tensor(source, name, "dtype {} is not supported (latent reads F32, F64, I64, BF16, and F16 and F8_E4M3 as float32)",
-                  info.dtype);
+  check_loadable_dtypes(header, source);  // before allocating anything
   SafetensorsFile file;
   file.metadata = std::move(header.metadata);
   for (const auto& [name, info] : header.tensors) {
-    file.tensors.emplace(name, load_tensor(info, bytes + header.data_offset));
+    const FileDType& file_dtype = *find_file_dtype(info.dtype);
+    Tensor t = Tensor::empty(info.shape, *file_dtype.loads_as);
+    decode_values(file_dtype, info, bytes + header.data_offset + info.data_begin, t.raw_data());
+    file.tensors.emplace(name, std::move(t));
     file.file_dtypes.emplace(name, info.dtype);
-    if (copied) copied(header.data_offset + info.data_begin, header.data_offset + info.data_end);
   }
   return file;
 }
@@ -369,28 +375,117 @@ SafetensorsFile parse_safetensors(const void* data, size_t size, const std::stri
   return parse_bytes(static_cast<const unsigned char*>(data), size, source);
 }
 
-SafetensorsFile read_safetensors(const std::string& path) {
+void check_loadable_dtypes(const SafetensorsHeader& header, const std::string& source) {
+  for (const auto& [name, info] : header.tensors) loadable_file_dtype(info, name, source);
+}
+
+MappedSafetensors::MappedSafetensors(const std::string& path) : path_(path) {
   FileDescriptor file;
-  const uint64_t size = open_regular_file(path, file);
-  require_minimum_size(size, path);
-  void* mapping = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.fd, 0);
-  if (mapping == MAP_FAILED) fail_file(path, "cannot map: {}", std::strerror(errno));
-  struct Unmap {
-    void* address;
-    size_t size;
-    ~Unmap() { ::munmap(address, size); }
-  } unmap{mapping, size};
-  ::madvise(mapping, size, MADV_SEQUENTIAL);  // tensors are copied out front to back
-  // A copied tensor's pages are dropped from the mapping at once (the file is not modified, so
-  // MADV_DONTNEED only forgets them), so the resident set holds the loaded tensors plus the one
-  // being copied rather than the whole file as well (docs/checkpoints.md, "Memory while loading").
-  // Only whole pages inside a tensor's range go: a page shared with a neighbour stays until munmap.
-  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  const auto drop_pages = [&](uint64_t begin, uint64_t end) {
-    const uint64_t first = (begin + page - 1) / page * page, last = end / page * page;
-    if (last > first) ::madvise(static_cast<char*>(mapping) + first, last - first, MADV_DONTNEED);
-  };
-  return parse_bytes(static_cast<const unsigned char*>(mapping), size, path, drop_pages);
+  size_ = open_regular_file(path, file);
+  require_minimum_size(size_, path);
+  mapping_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.fd, 0);
+  if (mapping_ == MAP_FAILED) {
+    mapping_ = nullptr;
+    fail_file(path, "cannot map: {}", std::strerror(errno));
+  }
+  try {
+    ::madvise(mapping_, size_, MADV_SEQUENTIAL);  // tensors are read front to back
+    const auto* bytes = static_cast<const unsigned char*>(mapping_);
+    const uint64_t header_length = checked_header_length(bytes, size_, path);
+    header_ = parse_header(std::string_view(reinterpret_cast<const char*>(bytes + 8), header_length),
+                           size_ - 8 - header_length, path);
+    drop_pages(0, header_.data_offset);  // parsed: the text is not needed again
+  } catch (...) {
+    ::munmap(mapping_, size_);
+    throw;
+  }
+}
+
+MappedSafetensors::MappedSafetensors(MappedSafetensors&& other) noexcept
+    : path_(std::move(other.path_)),
+      mapping_(std::exchange(other.mapping_, nullptr)),
+      size_(other.size_),
+      header_(std::move(other.header_)) {}
+
+MappedSafetensors::~MappedSafetensors() {
+  if (mapping_) ::munmap(mapping_, size_);
+}
+
+const SafetensorsTensorInfo& MappedSafetensors::info(const std::string& name) const {
+  const auto it = header_.tensors.find(name);
+  if (it == header_.tensors.end()) fail_file(path_, "no tensor '{}'", name);
+  return it->second;
+}
+
+DType MappedSafetensors::loaded_dtype(const std::string& name) const {
+  return *loadable_file_dtype(info(name), name, path_).loads_as;
+}
+
+// Every page holding a byte of [begin, end) goes, the ones a neighbour shares included: a
+// neighbour read later faults its page back in from the page cache, which is cheaper than keeping
+// two pages per tensor of a file with a hundred thousand tensors resident until the end.
+void MappedSafetensors::drop_pages(uint64_t begin, uint64_t end) const {
+  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t first = begin / page * page, last = std::min(size_, (end + page - 1) / page * page);
+  if (last > first) ::madvise(static_cast<char*>(mapping_) + first, last - first, MADV_DONTNEED);
+}
+
+Tensor MappedSafetensors::read(const std::string& name) const {
+  Tensor t = Tensor::empty(info(name).shape, loaded_dtype(name));
+  read_into(name, t);
+  return t;
+}
+
+void MappedSafetensors::read_into(const std::string& name, const Tensor& destination) const {
+  const SafetensorsTensorInfo& tensor = info(name);
+  const FileDType& file_dtype = loadable_file_dtype(tensor, name, path_);
+  const DType loads_as = *file_dtype.loads_as;
+  if (!destination.defined() || destination.shape() != tensor.shape)
+    fail_tensor(path_, name, "has shape {}, the tensor to read it into {}", shape_str(tensor.shape),
+                destination.defined() ? shape_str(destination.shape()) : std::string("is undefined"));
+  const bool stored_as_loaded = file_dtype.name != "F16" && file_dtype.name != "F8_E4M3";
+  // Rows of dim 0 a chunk of about kChunkBytes at a time, each chunk's pages dropped once
+  // converted: the mapping holds at most one chunk, not the whole tensor, on top of destination.
+  constexpr uint64_t kChunkBytes = uint64_t{1} << 20;
+  const int64_t rows = tensor.shape.empty() ? 1 : tensor.shape[0];
+  const uint64_t row_bytes = rows == 0 ? 0 : (tensor.data_end - tensor.data_begin) / static_cast<uint64_t>(rows);
+  const int64_t rows_per_chunk =
+      static_cast<int64_t>(std::max<uint64_t>(1, kChunkBytes / std::max<uint64_t>(row_bytes, 1)));
+  for (int64_t first = 0; first < rows; first += rows_per_chunk) {
+    const int64_t count = std::min(rows_per_chunk, rows - first);
+    SafetensorsTensorInfo chunk = tensor;
+    if (!chunk.shape.empty()) chunk.shape[0] = count;
+    chunk.data_begin = tensor.data_begin + static_cast<uint64_t>(first) * row_bytes;
+    chunk.data_end = chunk.data_begin + static_cast<uint64_t>(count) * row_bytes;
+    Tensor into = destination;  // this chunk's rows of it (all of a 0-dim tensor)
+    if (!chunk.shape.empty())
+      into = destination.as_strided(chunk.shape, destination.strides(), destination.offset() + first * destination.stride(0));
+    const uint64_t begin = header_.data_offset + chunk.data_begin;
+    unsigned char* src = static_cast<unsigned char*>(mapping_) + begin;
+    if (into.is_contiguous() && into.dtype() == loads_as) {
+      decode_values(file_dtype, chunk, src, into.raw_data());
+    } else if (stored_as_loaded && reinterpret_cast<uintptr_t>(src) % dtype_size(loads_as) == 0) {
+      // Converted as it is read from the mapping; the view never outlives this call.
+      copy_into(into, borrowed_tensor(src, chunk.shape, loads_as, std::shared_ptr<void>(mapping_, [](void*) {})));
+    } else {
+      const Tensor decoded = empty_uncached(chunk.shape, loads_as);
+      decode_values(file_dtype, chunk, src, decoded.raw_data());
+      copy_into(into, decoded);
+    }
+    drop_pages(begin, header_.data_offset + chunk.data_end);
+  }
+}
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  const MappedSafetensors mapped(path);
+  check_loadable_dtypes(mapped.header(), path);  // before allocating anything
+  SafetensorsFile file;
+  file.metadata = mapped.header().metadata;
+  for (const auto& [name, info] : mapped.header().tensors) {
+    file.tensors.emplace(name, mapped.read(name));
+    file.file_dtypes.emplace(name, info.dtype);
+  }
+  return file;
 }
 
 std::map<std::string, Tensor> load_safetensors(const std::string& path) { return read_safetensors(path).tensors; }

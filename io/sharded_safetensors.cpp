@@ -1,10 +1,11 @@
-// Model directories' weight files: the shard index, reading every shard with the cross-file checks,
+// Model directories' weight files: the shard index, reading shards tensor by tensor after the cross-file checks,
 // and writing one file or shards through a staging directory (docs/checkpoints.md, "Sharded directories").
 #include "sharded_safetensors.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -97,33 +98,37 @@ ShardIndex parse_shard_index(std::string_view text, const std::string& source) {
   return shard_index_from_json(parse_json(text, source), source);
 }
 
-ModelWeights read_model_weights(const std::string& dir_name, const std::string& who) {
+ModelWeightsReader::ModelWeightsReader(const std::string& dir_name, const std::string& who) {
   const fs::path dir(dir_name), index_path = dir / kShardIndexFile, single = dir / kSingleWeightsFile;
   if (!fs::is_directory(dir)) fail("{}: '{}' is not a directory", who, dir_name);
-  ModelWeights weights;
+  const auto add_file = [&](const fs::path& path) -> const MappedSafetensors& {
+    files_.emplace_back(path.string());
+    check_loadable_dtypes(files_.back().header(), path.string());
+    return files_.back();
+  };
   if (!fs::exists(index_path)) {
     if (!fs::exists(single)) fail("{}: no {} or {} in '{}'", who, kSingleWeightsFile, kShardIndexFile, dir_name);
-    SafetensorsFile file = read_safetensors(single.string());
-    weights.tensors = std::move(file.tensors);
-    weights.file_dtypes = std::move(file.file_dtypes);
-    return weights;
+    tensors_ = add_file(single).header().tensors;
+    for (const auto& [tensor, info] : tensors_) file_index_.emplace(tensor, 0);
+    return;
   }
   const std::string index_source = index_path.string();
   const ShardIndex index = shard_index_from_json(read_json_file(index_source), index_source);
   std::set<std::string> shards;
   for (const auto& [tensor, file] : index.weight_map) shards.insert(file);
-  std::map<std::string, std::string> found_in;  // tensor -> the shard it was read from
+  files_.reserve(shards.size());
+  uint64_t data_bytes = 0;
   for (const std::string& shard : shards) {
     const fs::path path = dir / shard;
     if (!fs::exists(path)) fail("{}: {} lists shard '{}', which is missing", who, index_source, shard);
-    SafetensorsFile file = read_safetensors(path.string());
+    const SafetensorsHeader& header = add_file(path).header();
     if (index.save_id) {
-      const auto id = file.metadata.find(kSaveIdKey);
-      if (id == file.metadata.end() || id->second != *index.save_id)
+      const auto id = header.metadata.find(kSaveIdKey);
+      if (id == header.metadata.end() || id->second != *index.save_id)
         fail("{}: shard '{}' is not from the save that wrote {} (save_id {} vs {}): an interrupted save?", who,
-             shard, index_source, id == file.metadata.end() ? "none" : id->second, *index.save_id);
+             shard, index_source, id == header.metadata.end() ? "none" : id->second, *index.save_id);
     }
-    for (auto& [tensor, value] : file.tensors) {
+    for (const auto& [tensor, info] : header.tensors) {
       const auto listed = index.weight_map.find(tensor);
       if (listed == index.weight_map.end())
         fail("{}: shard '{}' holds tensor '{}', which {} does not list", who, shard, tensor, index_source);
@@ -132,14 +137,56 @@ ModelWeights read_model_weights(const std::string& dir_name, const std::string& 
       if (listed->second != shard)
         fail("{}: tensor '{}' is in shard '{}' but {} places it in '{}' (stored twice, or misplaced)", who, tensor,
              shard, index_source, listed->second);
-      found_in.emplace(tensor, shard);
-      weights.file_dtypes.emplace(tensor, file.file_dtypes.at(tensor));
-      weights.tensors.emplace(tensor, std::move(value));
+      tensors_.emplace(tensor, info);
+      file_index_.emplace(tensor, files_.size() - 1);
+      // Sparse shards can claim any size, so the sum can overflow.
+      if (__builtin_add_overflow(data_bytes, info.data_end - info.data_begin, &data_bytes))
+        fail("{}: the shards {} lists hold more than 2^64 bytes of tensor data", who, index_source);
     }
   }
   for (const auto& [tensor, shard] : index.weight_map)
-    if (!found_in.count(tensor))
+    if (!tensors_.count(tensor))
       fail("{}: {} lists tensor '{}' in shard '{}', which does not hold it", who, index_source, tensor, shard);
+  // Hugging Face writes the bytes of tensor data (headers excluded); a different number means the
+  // index was written for other shards than these.
+  if (index.total_size && *index.total_size != data_bytes)
+    fail("{}: {} says metadata.total_size is {} bytes but its shards hold {} bytes of tensor data", who,
+         index_source, *index.total_size, data_bytes);
+}
+
+const MappedSafetensors& ModelWeightsReader::file_of(const std::string& name) const {
+  const auto it = file_index_.find(name);
+  if (it == file_index_.end()) fail("model weights: no tensor '{}'", name);
+  return files_[it->second];
+}
+
+std::vector<std::string> ModelWeightsReader::in_storage_order(std::vector<std::string> names) const {
+  const auto place = [&](const std::string& name) {
+    return std::pair(file_index_.at(name), tensors_.at(name).data_begin);
+  };
+  for (const std::string& name : names) file_of(name);  // refuses an unknown name before sorting
+  std::sort(names.begin(), names.end(),
+            [&](const std::string& a, const std::string& b) { return place(a) < place(b); });
+  return names;
+}
+
+DType ModelWeightsReader::loaded_dtype(const std::string& name) const { return file_of(name).loaded_dtype(name); }
+
+Tensor ModelWeightsReader::read(const std::string& name) const { return file_of(name).read(name); }
+
+void ModelWeightsReader::read_into(const std::string& name, const Tensor& destination) const {
+  file_of(name).read_into(name, destination);
+}
+
+ModelWeights read_model_weights(const std::string& dir, const std::string& who) {
+  const ModelWeightsReader reader(dir, who);
+  std::vector<std::string> names;
+  for (const auto& [name, info] : reader.tensors()) names.push_back(name);
+  ModelWeights weights;
+  for (const std::string& name : reader.in_storage_order(std::move(names))) {
+    weights.tensors.emplace(name, reader.read(name));
+    weights.file_dtypes.emplace(name, reader.tensors().at(name).dtype);
+  }
   return weights;
 }
 

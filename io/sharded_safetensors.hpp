@@ -1,15 +1,18 @@
 // The weight files of a Hugging Face model directory: one model.safetensors, or shards
 // model-00001-of-0000N.safetensors listed by model.safetensors.index.json ({"metadata":
-// {"total_size": bytes}, "weight_map": {tensor: shard file}}); read with every cross-file check,
-// written so that an error leaves the directory as it was (docs/checkpoints.md, "Sharded directories").
+// {"total_size": bytes}, "weight_map": {tensor: shard file}}); read tensor by tensor after every
+// cross-file check, written so that an error leaves the directory as it was (docs/checkpoints.md,
+// "Sharded directories").
 #pragma once
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "../core/tensor.hpp"
+#include "safetensors.hpp"
 
 namespace latent::io {
 
@@ -27,18 +30,43 @@ struct ShardIndex {
 // `source` names the file in errors.
 ShardIndex parse_shard_index(std::string_view text, const std::string& source);
 
+// The weight files of directory `dir`, opened to be read tensor by tensor: the shards its
+// model.safetensors.index.json lists when it has one (and nothing else), else its
+// model.safetensors. Every file is mapped and its header checked when the reader is made, with
+// every cross-file check below, so a directory that opens reads without error. Errors
+// (latent::Error starting with `who`): no weights, a shard the index names missing or unreadable,
+// a listed tensor absent from its shard, a tensor in a shard the index does not place it in (so
+// also one stored in two shards) or not listed at all, a shard from another save than the index
+// (an interrupted save_model_weights), an index whose metadata.total_size differs from the bytes of
+// tensor data the shards hold, a dtype latent cannot load.
+class ModelWeightsReader {
+ public:
+  ModelWeightsReader(const std::string& dir, const std::string& who);
+
+  // Every tensor of the directory as its file's header states it (offsets are within that file).
+  const std::map<std::string, SafetensorsTensorInfo>& tensors() const { return tensors_; }
+  // `names` (tensors of the directory) in the order the files store them: file by file, by offset
+  // within a file, the order that reads each mapping front to back.
+  std::vector<std::string> in_storage_order(std::vector<std::string> names) const;
+  DType loaded_dtype(const std::string& name) const;  // as MappedSafetensors::loaded_dtype
+  Tensor read(const std::string& name) const;         // as MappedSafetensors::read
+  void read_into(const std::string& name, const Tensor& destination) const;  // as MappedSafetensors::read_into
+
+ private:
+  const MappedSafetensors& file_of(const std::string& name) const;
+
+  std::vector<MappedSafetensors> files_;
+  std::map<std::string, SafetensorsTensorInfo> tensors_;
+  std::map<std::string, size_t> file_index_;  // tensor -> its entry of files_
+};
+
 struct ModelWeights {
   std::map<std::string, Tensor> tensors;
   std::map<std::string, std::string> file_dtypes;  // as SafetensorsFile::file_dtypes
 };
 
-// The tensors of directory `dir`: the shards its model.safetensors.index.json lists when it has
-// one (and nothing else), else its model.safetensors. Errors (latent::Error starting with `who`):
-// no weights, a shard the index names missing or unreadable, a listed tensor absent from its
-// shard, a tensor in a shard the index does not place it in (so also one stored in two shards) or
-// not listed at all, a shard from another
-// save than the index (an interrupted save_model_weights). FP8 tensors are returned as their codes'
-// values with file_dtypes saying so (io/fp8_blocks.hpp applies the scales).
+// Every tensor of directory `dir`, read through ModelWeightsReader (its errors). FP8 tensors are
+// returned as their codes' values with file_dtypes saying so (io/fp8_blocks.hpp applies the scales).
 ModelWeights read_model_weights(const std::string& dir, const std::string& who);
 
 // Writes `tensors` into `dir` (which must exist) as model.safetensors, or, when max_shard_bytes > 0

@@ -154,38 +154,31 @@ std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) 
   if (!fs::is_directory(dir)) fail("from_pretrained: '{}' is not a directory", dir);
   const DeepSeekV3Config config = DeepSeekV3Config::from_json_file((fs::path(dir) / "config.json").string());
   const io::Fp8BlockSize* fp8_block = config.quantization_config ? &config.quantization_config->weight_block_size : nullptr;
-  std::map<std::string, Tensor> state = load_model_tensors(dir, "from_pretrained", fp8_block);
-
+  const ModelDirectoryTensors files(dir, "from_pretrained", fp8_block);  // every header checked before the model exists
   auto model = std::make_shared<DeepSeekV3>(config);
-  // The MTP modules store copies of the embedding and head: they must equal the main ones.
-  const std::string embed_name = "model.embed_tokens.weight", head_name = config.tie_word_embeddings ? embed_name : "lm_head.weight";
-  for (int64_t k = 0; k < config.num_nextn_predict_layers; ++k) {
-    const std::string prefix = layer_prefix(config.num_hidden_layers + k);
-    for (const auto& [copy, main] : {std::pair{prefix + "embed_tokens.weight", embed_name}, std::pair{prefix + "shared_head.head.weight", head_name}}) {
-      auto it = state.find(copy);
-      if (it == state.end()) continue;
-      auto original = state.find(main);
-      if (original == state.end()) fail("from_pretrained: '{}' present but '{}' missing", copy, main);
-      if (it->second.shape() != original->second.shape() ||
-          it->second.to(kFloat64).to_vector<double>() != original->second.to(kFloat64).to_vector<double>())
-        fail("from_pretrained: '{}' differs from '{}'; the MTP module must share them", copy, main);
-      state.erase(it);
-    }
-  }
-  model->load_state_dict(state);
+  load_checkpoint(*model, files, model->checkpoint_layout(), "from_pretrained");
   return model;
+}
+
+// Published checkpoints store each MTP module's embedding and head (MODEL.md), which are the main
+// model's: written on saving, and on loading compared with the main ones instead of loaded.
+CheckpointLayout DeepSeekV3::checkpoint_layout() const {
+  const DeepSeekV3Config& c = config_;
+  const std::string embed = "model.embed_tokens.weight", head = c.tie_word_embeddings ? embed : "lm_head.weight";
+  CheckpointLayout layout;
+  for (int64_t k = 0; k < c.num_nextn_predict_layers; ++k) {
+    const std::string prefix = layer_prefix(c.num_hidden_layers + k);
+    layout.duplicates[prefix + "embed_tokens.weight"] = {embed, "the MTP module must share them"};
+    layout.duplicates[prefix + "shared_head.head.weight"] = {head, "the MTP module must share them"};
+  }
+  return layout;
 }
 
 void DeepSeekV3::save_pretrained(const std::string& dir, const SaveOptions& options) const {
   fs::create_directories(dir);
   config_.to_json_file((fs::path(dir) / "config.json").string());
   std::map<std::string, Tensor> state = state_dict();
-  const Tensor embed = model->embed_tokens->weight, head_weight = lm_head ? lm_head->weight : embed;
-  for (int64_t k = 0; k < config_.num_nextn_predict_layers; ++k) {
-    const std::string prefix = layer_prefix(config_.num_hidden_layers + k);
-    state[prefix + "embed_tokens.weight"] = embed.detach();
-    state[prefix + "shared_head.head.weight"] = head_weight.detach();
-  }
+  for (const auto& [copy, duplicate] : checkpoint_layout().duplicates) state[copy] = state.at(duplicate.of);
   save_model_tensors(dir, state, options);
 }
 

@@ -26,10 +26,14 @@ class DeepSeekV3 : public CausalLM {
   explicit DeepSeekV3(const DeepSeekV3Config& config);
   // config.json + model.safetensors, or the shards model.safetensors.index.json lists; tensors F32,
   // F64, BF16, F16, or F8_E4M3 with "<name>_scale_inv" block scales (config.json's quantization_config),
-  // all converted to the model's float32 (docs/checkpoints.md).
+  // all converted to the model's float32, streamed into it one tensor at a time after every header
+  // is checked (models/model_files.hpp, docs/checkpoints.md).
   static std::shared_ptr<DeepSeekV3> from_pretrained(const std::string& dir);
   using CausalLM::save_pretrained;
   void save_pretrained(const std::string& dir, const SaveOptions& options) const override;  // atomic files
+  // What its checkpoints hold beyond state_dict(): each MTP module's copies of the embedding and
+  // head. With load_checkpoint, loads a directory into an existing model (of any dtype).
+  CheckpointLayout checkpoint_layout() const;
   void config_to_json_file(const std::string& path) const override { config_.to_json_file(path); }
 
   std::string model_type() const override { return config_.model_type; }

@@ -10,6 +10,7 @@
 #include "../autograd/ops.hpp"
 #include "../core/factory.hpp"
 #include "../core/random.hpp"
+#include "../core/strided.hpp"
 #include "../nn/init.hpp"
 #include "model_files.hpp"
 #include "sampling.hpp"
@@ -30,16 +31,19 @@ nn::CausalSelfAttentionOptions attention_options(const LlamaConfig& c) {
 
 std::string layer_prefix(int64_t index) { return "model.layers." + std::to_string(index) + "."; }
 
-// The view that exchanges the two row orders: rotate_half order splits a head's rows as
-// [2, D/2] (first halves, then second halves), adjacent order as [D/2, 2] (pairs side by side).
+// Rotate_half order splits a head's rows as [2, D/2] (first halves, then second halves), adjacent
+// order as [D/2, 2] (pairs side by side): each order is the other's transpose (dims 1 and 2).
+Shape head_rows(int64_t num_heads, int64_t head_dim, int64_t columns, bool rotate_half_order) {
+  return rotate_half_order ? Shape{num_heads, 2, head_dim / 2, columns} : Shape{num_heads, head_dim / 2, 2, columns};
+}
+
 Tensor reorder_rope_rows(const Tensor& weight, int64_t num_heads, int64_t head_dim, bool to_adjacent, const char* op) {
   if (num_heads <= 0 || head_dim <= 0 || head_dim % 2 != 0)
     fail("{}: num_heads {} and head_dim {} must be positive, head_dim even", op, num_heads, head_dim);
   if (!weight.defined() || weight.dim() < 1 || weight.size(0) != num_heads * head_dim)
     fail("{}: expected {} heads x {} rows, got {}", op, num_heads, head_dim,
         (weight.defined() ? shape_str(weight.shape()) : std::string("an undefined tensor")));
-  const int64_t columns = weight.numel() / weight.size(0), half = head_dim / 2;
-  const Shape split = to_adjacent ? Shape{num_heads, 2, half, columns} : Shape{num_heads, half, 2, columns};
+  const Shape split = head_rows(num_heads, head_dim, weight.numel() / weight.size(0), to_adjacent);
   return reshape(contiguous(transpose(reshape(weight, split), 1, 2)), weight.shape());
 }
 
@@ -184,34 +188,35 @@ std::map<std::string, Tensor> Llama::hf_state_dict() const {
 }
 
 void Llama::load_hf_state_dict(const std::map<std::string, Tensor>& hf_state) {
-  std::map<std::string, Tensor> state = hf_state;
-  const std::string embed_name = "model.embed_tokens.weight", head_name = "lm_head.weight";
-  if (config_.tie_word_embeddings && state.count(head_name)) {
-    // Some exporters store the tied head anyway; it must be the embedding.
-    const auto embed = state.find(embed_name);
-    const Tensor& stored_head = state.at(head_name);
-    if (embed == state.end() || embed->second.shape() != stored_head.shape() ||
-        embed->second.to(kFloat64).to_vector<double>() != stored_head.to(kFloat64).to_vector<double>())
-      fail("Llama::load_hf_state_dict: tie_word_embeddings is true but '{}' differs from '{}'", head_name, embed_name);
-    state.erase(head_name);
-  }
-  // Entries of the wrong shape are left for load_state_dict, which reports every mismatch at once.
-  const auto own = state_dict();
-  for (const auto& [name, heads] : rope_rotated_tensors(config_)) {
-    const auto it = state.find(name);
-    if (it != state.end() && it->second.shape() == own.at(name).shape())
-      it->second = rotate_half_rows_to_adjacent(it->second, heads, config_.head_dim);
-  }
-  load_state_dict(state);
+  load_checkpoint(*this, StateDictTensors(hf_state), checkpoint_layout(), "Llama::load_hf_state_dict");
 }
 
 std::shared_ptr<Llama> Llama::from_pretrained(const std::string& dir) {
   if (!fs::is_directory(dir)) fail("Llama::from_pretrained: '{}' is not a directory", dir);
   const LlamaConfig config = LlamaConfig::from_json_file((fs::path(dir) / "config.json").string());
-  const std::map<std::string, Tensor> state = load_model_tensors(dir, "Llama::from_pretrained");
+  const auto& quantization = config.quantization_config;
+  const io::Fp8BlockSize* fp8_block = quantization ? &quantization->weight_block_size : nullptr;
+  const ModelDirectoryTensors files(dir, "Llama::from_pretrained", fp8_block);  // every header checked first
   auto model = std::make_shared<Llama>(config);
-  model->load_hf_state_dict(state);
+  load_checkpoint(*model, files, model->checkpoint_layout(), "Llama::from_pretrained");
   return model;
+}
+
+// The checkpoint's differences from state_dict(): q/k rows in rotate_half order, written into the
+// parameters in adjacent order without an intermediate copy; a tied head some exporters store.
+CheckpointLayout Llama::checkpoint_layout() const {
+  const LlamaConfig& c = config_;
+  CheckpointLayout layout;
+  for (const auto& [name, heads] : rope_rotated_tensors(c))
+    layout.converters[name] = [heads = heads, head_dim = c.head_dim](const Tensor& stored, const Tensor& state) {
+      const int64_t columns = state.numel() / state.size(0);
+      copy_into(state.view(head_rows(heads, head_dim, columns, false)),
+                stored.reshape(head_rows(heads, head_dim, columns, true)).transpose(1, 2));
+    };
+  if (c.tie_word_embeddings)
+    layout.duplicates["lm_head.weight"] = {"model.embed_tokens.weight",
+                                           "tie_word_embeddings makes the head the embedding"};
+  return layout;
 }
 
 void Llama::save_pretrained(const std::string& dir, const SaveOptions& options) const {

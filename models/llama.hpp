@@ -42,7 +42,9 @@ class LlamaModel : public nn::Module {  // HF's "model." prefix
 class Llama : public CausalLM {
  public:
   explicit Llama(const LlamaConfig& config);  // weights ~ N(0, initializer_range^2), norms 1, biases 0
-  static std::shared_ptr<Llama> from_pretrained(const std::string& dir);  // config.json + model*.safetensors
+  // config.json + model.safetensors or shards, F8_E4M3 weights with block scales when config.json has
+  // a quantization_config, streamed as DeepSeekV3::from_pretrained streams them.
+  static std::shared_ptr<Llama> from_pretrained(const std::string& dir);
   using CausalLM::save_pretrained;
   void save_pretrained(const std::string& dir, const SaveOptions& options) const override;  // atomic files, HF layout
   void config_to_json_file(const std::string& path) const override { config_.to_json_file(path); }
@@ -56,6 +58,9 @@ class Llama : public CausalLM {
   std::map<std::string, Tensor> hf_state_dict() const;
   // Strict load of HF-layout tensors. A tied model accepts a stored lm_head.weight equal to the embedding.
   void load_hf_state_dict(const std::map<std::string, Tensor>& state);
+  // How its checkpoints differ from state_dict(): q/k rows in rotate_half order, a tied head that
+  // may be stored. With load_checkpoint, loads a directory into an existing model (of any dtype).
+  CheckpointLayout checkpoint_layout() const;
 
   Tensor forward(const Tensor& input_ids) override;  // Int64 [B, T] -> logits [B, T, V]
   // Logits [B, T, V] of ids that follow the tokens the caches hold; appends their keys and values.

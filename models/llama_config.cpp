@@ -120,6 +120,7 @@ LlamaConfig from_json(const json& j, const std::string& origin) {
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
     require(false, "rope_scaling",
             "is " + io::describe_json_value(j["rope_scaling"]) + "; only plain RoPE (null) is supported", origin);
+  c.quantization_config = read_quantization_config(j, origin);
   check(c, origin);
   return c;
 }

@@ -2,7 +2,10 @@
 // checks that refuse models latent cannot build and the parameter count a checkpoint stores.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
+
+#include "quantization_config.hpp"
 
 namespace latent::models {
 
@@ -16,6 +19,9 @@ struct LlamaConfig {
   bool attention_bias = false;  // biases on q/k/v/o_proj
   std::string hidden_act = "silu";
   std::string model_type = "llama";
+  // How the files store the weights (FP8 E4M3 blocks), as DeepSeek-V3's config.json says it: read,
+  // never written, since latent saves float32 (docs/checkpoints.md).
+  std::optional<QuantizationConfig> quantization_config;
 
   static LlamaConfig from_json_file(const std::string& path);
   static LlamaConfig from_json_string(const std::string& text, const std::string& origin = "config.json");

@@ -2,6 +2,7 @@
 #include "module.hpp"
 
 #include <algorithm>
+#include <set>
 #include <typeinfo>
 
 #include "../autograd/node.hpp"
@@ -112,38 +113,42 @@ std::map<std::string, Tensor> Module::state_dict() const {
   return out;
 }
 
-void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
+void Module::check_state_dict(const std::map<std::string, Shape>& shapes, bool strict) const {
   auto own = named_parameters();
   for (auto& b : named_buffers()) own.push_back(b);
   std::vector<std::string> missing, unexpected, mismatched;
+  std::set<std::string> known;
   for (const auto& [name, t] : own) {
-    auto it = state.find(name);
-    if (it == state.end()) { missing.push_back(name); continue; }
-    if (it->second.shape() != t.shape())
-      mismatched.push_back(name + " (checkpoint " + shape_str(it->second.shape()) + ", model " + shape_str(t.shape()) + ")");
+    known.insert(name);
+    auto it = shapes.find(name);
+    if (it == shapes.end()) { missing.push_back(name); continue; }
+    if (it->second != t.shape())
+      mismatched.push_back(name + " (checkpoint " + shape_str(it->second) + ", model " + shape_str(t.shape()) + ")");
   }
-  for (const auto& [name, _] : state) {
-    bool known = false;
-    for (const auto& [n, __] : own) known = known || n == name;
-    if (!known) unexpected.push_back(name);
-  }
-  if (!mismatched.empty() || (strict && (!missing.empty() || !unexpected.empty()))) {
-    std::string message = "load_state_dict:";
-    auto list = [&](const char* what, const std::vector<std::string>& names) {
-      if (names.empty()) return;
-      message += std::string(" ") + what + ":";
-      for (size_t i = 0; i < names.size(); ++i) message += (i ? ", " : " ") + names[i];
-      message += ";";
-    };
-    list("missing keys", strict ? missing : std::vector<std::string>{});
-    list("unexpected keys", strict ? unexpected : std::vector<std::string>{});
-    list("shape mismatches", mismatched);
-    fail("{}", message);
-  }
-  for (const auto& [name, t] : own) {
+  for (const auto& [name, _] : shapes)
+    if (!known.count(name)) unexpected.push_back(name);
+  if (mismatched.empty() && (!strict || (missing.empty() && unexpected.empty()))) return;
+  std::string message = "load_state_dict:";
+  auto list = [&](const char* what, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    message += std::string(" ") + what + ":";
+    for (size_t i = 0; i < names.size(); ++i) message += (i ? ", " : " ") + names[i];
+    message += ";";
+  };
+  list("missing keys", strict ? missing : std::vector<std::string>{});
+  list("unexpected keys", strict ? unexpected : std::vector<std::string>{});
+  list("shape mismatches", mismatched);
+  fail("{}", message);
+}
+
+void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
+  std::map<std::string, Shape> shapes;
+  for (const auto& [name, t] : state) shapes.emplace(name, t.shape());
+  check_state_dict(shapes, strict);
+  for (const auto& [name, t] : state_dict()) {
     auto it = state.find(name);
     if (it == state.end()) continue;
-    copy_into(t, it->second);  // converts dtype to the model's
+    copy_into(t, it->second);  // converts dtype to the model's; t shares the registered tensor's storage
     t.bump_version();
   }
 }

@@ -40,6 +40,10 @@ class Module {
   // unexpected keys and shape mismatches throw one latent::Error listing all of them; non-strict
   // loads what matches and still refuses shape mismatches.
   void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
+  // load_state_dict's checks alone, on names and shapes: the same error, and nothing is read or
+  // changed. What loads a checkpoint too large to hold beside the model calls it with the
+  // checkpoint's headers before streaming values into the tensors of state_dict() (models/model_files.hpp).
+  void check_state_dict(const std::map<std::string, Shape>& shapes, bool strict = true) const;
 
   void train(bool on = true);
   void eval() { train(false); }

@@ -235,9 +235,11 @@ def sharded_dir_seeds():
     good = {"w": ("F8_E4M3", [2, 3], codes), "w_scale_inv": ("F32", [1, 2], struct.pack("<2f", 0.5, 4.0)),
             "norm": ("BF16", [2], struct.pack("<2H", 0x3F80, 0x4000))}
 
-    def seed(name, tensors, weight_map=None, index_text=None):
+    def seed(name, tensors, weight_map=None, index_text=None, total_size=None):
+        if total_size is None:  # the bytes of tensor data, which the reader checks
+            total_size = sum(len(data) for _, _, data in tensors.values())
         index = index_text if index_text is not None else json.dumps(
-            {"metadata": {"total_size": 0}, "weight_map": weight_map or {n: shard for n in tensors}})
+            {"metadata": {"total_size": total_size}, "weight_map": weight_map or {n: shard for n in tensors}})
         put("sharded_dir", name, index.encode() + b"\0" + build(tensors))
 
     seed("valid_fp8", good)
@@ -254,6 +256,7 @@ def sharded_dir_seeds():
     seed("bad_unlisted", good, {"norm": shard})
     seed("bad_duplicate_key", good, index_text='{"weight_map": {"norm": "%s", "norm": "%s"}}' % (shard, shard))
     seed("bad_no_weight_map", good, index_text='{"metadata": {"total_size": 1}}')
+    seed("bad_total_size", good, total_size=1)
 
 
 if __name__ == "__main__":

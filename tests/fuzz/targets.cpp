@@ -17,6 +17,7 @@
 #include "train/checkpoint.hpp"
 #include "models/deepseek_v3.hpp"
 #include "models/llama_config.hpp"
+#include "models/model_files.hpp"
 #include "io/fp8_blocks.hpp"
 #include "io/safetensors.hpp"
 #include "io/sharded_safetensors.hpp"
@@ -168,6 +169,18 @@ void run_sharded_dir(const uint8_t* data, size_t size) {
   for (const auto& [name, t] : weights.tensors) {
     require(!name.ends_with("_scale_inv"), "sharded_dir: a block scale survived dequantisation");
     require(index.weight_map.count(name) == 1, "sharded_dir: a tensor the index does not list was loaded");
+  }
+  // The streaming reader (what from_pretrained uses, straight into each destination) must give
+  // what reading everything and then dequantising gives, bit for bit.
+  const std::map<std::string, Tensor> streamed = models::load_model_tensors(dir.string(), "fuzz", &block);
+  require(streamed.size() == weights.tensors.size(), "sharded_dir: streaming read other tensors than reading all");
+  for (const auto& [name, t] : weights.tensors) {
+    const auto it = streamed.find(name);
+    require(it != streamed.end() && it->second.dtype() == t.dtype() && it->second.shape() == t.shape(),
+            "sharded_dir: streaming read tensor '" + name + "' differently");
+    const size_t nbytes = static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
+    require(nbytes == 0 || std::memcmp(it->second.raw_data(), t.raw_data(), nbytes) == 0,
+            "sharded_dir: streaming read other values of tensor '" + name + "'");
   }
 }
 

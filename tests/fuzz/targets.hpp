@@ -40,7 +40,8 @@ struct Target {
 // sharded_dir:        io::read_model_weights of a directory holding model.safetensors.index.json
 //                     (the bytes before the first NUL) and model-00001-of-00001.safetensors (the
 //                     bytes after it), then FP8 dequantisation in [2, 2] blocks; an accepted
-//                     directory yields exactly the listed tensors, with no block scale left.
+//                     directory yields exactly the listed tensors, with no block scale left, and
+//                     models::load_model_tensors (the streaming reader) yields the same bits.
 // tokenizer_json:     tokenizer::Tokenizer::from_json_string; an accepted tokenizer must encode
 //                     text into ids it decodes, and re-load from to_json() to the same encoding.
 const Target* find_target(std::string_view name);

@@ -4,9 +4,12 @@
 // learning to reverse sequences of random tokens.
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <numeric>
 
 #include "../helpers.hpp"
+#include "../raw_safetensors.hpp"
 
 using namespace latent;
 using latent::testing::require_close;
@@ -379,6 +382,81 @@ TEST_CASE("save_pretrained / from_pretrained round trip bitwise, files in HF lay
     CHECK_THROWS_WITH(Llama::from_pretrained(dir), Catch::Contains("no model.safetensors or model.safetensors.index.json"));
     fs::remove_all(dir);
   }
+}
+
+TEST_CASE("Llama::from_pretrained reads F8_E4M3 weights with block scales as its quantization_config says",
+          "[llama][checkpoint][fp8]") {
+  const LlamaConfig c = small_config();
+  manual_seed(61);
+  Llama model(c);
+  const std::string dir = temp_dir("fp8");
+  model.save_pretrained(dir);
+  const auto stored = io::load_safetensors(dir + "/model.safetensors");  // HF layout, float32
+
+  // An MLP matrix and q_proj (whose rows the loader also reorders) become E4M3 codes with [4, 5]
+  // blocks: [24, 16] and [16, 24] in partial edge blocks either way.
+  const io::Fp8BlockSize block{4, 5};
+  const std::set<std::string> quantized{"model.layers.1.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"};
+  std::vector<testing::RawTensor> raw;
+  std::map<std::string, Tensor> expected;  // HF layout, dequantised
+  for (const auto& [name, t] : stored) {
+    if (!quantized.count(name)) {
+      raw.push_back({name, "F32", t.shape(), testing::f32_bytes(t.to_vector<float>())});
+      expected[name] = t;
+      continue;
+    }
+    const int64_t rows = t.size(0), cols = t.size(1);
+    const int64_t block_rows = (rows + block.rows - 1) / block.rows, block_cols = (cols + block.cols - 1) / block.cols;
+    std::string codes;
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const int code = static_cast<int>((i * 37 + 11) % 256);
+      codes.push_back(static_cast<char>((code & 0x7F) == 0x7F ? 0x38 : code));  // no NaN
+    }
+    std::vector<float> scales;
+    for (int64_t b = 0; b < block_rows * block_cols; ++b) scales.push_back(0.01f * static_cast<float>(b + 1));
+    std::vector<float> values;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t col = 0; col < cols; ++col)
+        values.push_back(io::float8_e4m3_to_float(static_cast<uint8_t>(codes[static_cast<size_t>(r * cols + col)])) *
+                         scales[static_cast<size_t>((r / block.rows) * block_cols + col / block.cols)]);
+    raw.push_back({name, "F8_E4M3", t.shape(), codes});
+    raw.push_back({io::fp8_scale_name(name), "F32", {block_rows, block_cols}, testing::f32_bytes(scales)});
+    expected[name] = from_vector(values, t.shape());
+  }
+  {
+    std::ofstream(dir + "/model.safetensors", std::ios::binary | std::ios::trunc)
+        << testing::raw_safetensors(raw, {{"format", "pt"}});
+  }
+  nlohmann::json config = nlohmann::json::parse(c.to_json_string());
+  {
+    std::ofstream(dir + "/config.json", std::ios::trunc) << config.dump();
+  }
+  CHECK_THROWS_WITH(Llama::from_pretrained(dir),
+                    Catch::Contains("'model.layers.0.self_attn.q_proj.weight' is F8_E4M3 but config.json has no "
+                                    "quantization_config.weight_block_size"));
+
+  config["quantization_config"] = {
+      {"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"}, {"weight_block_size", {4, 5}}};
+  {
+    std::ofstream(dir + "/config.json", std::ios::trunc) << config.dump();
+  }
+  const auto loaded = Llama::from_pretrained(dir);
+  REQUIRE(loaded->config().quantization_config);
+  CHECK(loaded->config().quantization_config->weight_block_size.cols == 5);
+  require_same_state(loaded->hf_state_dict(), expected);
+  // A bfloat16 model loads the same directory through the same layout, each value rounded once.
+  Llama half(c);
+  half.to(kBFloat16);
+  models::load_checkpoint(half, models::ModelDirectoryTensors(dir, "test", &block), half.checkpoint_layout(), "test");
+  for (const auto& [name, t] : loaded->state_dict()) {
+    INFO(name);
+    CHECK(same_bits(half.state_dict().at(name), t.to(kBFloat16)));
+  }
+  // latent saves what it holds, float32, and no quantization_config.
+  loaded->save_pretrained(dir);
+  CHECK(io::read_json_file(dir + "/config.json").count("quantization_config") == 0);
+  require_same_state(Llama::from_pretrained(dir)->hf_state_dict(), expected);
+  fs::remove_all(dir);
 }
 
 TEST_CASE("LlamaConfig reads HF config.json, round-trips and counts parameters", "[llama][config]") {

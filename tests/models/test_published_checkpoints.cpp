@@ -167,12 +167,17 @@ TEST_CASE("a sharded FP8 directory with block scales loads the dequantised weigh
   config["quantization_config"] = {
       {"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"}, {"weight_block_size", {2, 3}}};
   write_text(dir / "config.json", config.dump());
-  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  nlohmann::json index = {{"weight_map", nlohmann::json::object()}};
+  uint64_t total_size = 0;  // bytes of tensor data, as the index must say
   for (int i = 0; i < 3; ++i) {
     const std::string file = fmt::format("model-{:05d}-of-00003.safetensors", i + 1);
     write_text(dir / file, latent::testing::raw_safetensors(files[i], {{"format", "pt"}}));
-    for (const RawTensor& t : files[i]) index["weight_map"][t.name] = file;
+    for (const RawTensor& t : files[i]) {
+      index["weight_map"][t.name] = file;
+      total_size += t.bytes.size();
+    }
   }
+  index["metadata"] = {{"total_size", total_size}};
   write_text(dir / "model.safetensors.index.json", index.dump(2));
 
   const auto loaded = DeepSeekV3::from_pretrained(dir.string());
@@ -190,11 +195,80 @@ TEST_CASE("a sharded FP8 directory with block scales loads the dequantised weigh
   const Tensor ids = from_vector<int64_t>({1, 5, 9, 2, 15, 0, 7, 3}, {1, 8});
   CHECK(loaded->forward(ids).to_vector<float>() == direct.forward(ids).to_vector<float>());
 
+  // A bfloat16 model takes the same directory (FP8 weights scaled in a temporary, then rounded once).
+  DeepSeekV3 half(micro_config());
+  half.to(kBFloat16);
+  models::load_checkpoint(half, models::ModelDirectoryTensors(dir.string(), "test", &block), half.checkpoint_layout(), "test");
+  for (const auto& [name, t] : state) {
+    INFO(name);
+    CHECK(half.state_dict().at(name).to_vector<float>() == t.to(kBFloat16).to_vector<float>());
+  }
+
   SECTION("a shard missing from the directory is refused by name") {
     fs::remove(dir / "model-00002-of-00003.safetensors");
     CHECK_THROWS_WITH(DeepSeekV3::from_pretrained(dir.string()),
                       Catch::Contains("lists shard 'model-00002-of-00003.safetensors', which is missing"));
   }
+}
+
+TEST_CASE("load_checkpoint reports every problem of a directory at once and changes nothing", "[checkpoint][shards]") {
+  TempDir tmp;
+  manual_seed(21);
+  DeepSeekV3 source(micro_config());
+  manual_seed(22);
+  DeepSeekV3 target(micro_config());
+  std::map<std::string, std::vector<float>> before;
+  for (const auto& [name, t] : target.state_dict()) before[name] = t.to_vector<float>();
+  const auto unchanged = [&] {
+    for (const auto& [name, t] : target.state_dict()) {
+      INFO(name);
+      CHECK(t.to_vector<float>() == before.at(name));
+    }
+  };
+
+  const std::string dir = (tmp.path / "broken").string();
+  fs::create_directories(dir);
+  std::map<std::string, Tensor> state = source.state_dict();
+  state.erase("model.norm.weight");
+  state["model.layers.0.mlp.down_proj.weight"] = zeros({8, 11});
+  state["extra.weight"] = zeros({2});
+  io::save_model_weights(dir, state, {}, 1024);
+  CHECK_THROWS_WITH(models::load_checkpoint(target, models::ModelDirectoryTensors(dir, "test", nullptr), {}, "test"),
+                    Catch::Contains("load_state_dict: missing keys: model.norm.weight; unexpected keys: extra.weight; "
+                                    "shape mismatches: model.layers.0.mlp.down_proj.weight (checkpoint [8, 11], model [8, 12]);"));
+  unchanged();
+
+  // An MTP copy of the embedding without the embedding, or of another shape.
+  state = source.state_dict();
+  state["model.layers.2.embed_tokens.weight"] = state.at("model.embed_tokens.weight");
+  state.erase("model.embed_tokens.weight");
+  io::save_model_weights(dir, state, {}, 1024);
+  CHECK_THROWS_WITH(models::load_checkpoint(target, models::ModelDirectoryTensors(dir, "test", nullptr),
+                                            target.checkpoint_layout(), "test"),
+                    Catch::Contains("test: 'model.layers.2.embed_tokens.weight' present but 'model.embed_tokens.weight' missing"));
+  state["model.embed_tokens.weight"] = source.state_dict().at("model.embed_tokens.weight");
+  state["model.layers.2.embed_tokens.weight"] = zeros({16, 7});
+  io::save_model_weights(dir, state, {}, 1024);
+  CHECK_THROWS_WITH(models::load_checkpoint(target, models::ModelDirectoryTensors(dir, "test", nullptr),
+                                            target.checkpoint_layout(), "test"),
+                    Catch::Contains("'model.layers.2.embed_tokens.weight' [16, 7] differs from 'model.embed_tokens.weight' [16, 8]"));
+  unchanged();
+
+  // Complete: every value arrives, and an MTP copy that differs in one value is caught.
+  source.save_pretrained(dir, models::SaveOptions{.max_shard_bytes = 1024});
+  models::load_checkpoint(target, models::ModelDirectoryTensors(dir, "test", nullptr), target.checkpoint_layout(), "test");
+  for (const auto& [name, t] : source.state_dict()) {
+    INFO(name);
+    CHECK(target.state_dict().at(name).to_vector<float>() == t.to_vector<float>());
+  }
+  state = source.state_dict();
+  state["model.layers.2.shared_head.head.weight"] = state.at("lm_head.weight").clone();
+  state["model.layers.2.embed_tokens.weight"] = state.at("model.embed_tokens.weight");
+  state["model.layers.2.shared_head.head.weight"].data<float>()[5] += 1;
+  io::save_model_weights(dir, state, {}, 1024);
+  CHECK_THROWS_WITH(DeepSeekV3::from_pretrained(dir),
+                    Catch::Contains("from_pretrained: 'model.layers.2.shared_head.head.weight' differs from 'lm_head.weight'; "
+                                    "the MTP module must share them"));
 }
 
 TEST_CASE("save_pretrained with a shard size writes shards that from_pretrained loads back", "[checkpoint][shards]") {

@@ -246,6 +246,49 @@ TEST_CASE("tensors at offsets misaligned for their dtype load correctly", "[safe
   CHECK(file.tensors.at("i").to_vector<int64_t>() == std::vector<int64_t>{i});
 }
 
+TEST_CASE("MappedSafetensors reads each tensor into any destination, converting on the way", "[safetensors]") {
+  // Misaligned F32 and I64 (no header padding), BF16 read in place, F16 decoded: every path of read_into.
+  const std::string header =
+      R"({"h":{"dtype":"F16","shape":[2,2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[2,2],"data_offsets":[8,16]},)"
+      R"("f":{"dtype":"F32","shape":[2,2],"data_offsets":[16,32]},"d":{"dtype":"F64","shape":[1],"data_offsets":[32,40]}})";
+  std::string data = u16_bytes({0x3C00, 0x4000, 0x4200, 0xC400}) + u16_bytes({0x3F80, 0x4000, 0x4040, 0xC080});
+  const std::vector<float> f{0.5f, -1.5f, 3e-39f, 7.0f};
+  const double d = 0.1;
+  data.append(reinterpret_cast<const char*>(f.data()), 16);
+  data.append(reinterpret_cast<const char*>(&d), 8);
+  const TempDir dir;
+  const std::string path = (dir.path / "m.safetensors").string();
+  { std::ofstream(path, std::ios::binary) << file_image(header, data); }
+  const io::MappedSafetensors file(path);
+  REQUIRE(file.header().tensors.size() == 4);
+  CHECK(file.loaded_dtype("h") == kFloat32);
+  CHECK(file.loaded_dtype("b") == kBFloat16);
+
+  for (const char* name : {"h", "b", "f"}) {
+    INFO(name);
+    const Tensor as_loaded = file.read(name);
+    const std::vector<float> values = as_loaded.to_vector<float>();
+    Tensor into_f32 = zeros({2, 2}), into_f64 = zeros({2, 2}, kFloat64), into_bf16 = zeros({2, 2}, kBFloat16);
+    file.read_into(name, into_f32);
+    file.read_into(name, into_f64);
+    CHECK(into_f32.to_vector<float>() == values);
+    CHECK(into_f64.to(kFloat32).to_vector<float>() == values);
+    Tensor transposed = zeros({2, 2}).t();  // a destination with strides
+    file.read_into(name, transposed);
+    CHECK(transposed.contiguous().to_vector<float>() == values);
+    file.read_into(name, into_bf16);
+    CHECK(into_bf16.to_vector<float>() == as_loaded.to(kBFloat16).to_vector<float>());
+  }
+  CHECK(file.read("h").to_vector<float>() == std::vector<float>{1, 2, 3, -4});
+  CHECK(file.read("b").to_vector<float>() == std::vector<float>{1, 2, 3, -4});
+  CHECK(file.read("f").to_vector<float>() == f);
+  Tensor narrowed = zeros({1});
+  file.read_into("d", narrowed);
+  CHECK(narrowed.to_vector<float>() == std::vector<float>{0.1f});
+  CHECK_THROWS_WITH(file.read_into("f", zeros({4})), Catch::Contains("tensor 'f': has shape [2, 2], the tensor to read it into [4]"));
+  CHECK_THROWS_WITH(file.read("nope"), Catch::Contains("m.safetensors: no tensor 'nope'"));
+}
+
 TEST_CASE("a file written by the Python reference layout loads with its values", "[safetensors]") {
   // good_mixed.safetensors (make_bad_files.py): F16 encoded by Python's struct, BF16, F64, I64, an
   // empty tensor, offsets not in name order, non-ASCII metadata.
