@@ -34,6 +34,16 @@ void check_plain_file_name(const std::string& file, const std::string& tensor, c
     fail("{}: weight_map['{}'] = '{}' is not a plain file name inside the directory", source, tensor, file);
 }
 
+// Whether `path` exists. A path the system cannot look up at all (a name longer than the file
+// system allows, a directory without search permission) is a latent::Error naming it, not a
+// std::filesystem_error escaping the reader.
+bool path_exists(const fs::path& path, const std::string& who) {
+  std::error_code error;
+  const bool found = fs::exists(path, error);
+  if (error) fail("{}: cannot look up '{}': {}", who, path.string(), error.message());
+  return found;
+}
+
 std::string shard_file_name(size_t index, size_t count) {
   return fmt::format("model-{:05d}-of-{:05d}.safetensors", index + 1, count);
 }
@@ -100,14 +110,15 @@ ShardIndex parse_shard_index(std::string_view text, const std::string& source) {
 
 ModelWeightsReader::ModelWeightsReader(const std::string& dir_name, const std::string& who) {
   const fs::path dir(dir_name), index_path = dir / kShardIndexFile, single = dir / kSingleWeightsFile;
-  if (!fs::is_directory(dir)) fail("{}: '{}' is not a directory", who, dir_name);
+  std::error_code error;
+  if (!fs::is_directory(dir, error)) fail("{}: '{}' is not a directory", who, dir_name);
   const auto add_file = [&](const fs::path& path) -> const MappedSafetensors& {
     files_.emplace_back(path.string());
     check_loadable_dtypes(files_.back().header(), path.string());
     return files_.back();
   };
-  if (!fs::exists(index_path)) {
-    if (!fs::exists(single)) fail("{}: no {} or {} in '{}'", who, kSingleWeightsFile, kShardIndexFile, dir_name);
+  if (!path_exists(index_path, who)) {
+    if (!path_exists(single, who)) fail("{}: no {} or {} in '{}'", who, kSingleWeightsFile, kShardIndexFile, dir_name);
     tensors_ = add_file(single).header().tensors;
     for (const auto& [tensor, info] : tensors_) file_index_.emplace(tensor, 0);
     return;
@@ -120,7 +131,7 @@ ModelWeightsReader::ModelWeightsReader(const std::string& dir_name, const std::s
   uint64_t data_bytes = 0;
   for (const std::string& shard : shards) {
     const fs::path path = dir / shard;
-    if (!fs::exists(path)) fail("{}: {} lists shard '{}', which is missing", who, index_source, shard);
+    if (!path_exists(path, who)) fail("{}: {} lists shard '{}', which is missing", who, index_source, shard);
     const SafetensorsHeader& header = add_file(path).header();
     if (index.save_id) {
       const auto id = header.metadata.find(kSaveIdKey);

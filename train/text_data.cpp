@@ -59,7 +59,8 @@ TextCorpus::TextCorpus(const std::vector<std::string>& paths, double val_fractio
   };
   for (const std::string& path : paths) {
     const fs::path p(path);
-    if (fs::is_directory(p)) {
+    std::error_code error;  // a path the system cannot look up (too long, no permission) is reported below
+    if (fs::is_directory(p, error)) {
       std::set<fs::path> seen;
       size_t read = 0;
       for (const fs::path& file : directory_files(p, seen)) {
@@ -67,8 +68,8 @@ TextCorpus::TextCorpus(const std::vector<std::string>& paths, double val_fractio
         if (!text.empty()) append(file, text), ++read;
       }
       if (read == 0) fail("data: directory '{}' holds no non-empty files", path);
-    } else if (!fs::exists(p)) {
-      fail("data: '{}' does not exist", path);
+    } else if (!fs::exists(p, error)) {
+      fail("data: '{}' {}", path, error ? "cannot be looked up: " + error.message() : "does not exist");
     } else {
       const std::string text = read_bytes(p);
       if (text.empty()) fail("data: '{}' is empty", path);

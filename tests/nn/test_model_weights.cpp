@@ -215,6 +215,8 @@ TEST_CASE("hostile indexes are refused with one line naming the file and the pro
           "weight_map['a'] = '../one.safetensors' is not a plain file name inside the directory");
   refused(R"({"weight_map": {"a": ".."}})", "is not a plain file name");
   refused(R"({"weight_map": {"a": "/etc/passwd"}})", "is not a plain file name");
+  // Longer than any file system's NAME_MAX: looking it up fails with ENAMETOOLONG (found by fuzzing).
+  refused(R"({"weight_map": {"a": ")" + std::string(300, 'x') + R"("}})", "cannot look up");
   refused(R"({"metadata": {"total_size": 4}})", "key 'weight_map' missing");
   refused(R"({"weight_map": {"a": 3}})", "must be a string");
   refused(R"({"weight_map": {"a": "one.safetensors"}, "metadata": {"total_size": -1}})", "total_size");

@@ -49,6 +49,8 @@ TEST_CASE("TextCorpus refuses what cannot be text, naming the path", "[train][da
   const std::string missing = (dir.path / "missing.txt").string();
   CHECK_THROWS_WITH(train::TextCorpus({missing}), "data: '" + missing + "' does not exist");
   CHECK_THROWS_WITH(train::TextCorpus({empty}), "data: '" + empty + "' is empty");
+  const std::string too_long = (dir.path / std::string(300, 'x')).string();  // beyond NAME_MAX: ENAMETOOLONG
+  CHECK_THROWS_WITH(train::TextCorpus({too_long}), Catch::Contains("cannot be looked up: File name too long"));
   CHECK_THROWS_WITH(train::TextCorpus({(dir.path / "only-empty").string()}), Catch::Contains("holds no non-empty files"));
   CHECK_THROWS_WITH(train::TextCorpus({tiny}), Catch::Contains("holds 3 bytes, too few to split off validation"));
   CHECK_THROWS_AS(train::TextCorpus(std::vector<std::string>{}), Error);
