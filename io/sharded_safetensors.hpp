@@ -37,8 +37,8 @@ ShardIndex parse_shard_index(std::string_view text, const std::string& source);
 // (latent::Error starting with `who`): no weights, a shard the index names missing or unreadable,
 // a listed tensor absent from its shard, a tensor in a shard the index does not place it in (so
 // also one stored in two shards) or not listed at all, a shard from another save than the index
-// (an interrupted save_model_weights), an index whose metadata.total_size differs from the bytes of
-// tensor data the shards hold, a dtype latent cannot load.
+// (an interrupted save_model_weights), a dtype latent cannot load. metadata.total_size is read but
+// not compared with the files (io/sharded_safetensors.cpp says why).
 class ModelWeightsReader {
  public:
   ModelWeightsReader(const std::string& dir, const std::string& who);

@@ -236,7 +236,7 @@ def sharded_dir_seeds():
             "norm": ("BF16", [2], struct.pack("<2H", 0x3F80, 0x4000))}
 
     def seed(name, tensors, weight_map=None, index_text=None, total_size=None):
-        if total_size is None:  # the bytes of tensor data, which the reader checks
+        if total_size is None:  # the bytes of tensor data, as save_pretrained writes it
             total_size = sum(len(data) for _, _, data in tensors.values())
         index = index_text if index_text is not None else json.dumps(
             {"metadata": {"total_size": total_size}, "weight_map": weight_map or {n: shard for n in tensors}})
@@ -256,7 +256,7 @@ def sharded_dir_seeds():
     seed("bad_unlisted", good, {"norm": shard})
     seed("bad_duplicate_key", good, index_text='{"weight_map": {"norm": "%s", "norm": "%s"}}' % (shard, shard))
     seed("bad_no_weight_map", good, index_text='{"metadata": {"total_size": 1}}')
-    seed("bad_total_size", good, total_size=1)
+    seed("other_total_size", good, total_size=1)  # informational: loads, as Hugging Face's loaders do
 
 
 if __name__ == "__main__":
