@@ -1,5 +1,6 @@
-// GEMM and elementwise throughput: latent::matmul against direct cblas_sgemm calls, and add/mul bandwidth,
-// single-threaded and on latent's pool. Prints medians of repeated runs; see bench/README.md.
+// GEMM and elementwise throughput: latent::matmul against direct cblas_sgemm calls, at float32 and
+// under MatmulPrecision::kBFloat16, and add/mul bandwidth, single-threaded and on latent's pool.
+// Prints medians of repeated runs; see bench/README.md.
 #include <cblas.h>
 #include <fmt/format.h>
 
@@ -51,11 +52,13 @@ void bench_gemm(int pool_threads, int min_repeats) {
   const std::vector<GemmShape> shapes = {
       {"2048x256 @ 256x768", 1, 2048, 256, 768},     {"512x512 @ 512x512", 1, 512, 512, 512},
       {"64x4096 @ 4096x256", 1, 64, 4096, 256},      {"32 x (256x48 @ 48x256)", 32, 256, 48, 256},
-      {"32 x (256x256 @ 256x48)", 32, 256, 256, 48},
+      {"32 x (256x256 @ 256x48)", 32, 256, 256, 48}, {"256x48 @ 48x64", 1, 256, 48, 64},
+      {"128x256 @ 256x128", 1, 128, 256, 128},
   };
   fmt::print("GEMM, float32, GFLOP/s (median)\n");
-  fmt::print("{:<26} {:>12} {:>12} {:>12} {:>14} {:>12}\n", "shape", "cblas 1T", "latent 1T",
-             fmt::format("latent {}T", pool_threads), fmt::format("BLAS own {}T", pool_threads), "latent a^T@b");
+  fmt::print("{:<26} {:>12} {:>12} {:>12} {:>14} {:>12} {:>12} {:>12}\n", "shape", "cblas 1T", "latent 1T",
+             fmt::format("latent {}T", pool_threads), fmt::format("BLAS own {}T", pool_threads), "latent a^T@b",
+             "bf16 1T", fmt::format("bf16 {}T", pool_threads));
   latent::Generator gen(0);
   for (const GemmShape& s : shapes) {
     const Tensor a = s.batch == 1 ? latent::randn({s.M, s.K}, latent::kFloat32, &gen)
@@ -79,8 +82,14 @@ void bench_gemm(int pool_threads, int min_repeats) {
     const double blas_n =
         median_seconds([&] { direct_sgemm(s, a.data<float>(), b.data<float>(), c.data()); }, min_repeats);
     openblas_set_num_threads(1);
-    fmt::print("{:<26} {:>12.1f} {:>12.1f} {:>12.1f} {:>14.1f} {:>12.1f}\n", s.name, gflops(cblas_1), gflops(latent_1),
-               gflops(latent_n), gflops(blas_n), gflops(latent_t));
+    // bf16 operands rounded from the float32 ones on every call, as a product of activations is.
+    const latent::MatmulPrecisionGuard bf16(latent::MatmulPrecision::kBFloat16);
+    const double bf16_n = median_seconds([&] { latent::matmul(a, b); }, min_repeats);
+    latent::set_num_threads(1);
+    const double bf16_1 = median_seconds([&] { latent::matmul(a, b); }, min_repeats);
+    fmt::print("{:<26} {:>12.1f} {:>12.1f} {:>12.1f} {:>14.1f} {:>12.1f} {:>12.1f} {:>12.1f}\n", s.name,
+               gflops(cblas_1), gflops(latent_1), gflops(latent_n), gflops(blas_n), gflops(latent_t), gflops(bf16_1),
+               gflops(bf16_n));
   }
 }
 

@@ -74,12 +74,12 @@ bool float_to_bfloat16_avx512(const float* src, bfloat16* dst, int64_t n) {
 #endif
 }
 
+void float_to_bfloat16_here(const float* src, bfloat16* dst, int64_t n) {
+  if (!float_to_bfloat16_avx512(src, dst, n)) float_to_bfloat16_portable(src, dst, n);
+}
+
 void float_to_bfloat16(const float* src, bfloat16* dst, int64_t n) {
-  const bool vectorised = cpu_has_avx512_bf16();
-  parallel_for(n, kConvertGrain, [&](int64_t b, int64_t e) {
-    if (!vectorised || !float_to_bfloat16_avx512(src + b, dst + b, e - b))
-      float_to_bfloat16_portable(src + b, dst + b, e - b);
-  });
+  parallel_for(n, kConvertGrain, [&](int64_t b, int64_t e) { float_to_bfloat16_here(src + b, dst + b, e - b); });
 }
 
 void bfloat16_to_float(const bfloat16* src, float* dst, int64_t n) {

@@ -29,6 +29,10 @@ constexpr float to_float(bfloat16 value) { return std::bit_cast<float>(static_ca
 void float_to_bfloat16(const float* src, bfloat16* dst, int64_t n);
 void bfloat16_to_float(const bfloat16* src, float* dst, int64_t n);
 
+// Narrowing on the calling thread, by the fastest of the two paths below the CPU allows: for code
+// that is already split across the pool (a GEMM operand's rows, a strided copy's rows).
+void float_to_bfloat16_here(const float* src, bfloat16* dst, int64_t n);
+
 // The two narrowing paths on the calling thread, for tests that compare them: the vectorised one
 // returns false (and writes nothing) when the CPU or the build lacks AVX-512 BF16.
 void float_to_bfloat16_portable(const float* src, bfloat16* dst, int64_t n);

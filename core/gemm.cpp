@@ -151,9 +151,7 @@ void gemm_at_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 
 void round_to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, bfloat16* dst) {
   if (ld == cols && rows > 0) cols *= rows, rows = 1;  // packed already: one flat array
-  for (int64_t r = 0; r < rows; ++r)
-    if (!float_to_bfloat16_avx512(src + r * ld, dst + r * cols, cols))
-      float_to_bfloat16_portable(src + r * ld, dst + r * cols, cols);
+  for (int64_t r = 0; r < rows; ++r) float_to_bfloat16_here(src + r * ld, dst + r * cols, cols);
 }
 
 void gemm_bf16_blocks(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A, int64_t lda,

@@ -97,7 +97,7 @@ struct MatrixKeyHash {
 // call, costs a third of the throughput (measured). Small products also reuse memory objects, kept
 // per operand shape and pointed at each call's data: creating three per call (a descriptor and heap
 // allocations each) plus the argument map took a third of the time of attention's block products
-// (256x64x48: 8.8 -> 6.2 us, 128x128x256: 30 -> 22 us, perf on a loop of them). A memory object
+// (perf on a loop of them; `build/bench/matmul` prints such shapes' bf16 GFLOP/s). A memory object
 // costs kilobytes, and DeepSeekMoE's expert row counts change every step, so large products (where
 // creation is noise) create theirs per call and the kept set is cleared when it reaches kMaxMemories.
 constexpr int64_t kMaxCachedWork = int64_t(1) << 22;  // multiply-adds

@@ -91,11 +91,8 @@ void copy_into(const Tensor& dst, const Tensor& src) {
       parallel_for(row_count(shape), std::max<int64_t>(1, kCopyGrain / inner), [&](int64_t b, int64_t e) {
         for_each_row2(shape, dst.strides(), src.strides(), b, e, [&](int64_t, int64_t to, int64_t from) {
           if constexpr (std::is_same_v<D, bfloat16> && std::is_same_v<S, float>)
-            if (inner_dst == 1 && inner_src == 1) {  // a strided GEMM operand (attention's v): vectorised rows
-              if (!float_to_bfloat16_avx512(in + from, out + to, inner))
-                float_to_bfloat16_portable(in + from, out + to, inner);
-              return;
-            }
+            if (inner_dst == 1 && inner_src == 1)  // a strided GEMM operand (attention's v): vectorised rows
+              return float_to_bfloat16_here(in + from, out + to, inner);
           if (inner_dst == 1 && inner_src == 1) {
             for (int64_t i = 0; i < inner; ++i) out[to + i] = convert_element<D>(in[from + i]);
           } else {
