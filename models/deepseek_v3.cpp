@@ -155,7 +155,10 @@ std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) 
   const DeepSeekV3Config config = DeepSeekV3Config::from_json_file((fs::path(dir) / "config.json").string());
   const io::Fp8BlockSize* fp8_block = config.quantization_config ? &config.quantization_config->weight_block_size : nullptr;
   const ModelDirectoryTensors files(dir, "from_pretrained", fp8_block);  // every header checked before the model exists
-  auto model = std::make_shared<DeepSeekV3>(config);
+  const auto model = [&] {
+    const nn::init::SkipInitGuard skip;  // load_checkpoint sets every parameter: no draws to discard
+    return std::make_shared<DeepSeekV3>(config);
+  }();
   load_checkpoint(*model, files, model->checkpoint_layout(), "from_pretrained");
   return model;
 }

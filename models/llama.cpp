@@ -197,7 +197,10 @@ std::shared_ptr<Llama> Llama::from_pretrained(const std::string& dir) {
   const auto& quantization = config.quantization_config;
   const io::Fp8BlockSize* fp8_block = quantization ? &quantization->weight_block_size : nullptr;
   const ModelDirectoryTensors files(dir, "Llama::from_pretrained", fp8_block);  // every header checked first
-  auto model = std::make_shared<Llama>(config);
+  const auto model = [&] {
+    const nn::init::SkipInitGuard skip;  // load_checkpoint sets every parameter: no draws to discard
+    return std::make_shared<Llama>(config);
+  }();
   load_checkpoint(*model, files, model->checkpoint_layout(), "Llama::from_pretrained");
   return model;
 }

@@ -22,8 +22,20 @@ double calculate_gain(const std::string& nonlinearity, double param) {
   fail("calculate_gain: unknown nonlinearity '{}'", nonlinearity);
 }
 
-Tensor& normal_(Tensor& t, double mean, double std, Generator* gen) { return latent::normal_(t, mean, std, gen); }
-Tensor& uniform_(Tensor& t, double low, double high, Generator* gen) { return latent::uniform_(t, low, high, gen); }
+namespace {
+thread_local bool skip_init = false;
+}  // namespace
+
+SkipInitGuard::SkipInitGuard() : previous_(skip_init) { skip_init = true; }
+SkipInitGuard::~SkipInitGuard() { skip_init = previous_; }
+bool init_skipped() { return skip_init; }
+
+Tensor& normal_(Tensor& t, double mean, double std, Generator* gen) {
+  return skip_init ? t.fill_(0.0) : latent::normal_(t, mean, std, gen);
+}
+Tensor& uniform_(Tensor& t, double low, double high, Generator* gen) {
+  return skip_init ? t.fill_(0.0) : latent::uniform_(t, low, high, gen);
+}
 Tensor& zeros_(Tensor& t) { return t.fill_(0.0); }
 Tensor& ones_(Tensor& t) { return t.fill_(1.0); }
 Tensor& constant_(Tensor& t, double value) { return t.fill_(value); }

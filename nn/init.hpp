@@ -30,4 +30,20 @@ Tensor& xavier_uniform_(Tensor& t, double gain = 1.0, Generator* gen = nullptr);
 // N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)).
 Tensor& xavier_normal_(Tensor& t, double gain = 1.0, Generator* gen = nullptr);
 
+// While one is alive on this thread, the random initialisers above (normal_, uniform_ and the
+// kaiming/xavier ones built on them) fill zeros instead of drawing and leave the generator where it
+// was, as transformers' no_init_weights does. For building a model whose every parameter is about
+// to be overwritten (from_pretrained): the draws were ~90 % of such a load (docs/checkpoints.md).
+class SkipInitGuard {
+ public:
+  SkipInitGuard();
+  ~SkipInitGuard();
+  SkipInitGuard(const SkipInitGuard&) = delete;
+  SkipInitGuard& operator=(const SkipInitGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+bool init_skipped();  // whether a SkipInitGuard is alive on this thread
+
 }  // namespace latent::nn::init

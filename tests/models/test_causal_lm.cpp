@@ -159,7 +159,9 @@ TEST_CASE("from_pretrained and from_config_file dispatch on model_type", "[causa
   for (const std::shared_ptr<CausalLM>& original : {std::static_pointer_cast<CausalLM>(deepseek), std::static_pointer_cast<CausalLM>(llama)}) {
     const std::string dir = tmp / original->model_type();
     original->save_pretrained(dir);
+    const uint64_t offset = default_generator().offset();
     const std::shared_ptr<CausalLM> loaded = models::from_pretrained(dir);
+    CHECK(default_generator().offset() == offset);  // built under SkipInitGuard: nothing drawn, then loaded
     CHECK(loaded->model_type() == original->model_type());
     CHECK((std::dynamic_pointer_cast<DeepSeekV3>(loaded) != nullptr) == (original == deepseek));
     CHECK((std::dynamic_pointer_cast<Llama>(loaded) != nullptr) == (original == llama));

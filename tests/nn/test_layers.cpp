@@ -1,6 +1,8 @@
 // nn layers (Linear, Embedding, RMSNorm, LayerNorm, SwiGLU, Dropout): hand-computed values, parameter
 // names, f64 gradchecks of inputs and parameters (gradcheck_module), dropout's train/eval behaviour and
-// seeding.
+// seeding; SkipInitGuard.
+#include <thread>
+
 #include "../helpers.hpp"
 
 using namespace latent;
@@ -127,4 +129,33 @@ TEST_CASE("Dropout: identity in eval; in training zeroes about p and scales by 1
 
   CHECK(nn::Dropout(0.0)(x).to_vector<double>() == x.to_vector<double>());
   CHECK_THROWS_WITH(nn::Dropout(1.5), Catch::Contains("Dropout: p must be in [0, 1], got 1.5"));
+}
+
+TEST_CASE("SkipInitGuard makes the random initialisers fill zeros without drawing, on this thread only",
+          "[nn][init]") {
+  manual_seed(3);
+  const uint64_t offset = default_generator().offset();
+  {
+    const nn::init::SkipInitGuard skip;
+    {
+      const nn::init::SkipInitGuard nested;
+    }
+    CHECK(nn::init::init_skipped());  // the nested guard restored, not cleared
+    nn::Linear linear(4, 3);          // kaiming_uniform_ weight, uniform_ bias
+    nn::Embedding embedding(5, 2);    // normal_
+    CHECK(linear.weight.to_vector<float>() == std::vector<float>(12, 0.0f));
+    CHECK(linear.bias.to_vector<float>() == std::vector<float>(3, 0.0f));
+    CHECK(embedding.weight.to_vector<float>() == std::vector<float>(10, 0.0f));
+    CHECK(default_generator().offset() == offset);
+    bool other_thread_skips = true;
+    std::thread([&] { other_thread_skips = nn::init::init_skipped(); }).join();
+    CHECK_FALSE(other_thread_skips);
+  }
+  CHECK_FALSE(nn::init::init_skipped());
+  // Afterwards the draws are the ones a fresh seed gives: the guard consumed nothing.
+  nn::Linear after(4, 3);
+  manual_seed(3);
+  nn::Linear fresh(4, 3);
+  CHECK(after.weight.to_vector<float>() == fresh.weight.to_vector<float>());
+  CHECK(after.weight.to_vector<float>() != std::vector<float>(12, 0.0f));
 }
