@@ -141,7 +141,9 @@ std::map<std::string, Tensor> Optimizer::state_dict() const {
   return out;
 }
 
-void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) {
+void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) { load_state(dict, false); }
+
+void Optimizer::load_state(const std::map<std::string, Tensor>& dict, bool adopt) {
   const std::string op = name_ + ".load_state_dict";
   const size_t groups = num_param_groups(), n = params_.size();
   const std::vector<std::string> names = buffer_names();
@@ -232,10 +234,14 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) {
   for (size_t i = 0; i < n; ++i) {
     ParamState s;
     s.step = steps[i];
-    // Fresh buffers in the parameter's dtype: nothing is shared with the caller's tensors.
+    // Fresh buffers in the parameter's dtype: nothing is shared with the caller's tensors (unless
+    // they are load's own, read from the file for this).
     for (const std::string& name : names)
-      if (auto it = buffers[i].find(name); it != buffers[i].end())
-        s.buffers.push_back(cast_copy(it->second, params_[i].dtype()));
+      if (auto it = buffers[i].find(name); it != buffers[i].end()) {
+        const Tensor& t = it->second;
+        const bool as_is = adopt && t.dtype() == params_[i].dtype() && t.is_contiguous() && t.offset() == 0;
+        s.buffers.push_back(as_is ? t : cast_copy(t, params_[i].dtype()));
+      }
     state_[i] = std::move(s);
   }
 }
@@ -249,7 +255,7 @@ void Optimizer::load(const std::string& path) {
   // Model weights and other files would fail on their keys anyway; this names the real problem.
   if (auto it = file.metadata.find("format"); it != file.metadata.end() && it->second != "latent.optim")
     fail("{}.load: {} holds '{}' data, not optimizer state ('latent.optim')", name_, path, it->second);
-  load_state_dict(file.tensors);
+  load_state(file.tensors, true);
 }
 
 }  // namespace latent::optim

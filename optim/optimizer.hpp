@@ -56,7 +56,9 @@ class Optimizer {
   // buffer's shape differ, or when keys are missing or unexpected.
   void load_state_dict(const std::map<std::string, Tensor>& state);
   void save(const std::string& path) const;  // state_dict() as safetensors, written atomically
-  void load(const std::string& path);        // load_state_dict of a file written by save()
+  // load_state_dict of a file written by save(); the buffers the file holds in the parameters'
+  // dtype become the state as read, so loading holds the state once, not a file's copy besides it.
+  void load(const std::string& path);
 
  protected:
   // name: the optimizer's name in error messages ("AdamW"). groups: each group's parameters; every
@@ -98,6 +100,10 @@ class Optimizer {
   std::vector<Tensor> params_;
   std::vector<size_t> group_begin_;  // num_groups + 1 entries: group g is [group_begin_[g], group_begin_[g+1])
   std::vector<ParamState> state_;    // one per parameter
+
+  // load_state_dict; with `adopt`, buffers already contiguous and in their parameter's dtype are
+  // taken as they are instead of copied (for tensors nothing else holds: load's).
+  void load_state(const std::map<std::string, Tensor>& state, bool adopt);
 };
 
 }  // namespace latent::optim
