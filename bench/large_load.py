@@ -101,8 +101,9 @@ def new_cgroup(name, limit):
         os.makedirs(path)
         with open(f"{path}/memory.max", "w") as f:
             f.write(str(limit))
-        with open(f"{path}/memory.swap.max", "w") as f:
-            f.write("0")
+        if os.path.exists(f"{path}/memory.swap.max"):  # no swapping out of the limit either
+            with open(f"{path}/memory.swap.max", "w") as f:
+                f.write("0")
         return path, f"{path}/cgroup.procs", f"{path}/memory.peak"
     path = f"/sys/fs/cgroup/memory/{name}"
     os.makedirs(path)
