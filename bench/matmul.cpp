@@ -112,6 +112,8 @@ void bench_elementwise(int pool_threads, int min_repeats) {
       {"mul [4096,1024] * [4096,1]", column_bytes, [&] { x* column; }},
       {"add x^T + y^T (strided)", full_bytes, [&] { x.t() + y.t(); }},
       {"contiguous(x^T)", 2.0 * double(rows * cols) * sizeof(float), [&] { x.t().contiguous(); }},
+      // The float32 -> bf16 rounding every bf16 GEMM operand goes through (4 bytes read, 2 written).
+      {"x.to(bfloat16)", 6.0 * double(rows * cols), [&] { x.to(latent::kBFloat16); }},
   };
   fmt::print("\nElementwise, float32, GB/s (median; bytes = operands read + result written)\n");
   fmt::print("{:<34} {:>12} {:>12}\n", "op", "latent 1T", fmt::format("latent {}T", pool_threads));
