@@ -14,8 +14,9 @@ namespace latent {
 // tensor check would not see it either.
 Tensor bf16_weight(const Tensor& w);
 
-// The copies held in memory (a dead weight's until the next call drops it), the elements they hold,
-// and the roundings made since the start of the process (tests and memory reports).
+// The copies held in memory (a dead weight's until a call for a weight not seen before drops it),
+// the elements they hold, and the roundings made since the start of the process (tests and memory
+// reports).
 struct Bf16WeightStats {
   int64_t copies = 0, elements = 0, roundings = 0;
 };

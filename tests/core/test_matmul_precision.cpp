@@ -216,14 +216,18 @@ TEST_CASE("bf16_weight rounds a weight once per version, shares it between views
   CHECK(updated == reference);
   CHECK(bf16_weight(w.detach()).to_vector<float>() == fresh.to(kBFloat16).to_vector<float>());
 
-  // The copy of a weight that no longer exists is dropped at the next call.
-  const int64_t copies = bf16_weight_stats().copies;
+  // The copy of a weight that no longer exists is dropped when a weight not seen before comes.
+  const Tensor other = randn32({8, 8}, 25);
+  bf16_weight(other);  // new: the copies of weights dead by now (fresh.clone()'s above) go
+  const int64_t copies = bf16_weight_stats().copies;  // w's and other's among them
   w = Tensor();
-  CHECK(bf16_weight_stats().copies == copies);  // held until the next call
+  CHECK(bf16_weight_stats().copies == copies);  // held until then
+  bf16_weight(other);
+  CHECK(bf16_weight_stats().copies == copies);  // a weight seen before does not drop it
   {
-    const Tensor other = randn32({8, 8}, 25);
-    bf16_weight(other);
-    CHECK(bf16_weight_stats().copies == copies);  // w's copy went, other's came
+    const Tensor third = randn32({8, 8}, 27);
+    bf16_weight(third);
+    CHECK(bf16_weight_stats().copies == copies);  // w's copy went, third's came
   }
   CHECK_THROWS_WITH(bf16_weight(randn64({2, 2}, 26)), "bf16_weight: expected a float32 tensor, got float64");
 }
