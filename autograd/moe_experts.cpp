@@ -3,6 +3,7 @@
 #include "moe_experts.hpp"
 
 #include <algorithm>
+#include <array>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,9 @@ namespace {
 // Backward, with dy_r = dy[t_r] and dh' = dy_r Wd (the gradient of h before the gate weight):
 //   dw_r = dh'_r . h_r,  dWd = dy^T (w h),  dh = w dh',  (dg, du) = swiglu backward,
 //   dWg = dg^T x_t,  dWu = du^T x_t,  dx_r = dg Wg + du Wu,  dx_t = sum of its dx_r.
-// Kept for the backward: g, u, h and the gathered rows of x (x itself the router keeps anyway).
+// Kept for the backward: g, u and the gathered rows of x (x itself the router keeps anyway). The
+// backward computes h again, row by row next to the sigmoid its own SwiGLU step needs: keeping h would
+// cost half as much again as g and u (docs/architecture.md, "Memory").
 struct ExpertDispatch {
   struct Expert {
     Tensor gate, up, down;  // weights [I, D], [I, D], [D, I], detached
@@ -99,12 +102,12 @@ void sum_rows_per_token(const ExpertDispatch& d, const T* rows, T* out, int64_t 
 }
 
 // What the backward of the experts op keeps: its inputs (x and the gate weights in slot order), the
-// routed rows of x gathered by expert, and each expert's g, u and h = silu(g) * u. Under kBFloat16
+// routed rows of x gathered by expert, and each expert's g and u. Under kBFloat16
 // the rows are gathered straight into their bfloat16 copy, [rows(), D] in dispatch order (the shared
 // expert's rows are x's), which is all the weight gradients read; the float32 gather is then made
 // only for anomaly mode's checks.
 struct ExpertsSaved {
-  Tensor x, slot_weights, gathered_x, gate_act, up_act, hidden, rows_bf16;
+  Tensor x, slot_weights, gathered_x, gate_act, up_act, rows_bf16;
 };
 
 // ---- bfloat16 precision ---------------------------------------------------------------------------
@@ -154,6 +157,33 @@ void round_into(const T* src, int64_t rows, int64_t cols, int64_t ld, bfloat16* 
 
 const bfloat16* rounded(const Tensor& t) { return t.defined() ? t.data<bfloat16>() : nullptr; }
 bfloat16* buffer(const Tensor& t) { return t.defined() ? t.data<bfloat16>() : nullptr; }
+template <class T>
+T* values(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+// Elementwise results that products read: fill(chunks, begin, m) writes elements [begin, begin + m) of
+// each of n-element results through chunks[j]. Result j is kept in float32 where outputs[j].values is
+// given and rounded into outputs[j].rounded where that is given; a result kept only rounded never goes
+// through memory in float32 (each chunk, in L1, is rounded as soon as it is written).
+template <class T>
+struct Output {
+  T* values;
+  bfloat16* rounded;
+};
+template <class T, size_t N, class Fill>
+void write_rounded(int64_t n, const std::array<Output<T>, N>& outputs, Fill&& fill) {
+  constexpr int64_t kChunk = 256;
+  T buffers[N][kChunk];
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t m = std::min(kChunk, n - begin);
+    std::array<T*, N> chunks;
+    for (size_t j = 0; j < N; ++j) chunks[j] = outputs[j].values ? outputs[j].values + begin : buffers[j];
+    fill(chunks, begin, m);
+    for (size_t j = 0; j < N; ++j)
+      round_into(chunks[j], 1, m, m, outputs[j].rounded ? outputs[j].rounded + begin : nullptr);
+  }
+}
 
 // The expert's input rows as expert_rows gives them, and under bf16 (`rounded` not null) their rounded
 // copy, [e.rows, D]. Under bf16 with no float32 buffer (anomaly mode off) a routed expert's rows are
@@ -187,13 +217,13 @@ std::string module_of(const ExpertDispatch::Expert& e, const char* projection = 
   return e.labelled && projection ? e.module + "." + projection : e.module;
 }
 
-void check_forward_parts(const ExpertDispatch& d, const ExpertsSaved& saved, const Tensor& rows) {
+void check_forward_parts(const ExpertDispatch& d, const ExpertsSaved& saved, const Tensor& hidden, const Tensor& rows) {
   const int64_t D = saved.x.size(1);
   for (const ExpertDispatch::Expert& e : d.experts) {
     const Tensor xe = e.routed ? block(saved.gathered_x, e.first * D, e.rows, D) : saved.x;
     const Tensor g = block(saved.gate_act, e.activations, e.rows, e.width);
     const Tensor u = block(saved.up_act, e.activations, e.rows, e.width);
-    const Tensor h = block(saved.hidden, e.activations, e.rows, e.width);
+    const Tensor h = block(hidden, e.activations, e.rows, e.width);
     const std::string x_name = "the input rows" + of(e);
     autograd::check_forward_part("moe_experts", {"the gate_proj output" + of(e), g},
                                  {{x_name, xe}, {"the gate_proj weight" + of(e), e.gate}}, module_of(e, "gate_proj"));
@@ -212,25 +242,29 @@ Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
   const int64_t D = saved.x.size(1), K = d.tokens > 0 ? d.routed_rows / d.tokens : 0;
   const DType dtype = saved.x.dtype();
   if (!d.bf16 || autograd::is_anomaly_enabled()) saved.gathered_x = Tensor::empty({d.routed_rows, D}, dtype);
-  for (Tensor* t : {&saved.gate_act, &saved.up_act, &saved.hidden}) *t = Tensor::empty({d.activation_size}, dtype);
+  for (Tensor* t : {&saved.gate_act, &saved.up_act}) *t = Tensor::empty({d.activation_size}, dtype);
   const Tensor rows = Tensor::empty({d.rows(), D}, dtype);
-  // bf16: the input rows (kept for the backward) and h (the down projection's operand), rounded.
+  // bf16: the input rows (kept for the backward) and h (the down projection's operand), rounded; h in
+  // float32 is then only written for anomaly mode's checks.
   if (d.bf16) saved.rows_bf16 = Tensor::empty({d.rows(), D}, kBFloat16);
   const Tensor hidden_bf16 = d.bf16 ? Tensor::empty({d.activation_size}, kBFloat16) : Tensor();
+  const Tensor hidden = !d.bf16 || autograd::is_anomaly_enabled() ? Tensor::empty({d.activation_size}, dtype) : Tensor();
   const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>();
-  T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>(), *prows = rows.data<T>();
+  T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = values<T>(hidden), *prows = rows.data<T>();
   bfloat16 *pxb = buffer(saved.rows_bf16), *phb = buffer(hidden_bf16);
   parallel_tasks(static_cast<int64_t>(d.experts.size()), d.work(D), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
-    T *g = pg + e.activations, *u = pu + e.activations, *h = ph + e.activations, *out = prows + e.first * D;
+    T *g = pg + e.activations, *u = pu + e.activations, *h = ph ? ph + e.activations : nullptr;
+    T* out = prows + e.first * D;
     bfloat16 *xb = pxb ? pxb + e.first * D : nullptr, *hb = phb ? phb + e.activations : nullptr;
     T* gathered = saved.gathered_x.defined() ? saved.gathered_x.data<T>() : nullptr;
     const T* xe = expert_operand_rows(d, e, px, gathered, xb, D);
     const Operand<T> x_rows{xe, xb, D};
     product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.gate.data<T>(), rounded(e.gate_bf16), D}, T(0), g, e.width);
     product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.up.data<T>(), rounded(e.up_bf16), D}, T(0), u, e.width);
-    swiglu_forward(g, u, h, e.rows * e.width);
-    round_into(h, e.rows, e.width, e.width, hb);
+    write_rounded<T, 1>(e.rows * e.width, {{{h, hb}}}, [&](const std::array<T*, 1>& out, int64_t begin, int64_t m) {
+      swiglu_forward(g + begin, u + begin, out[0], m);
+    });
     product<T>(false, true, e.rows, D, e.width, T(1), {h, hb, e.width}, {e.down.data<T>(), rounded(e.down_bf16), e.width},
                T(0), out, D);
     if (e.routed)
@@ -240,7 +274,7 @@ Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
       }
   });
   if (autograd::is_anomaly_enabled()) [[unlikely]]
-    check_forward_parts(d, saved, rows);
+    check_forward_parts(d, saved, hidden, rows);
   Tensor y = Tensor::empty({d.tokens, D}, dtype);
   sum_rows_per_token(d, prows, y.data<T>(), K, D);
   return y;
@@ -257,10 +291,15 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   // Under bf16 the products read dy's rows rounded, gathered from dy directly (see expert_operand_rows).
   const bool gather_dy = !d.bf16 || autograd::is_anomaly_enabled();
   const Tensor gathered_dy = gather_dy ? Tensor::empty({d.routed_rows, D}, dtype) : Tensor();
-  const Tensor weighted = Tensor::empty({d.activation_size}, dtype), dhidden = Tensor::empty({d.activation_size}, dtype);
-  const Tensor dgate = Tensor::empty({d.activation_size}, dtype), dup = Tensor::empty({d.activation_size}, dtype);
+  const Tensor dhidden = Tensor::empty({d.activation_size}, dtype);
+  // bf16: dy's rows, w h, dg and du rounded, the products' operands; the float32 values of the last
+  // three are then never stored (write_rounded), except dg and du for anomaly mode's checks.
+  const bool keep_float = !d.bf16 || autograd::is_anomaly_enabled();
+  Tensor weighted, dgate, dup;  // w h, dg, du
+  if (!d.bf16) weighted = Tensor::empty({d.activation_size}, dtype);
+  if (keep_float)
+    for (Tensor* t : {&dgate, &dup}) *t = Tensor::empty({d.activation_size}, dtype);
   const Tensor dx_rows = need_x ? Tensor::empty({d.rows(), D}, dtype) : Tensor();
-  // bf16: dy's rows, w h, dg and du rounded, each read by two products.
   const Tensor dy_bf16 = d.bf16 ? Tensor::empty({d.rows(), D}, kBFloat16) : Tensor();
   Tensor weighted_bf16, dgate_bf16, dup_bf16;
   if (d.bf16)
@@ -274,8 +313,8 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
       if (needed[2 + 3 * i + j]) grads[2 + 3 * i + j] = Tensor::empty(shapes[j], dtype);
   }
   const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>(), *pdy = dy.data<T>();
-  const T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = saved.hidden.data<T>();
-  T *phw = weighted.data<T>(), *pdh = dhidden.data<T>(), *pdg = dgate.data<T>(), *pdu = dup.data<T>();
+  const T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>();
+  T *phw = values<T>(weighted), *pdh = dhidden.data<T>(), *pdg = values<T>(dgate), *pdu = values<T>(dup);
   const bfloat16* pxb = rounded(saved.rows_bf16);
   bfloat16 *pdyb = buffer(dy_bf16), *phwb = buffer(weighted_bf16), *pdgb = buffer(dgate_bf16), *pdub = buffer(dup_bf16);
   parallel_tasks(static_cast<int64_t>(d.experts.size()), 2 * d.work(D), [&](int64_t i) {
@@ -284,34 +323,31 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
     const T* xe = !e.routed ? px : saved.gathered_x.defined() ? saved.gathered_x.data<T>() + e.first * D : nullptr;
     bfloat16* dyb = pdyb ? pdyb + e.first * D : nullptr;
     const T* dye = expert_operand_rows(d, e, pdy, gathered_dy.defined() ? gathered_dy.data<T>() : nullptr, dyb, D);
-    const T *g = pg + at, *u = pu + at, *h = ph + at, *hw = h;
-    T *dh = pdh + at, *dg = pdg + at, *du = pdu + at;
+    const T *g = pg + at, *u = pu + at;
+    T *dh = pdh + at, *dg = pdg ? pdg + at : nullptr, *du = pdu ? pdu + at : nullptr;
+    T* hw = phw ? phw + at : nullptr;
     bfloat16 *hwb = phwb ? phwb + at : nullptr, *dgb = pdgb ? pdgb + at : nullptr, *dub = pdub ? pdub + at : nullptr;
     const Operand<T> dy_rows{dye, dyb, D}, x_rows{xe, pxb ? pxb + e.first * D : nullptr, D};
     product<T>(false, false, n, I, D, T(1), dy_rows, {e.down.data<T>(), rounded(e.down_bf16), I}, T(0), dh, I);
-    if (e.routed) {
-      for (int64_t r = 0; r < n; ++r) {
-        const int64_t slot = d.slot[static_cast<size_t>(e.first + r)];
-        const T w = pw[slot];
-        const T* hr = h + r * I;
-        T *hwr = phw + at + r * I, *dhr = dh + r * I;
-        if (need_w) {
-          double dot = 0;
-          for (int64_t c = 0; c < I; ++c) dot += static_cast<double>(dhr[c]) * hr[c];
-          dw.data<T>()[slot] = static_cast<T>(dot);
-        }
-        for (int64_t c = 0; c < I; ++c) hwr[c] = w * hr[c], dhr[c] *= w;
-      }
-      hw = phw + at;
+    // Row by row, while its g, u and dh' are in L1: (dg, du) from dh = w dh', h again from the same
+    // sigmoid, dw_r = dh'.h and w h.
+    auto at_row = [I](auto* p, int64_t r) { return p ? p + r * I : nullptr; };
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t slot = e.routed ? d.slot[static_cast<size_t>(e.first + r)] : -1;
+      const T w = e.routed ? pw[slot] : T(1);
+      const T *gr = g + r * I, *ur = u + r * I, *dhr = dh + r * I;
+      double dot = 0;
+      const std::array<Output<T>, 3> outputs = {
+          {{at_row(dg, r), at_row(dgb, r)}, {at_row(du, r), at_row(dub, r)}, {at_row(hw, r), at_row(hwb, r)}}};
+      write_rounded<T, 3>(I, outputs, [&](const std::array<T*, 3>& out, int64_t begin, int64_t m) {
+        swiglu_backward(gr + begin, ur + begin, dhr + begin, w, out[0], out[1], out[2], m);
+        for (int64_t c = 0; c < m; ++c) dot += static_cast<double>(dhr[begin + c]) * out[2][c], out[2][c] *= w;
+      });
+      if (e.routed && need_w) dw.data<T>()[slot] = static_cast<T>(dot);
     }
     const Tensor* expert_grads = grads.data() + 2 + 3 * i;
-    if (expert_grads[2].defined()) {
-      round_into(hw, n, I, I, hwb);
+    if (expert_grads[2].defined())
       product<T>(true, false, D, I, n, T(1), dy_rows, {hw, hwb, I}, T(0), expert_grads[2].data<T>(), I);
-    }
-    swiglu_backward(g, u, dh, dg, du, n * I);
-    round_into(dg, n, I, I, dgb);
-    round_into(du, n, I, I, dub);
     const Operand<T> dg_rows{dg, dgb, I}, du_rows{du, dub, I};
     if (expert_grads[0].defined()) product<T>(true, false, I, D, n, T(1), dg_rows, x_rows, T(0), expert_grads[0].data<T>(), D);
     if (expert_grads[1].defined()) product<T>(true, false, I, D, n, T(1), du_rows, x_rows, T(0), expert_grads[1].data<T>(), D);

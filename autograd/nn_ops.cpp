@@ -373,17 +373,27 @@ template <class T> void swiglu_forward(const T* gate, const T* up, T* out, int64
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] * fast_math::sigmoid(gate[i]) * up[i];
 }
 
-template <class T> void swiglu_backward(const T* gate, const T* up, const T* dout, T* dgate, T* dup, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const T g = gate[i], s = fast_math::sigmoid(g), d = dout[i];
+template <class T>
+void swiglu_backward(const T* __restrict gate, const T* __restrict up, const T* __restrict dout, T scale,
+                     T* __restrict dgate, T* __restrict dup, T* __restrict out, int64_t n) {
+  // __restrict (the header's no-alias rule) lets both loops vectorise: with six pointers the compiler
+  // would not version them for aliasing itself (perf: 8x slower).
+  const auto element = [&](int64_t i) {  // returns s
+    const T g = gate[i], s = fast_math::sigmoid(g), d = scale * dout[i];
     dgate[i] = d * up[i] * s * std::fma(g, T(1) - s, T(1));
     dup[i] = d * g * s;
-  }
+    return s;
+  };
+  if (out)  // two loops, so that each vectorises without a test per element
+    for (int64_t i = 0; i < n; ++i) out[i] = gate[i] * element(i) * up[i];
+  else
+    for (int64_t i = 0; i < n; ++i) element(i);
 }
 template void swiglu_forward<float>(const float*, const float*, float*, int64_t);
 template void swiglu_forward<double>(const double*, const double*, double*, int64_t);
-template void swiglu_backward<float>(const float*, const float*, const float*, float*, float*, int64_t);
-template void swiglu_backward<double>(const double*, const double*, const double*, double*, double*, int64_t);
+template void swiglu_backward<float>(const float*, const float*, const float*, float, float*, float*, float*, int64_t);
+template void swiglu_backward<double>(const double*, const double*, const double*, double, double*, double*, double*,
+                                      int64_t);
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
   if (gate.shape() != up.shape())
@@ -403,7 +413,8 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
       const T *pg = g.data<T>(), *pu = u.data<T>(), *pd = dout.data<T>();
       T *pdg = dg.data<T>(), *pdu = du.data<T>();
       parallel_for(dg.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
-        swiglu_backward(pg + begin, pu + begin, pd + begin, pdg + begin, pdu + begin, end - begin);
+        swiglu_backward(pg + begin, pu + begin, pd + begin, T(1), pdg + begin, pdu + begin, static_cast<T*>(nullptr),
+                        end - begin);
       });
       return {dg, du};
     });

@@ -19,10 +19,12 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 // SwiGLU's gating, elementwise over same-shaped gate and up: silu(gate) * up. f32 or f64.
 Tensor swiglu(const Tensor& gate, const Tensor& up);
 // The loops behind swiglu() over n contiguous elements, for fused callers that run them inside their
-// own tasks (DeepSeekMoE's experts); T = float or double. The backward writes dgate and dup
-// (neither may alias an input).
+// own tasks (DeepSeekMoE's experts); T = float or double. The backward takes the gradient as
+// scale * dout and writes dgate and dup, and with `out` also the forward's value again, bit for bit,
+// from the sigmoid it computes anyway (no output may alias an input).
 template <class T> void swiglu_forward(const T* gate, const T* up, T* out, int64_t n);
-template <class T> void swiglu_backward(const T* gate, const T* up, const T* dout, T* dgate, T* dup, int64_t n);
+template <class T>
+void swiglu_backward(const T* gate, const T* up, const T* dout, T scale, T* dgate, T* dup, T* out, int64_t n);
 
 // Fused log-softmax + NLL over [N, C] logits and Int64 [N] targets; mean over the rows whose target
 // is not ignore_index (0-dim result; 0 with zero gradients when every row is ignored).
