@@ -185,20 +185,27 @@ void write_rounded(int64_t n, const std::array<Output<T>, N>& outputs, Fill&& fi
   }
 }
 
-// The expert's input rows as expert_rows gives them, and under bf16 (`rounded` not null) their rounded
-// copy, [e.rows, D]. Under bf16 with no float32 buffer (anomaly mode off) a routed expert's rows are
-// rounded straight from x, token by token, skipping the float32 gather, and null is returned.
+// Under bf16, x (or dy) rounded once, [N, D], before the experts run: into the shared expert's rows of
+// `rows` (the op's [rows(), D] bf16 operand rows) when there is one, else into `own`. A token's row is
+// read by K routed experts and the shared one; each copies it rounded rather than rounding it again.
+const bfloat16* round_tokens(const ExpertDispatch& d, const float* x, const Tensor& rows, Tensor& own, int64_t D) {
+  bfloat16* out = d.shared ? rows.data<bfloat16>() + d.routed_rows * D
+                           : (own = Tensor::empty({d.tokens, D}, kBFloat16)).data<bfloat16>();
+  float_to_bfloat16(x, out, d.tokens * D);
+  return out;
+}
+
+// The expert's input rows as expert_rows gives them, and under bf16 their rounded copy in `rounded`,
+// [e.rows, D], copied from round_tokens' rows (a shared expert's are those rows already). Under bf16
+// with no float32 buffer (anomaly mode off) a routed expert's float32 rows are not gathered at all,
+// and null is returned.
 template <class T>
 const T* expert_operand_rows(const ExpertDispatch& d, const ExpertDispatch::Expert& e, const T* x, T* buffer,
-                             bfloat16* rounded, int64_t D) {
-  if (buffer || !e.routed) {
-    const T* rows = expert_rows(d, e, x, buffer, D);
-    round_into(rows, e.rows, D, D, rounded);
-    return rows;
-  }
-  for (int64_t r = 0; r < e.rows; ++r)
-    round_into(x + d.token[static_cast<size_t>(e.first + r)] * D, 1, D, D, rounded + r * D);
-  return nullptr;
+                             const bfloat16* tokens_rounded, bfloat16* rounded, int64_t D) {
+  if (rounded && e.routed)
+    for (int64_t r = 0; r < e.rows; ++r)
+      std::copy_n(tokens_rounded + d.token[static_cast<size_t>(e.first + r)] * D, D, rounded + r * D);
+  return buffer || !e.routed ? expert_rows(d, e, x, buffer, D) : nullptr;
 }
 
 // ---- anomaly mode: the op checks each expert's parts itself, in dispatch order (shared first) ----
@@ -252,13 +259,17 @@ Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
   const T *px = saved.x.data<T>(), *pw = saved.slot_weights.data<T>();
   T *pg = saved.gate_act.data<T>(), *pu = saved.up_act.data<T>(), *ph = values<T>(hidden), *prows = rows.data<T>();
   bfloat16 *pxb = buffer(saved.rows_bf16), *phb = buffer(hidden_bf16);
+  Tensor x_rounded;
+  const bfloat16* pxt = nullptr;
+  if constexpr (std::is_same_v<T, float>)
+    if (d.bf16) pxt = round_tokens(d, px, saved.rows_bf16, x_rounded, D);
   parallel_tasks(static_cast<int64_t>(d.experts.size()), d.work(D), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     T *g = pg + e.activations, *u = pu + e.activations, *h = ph ? ph + e.activations : nullptr;
     T* out = prows + e.first * D;
     bfloat16 *xb = pxb ? pxb + e.first * D : nullptr, *hb = phb ? phb + e.activations : nullptr;
     T* gathered = saved.gathered_x.defined() ? saved.gathered_x.data<T>() : nullptr;
-    const T* xe = expert_operand_rows(d, e, px, gathered, xb, D);
+    const T* xe = expert_operand_rows(d, e, px, gathered, pxt, xb, D);
     const Operand<T> x_rows{xe, xb, D};
     product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.gate.data<T>(), rounded(e.gate_bf16), D}, T(0), g, e.width);
     product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.up.data<T>(), rounded(e.up_bf16), D}, T(0), u, e.width);
@@ -288,7 +299,7 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   const DType dtype = saved.x.dtype();
   const bool need_x = needed[0], need_w = needed[1];
   const Tensor dy = contiguous_copy(grad);
-  // Under bf16 the products read dy's rows rounded, gathered from dy directly (see expert_operand_rows).
+  // Under bf16 the products read dy's rows rounded, copied from dy rounded once (see expert_operand_rows).
   const bool gather_dy = !d.bf16 || autograd::is_anomaly_enabled();
   const Tensor gathered_dy = gather_dy ? Tensor::empty({d.routed_rows, D}, dtype) : Tensor();
   const Tensor dhidden = Tensor::empty({d.activation_size}, dtype);
@@ -317,12 +328,16 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   T *phw = values<T>(weighted), *pdh = dhidden.data<T>(), *pdg = values<T>(dgate), *pdu = values<T>(dup);
   const bfloat16* pxb = rounded(saved.rows_bf16);
   bfloat16 *pdyb = buffer(dy_bf16), *phwb = buffer(weighted_bf16), *pdgb = buffer(dgate_bf16), *pdub = buffer(dup_bf16);
+  Tensor dy_rounded;
+  const bfloat16* pdyt = nullptr;
+  if constexpr (std::is_same_v<T, float>)
+    if (d.bf16) pdyt = round_tokens(d, pdy, dy_bf16, dy_rounded, D);
   parallel_tasks(static_cast<int64_t>(d.experts.size()), 2 * d.work(D), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     const int64_t n = e.rows, I = e.width, at = e.activations;
     const T* xe = !e.routed ? px : saved.gathered_x.defined() ? saved.gathered_x.data<T>() + e.first * D : nullptr;
     bfloat16* dyb = pdyb ? pdyb + e.first * D : nullptr;
-    const T* dye = expert_operand_rows(d, e, pdy, gathered_dy.defined() ? gathered_dy.data<T>() : nullptr, dyb, D);
+    const T* dye = expert_operand_rows(d, e, pdy, gathered_dy.defined() ? gathered_dy.data<T>() : nullptr, pdyt, dyb, D);
     const T *g = pg + at, *u = pu + at;
     T *dh = pdh + at, *dg = pdg ? pdg + at : nullptr, *du = pdu ? pdu + at : nullptr;
     T* hw = phw ? phw + at : nullptr;
