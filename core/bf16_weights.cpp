@@ -59,6 +59,23 @@ Tensor bf16_weight(const Tensor& w) {
   return copy.bf16.as_strided(w.shape(), w.strides(), w.offset());
 }
 
+bfloat16* bf16_weight_to_update(const Tensor& w) {
+  if (w.dtype() != kFloat32) return nullptr;
+  const std::shared_ptr<Storage>& storage = w.storage();
+  const int64_t elements = static_cast<int64_t>(storage->nbytes() / sizeof(float));
+  if (w.offset() != 0 || w.numel() != elements || !w.is_contiguous()) return nullptr;
+  Cache& c = cache();
+  std::lock_guard lock(c.mutex);
+  const auto found = c.copies.find(storage.get());
+  if (found == c.copies.end()) return nullptr;
+  Copy& copy = found->second;
+  if (copy.owner.lock() != storage || copy.bf16.numel() != elements || copy.bf16.storage().use_count() > 1)
+    return nullptr;
+  copy.version = storage->version();
+  ++c.roundings;
+  return copy.bf16.data<bfloat16>();
+}
+
 Bf16WeightStats bf16_weight_stats() {
   Cache& c = cache();
   std::lock_guard lock(c.mutex);

@@ -14,6 +14,13 @@ namespace latent {
 // tensor check would not see it either.
 Tensor bf16_weight(const Tensor& w);
 
+// For a writer about to overwrite all of w in place after bumping its version (an optimizer step):
+// where to write w's new values rounded, in the same pass, so that the next bf16_weight(w) returns them
+// instead of reading w again. Null when there is nothing to keep current: w has no copy (it was never
+// multiplied at bf16), does not span its storage, or its copy is still held elsewhere (a graph that
+// saved it). Given a pointer, the caller must write every element: the copy counts as current already.
+bfloat16* bf16_weight_to_update(const Tensor& w);
+
 // The copies held in memory (a dead weight's until a call for a weight not seen before drops it),
 // the elements they hold, and the roundings made since the start of the process (tests and memory
 // reports).

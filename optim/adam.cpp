@@ -5,6 +5,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/bf16_weights.hpp"
+#include "../core/bfloat16.hpp"
 #include "../core/factory.hpp"
 #include "../core/parallel.hpp"
 
@@ -62,11 +64,13 @@ void adam_update(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n, 
   }
 }
 
-// One parameter's update: its tensors and its step's coefficients in both float types.
+// One parameter's update: its tensors, its step's coefficients in both float types, and where its
+// bf16 copy is rounded in the same pass (core/bf16_weights.hpp; null: it has none to keep current).
 struct Update {
   Tensor param, grad, exp_avg, exp_avg_sq;
   AdamCoefficients<float> f32;
   AdamCoefficients<double> f64;
+  bfloat16* rounded = nullptr;
 };
 
 // Runs every update as one parallel loop over chunks of kUpdateGrain elements: a model has hundreds
@@ -88,6 +92,8 @@ void run_updates(const std::vector<Update>& updates, const char* name) {
         else coefficients = &up.f64;
         adam_update<T>(up.param.data<T>() + first, up.grad.data<T>() + first, up.exp_avg.data<T>() + first,
                        up.exp_avg_sq.data<T>() + first, n, *coefficients);
+        if constexpr (std::is_same_v<T, float>)  // while the chunk is in cache
+          if (up.rounded) float_to_bfloat16_here(up.param.data<T>() + first, up.rounded + first, n);
       });
     }
   });
@@ -122,7 +128,7 @@ void Adam::step() {
       ++s.step;
       check_floating(p.dtype(), name().c_str());
       updates.push_back({p, grad, s.buffers[0], s.buffers[1], AdamCoefficients<float>(o, s.step, decoupled_weight_decay_),
-                         AdamCoefficients<double>(o, s.step, decoupled_weight_decay_)});
+                         AdamCoefficients<double>(o, s.step, decoupled_weight_decay_), bf16_weight_to_update(p)});
     }
   }
   run_updates(updates, name().c_str());

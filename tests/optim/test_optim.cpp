@@ -1,6 +1,7 @@
 // SGD, Adam and AdamW: updates computed by hand, golden values from torch.optim, groups, skipping.
 #include <cmath>
 
+#include "core/bf16_weights.hpp"
 #include "optim/adam.hpp"
 #include "optim/sgd.hpp"
 #include "problem.hpp"
@@ -317,4 +318,31 @@ TEST_CASE("optimizers reject bad parameters, options and gradients", "[optim]") 
   throws_with([&] { opt.step(); }, "Adam: beta2 must be in [0, 1), got -0.5");
   opt.options(0).beta2 = 0.999;
   throws_with([&] { opt.set_lr(-1); }, "Adam: lr must be >= 0, got -1");
+}
+
+TEST_CASE("an Adam step rounds the bf16 copy of a weight multiplied at bf16 in its own pass, bit for bit",
+          "[optim][bf16]") {
+  if (!latent::testing::bf16_available()) return;
+  Generator gen(31);
+  // w spans several update chunks; `held` is a weight whose bf16 copy something else still holds.
+  const Tensor w = randn({3 * optim::kUpdateGrain / 64 + 5, 64}, kFloat32, &gen).requires_grad_();
+  const Tensor held = randn({16, 64}, kFloat32, &gen).requires_grad_();
+  const Tensor x = randn({4, 64}, kFloat32, &gen);
+  optim::AdamW opt({w, held}, optim::AdamWOptions{0.01});
+  {
+    MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
+    (sum(linear(x, w)) + sum(linear(x, held))).backward();
+  }
+  const Tensor kept = bf16_weight(held.detach());
+  const std::vector<float> kept_before = kept.to_vector<float>();
+  const int64_t before = bf16_weight_stats().roundings;
+  opt.step();
+  CHECK(bf16_weight_stats().roundings == before + 1);  // w's copy, by the step
+  CHECK(bf16_weight(w.detach()).to_vector<float>() == w.detach().to(kBFloat16).to_vector<float>());
+  CHECK(bf16_weight_stats().roundings == before + 1);  // current already: w is not read again
+  // The held copy keeps the old values; the next use of `held` rounds its new ones afresh.
+  CHECK(kept.to_vector<float>() == kept_before);
+  CHECK(bf16_weight(held.detach()).to_vector<float>() == held.detach().to(kBFloat16).to_vector<float>());
+  CHECK(bf16_weight_stats().roundings == before + 2);
+  CHECK(kept.to_vector<float>() != held.detach().to(kBFloat16).to_vector<float>());  // the step moved it
 }
