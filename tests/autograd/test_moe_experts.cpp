@@ -1,6 +1,6 @@
 // The moe_experts op: agreement with the experts composed from primitive ops (values and every
 // gradient), f64 gradchecks, an expert no token picks, a single token, thread-count determinism,
-// anomaly mode naming the expert, and errors.
+// anomaly mode naming the expert, what it keeps for its backward, and errors.
 #include <limits>
 
 #include "composed.hpp"
@@ -214,4 +214,39 @@ TEST_CASE("moe_experts refuses bad shapes, dtypes and expert ids, naming them", 
   CHECK_THROWS_WITH(moe_experts(x, w, ids, bad), Catch::StartsWith("moe_experts: expert 0 needs contiguous"));
   CHECK_THROWS_WITH(moe_experts(x, w, ids, experts, ExpertWeights{zeros({2, kD}, kFloat64), Tensor(), zeros({kD, 2}, kFloat64), ""}),
                     Catch::Contains("the shared expert needs") && Catch::Contains("got float64 [2, 4], none, [4, 2]"));
+}
+
+TEST_CASE("moe_experts keeps the gathered rows, g and u for its backward, and not h", "[moe_experts][memory]") {
+  // Tensor memory held by the op's output and its node, counted in the allocator's size classes: at
+  // float32 the gathered input rows [N*K, D], g and u [N*K, I] each, and the output [N, D]. h is
+  // computed again by the backward; keeping it would add one more [N*K, I].
+  constexpr int64_t N = 64, K = 2, E = 4, D = 32, I = 16;
+  auto leaf = [](const Shape& shape, uint64_t seed) { return randn64(shape, seed).detach().to(kFloat32).requires_grad_(); };
+  std::vector<ExpertWeights> experts;
+  for (int64_t e = 0; e < E; ++e) {
+    const uint64_t s = 40 + 3 * static_cast<uint64_t>(e);
+    experts.push_back({leaf({I, D}, s), leaf({I, D}, s + 1), leaf({D, I}, s + 2), ""});
+  }
+  std::vector<int64_t> ids;
+  for (int64_t n = 0; n < N; ++n) ids.insert(ids.end(), {n % E, (n + 1) % E});
+  const Tensor x = leaf({N, D}, 50), w = leaf({N, K}, 51);
+  const Tensor expert_ids = from_vector(ids, {N, K});
+  auto bytes = [](int64_t elements) { return static_cast<int64_t>(allocator::size_class(static_cast<size_t>(elements) * 4)); };
+  const int64_t before = allocator::stats().bytes_in_use;
+  Tensor y = moe_experts(x, w, expert_ids, experts);
+  CHECK(allocator::stats().bytes_in_use - before == bytes(N * D) + bytes(N * K * D) + 2 * bytes(N * K * I));
+  y.backward(leaf({N, D}, 52).detach());
+  y = Tensor();
+  // What is left: the gradients of x, w and the experts' matrices.
+  CHECK(allocator::stats().bytes_in_use - before == bytes(N * D) + bytes(N * K) + 3 * E * bytes(I * D));
+
+  if (!latent::testing::bf16_available()) return;
+  // At bf16 the rows are kept rounded (half the size) and h is not kept in either precision; the
+  // experts' bf16 weight copies exist before (made by a first forward) and are not the op's.
+  MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
+  moe_experts(x, w, expert_ids, experts);
+  const int64_t at_bf16 = allocator::stats().bytes_in_use;
+  y = moe_experts(x, w, expert_ids, experts);
+  CHECK(allocator::stats().bytes_in_use - at_bf16 ==
+        bytes(N * D) + static_cast<int64_t>(allocator::size_class(N * K * D * 2)) + 2 * bytes(N * K * I));
 }
