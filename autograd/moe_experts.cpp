@@ -356,7 +356,10 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
           {{at_row(dg, r), at_row(dgb, r)}, {at_row(du, r), at_row(dub, r)}, {at_row(hw, r), at_row(hwb, r)}}};
       write_rounded<T, 3>(I, outputs, [&](const std::array<T*, 3>& out, int64_t begin, int64_t m) {
         swiglu_backward(gr + begin, ur + begin, dhr + begin, w, out[0], out[1], out[2], m);
-        for (int64_t c = 0; c < m; ++c) dot += static_cast<double>(dhr[begin + c]) * out[2][c], out[2][c] *= w;
+        if (!e.routed) return;  // the shared expert: w = 1, and no gate weight to differentiate
+        if (need_w)
+          for (int64_t c = 0; c < m; ++c) dot += static_cast<double>(dhr[begin + c]) * out[2][c];
+        for (int64_t c = 0; c < m; ++c) out[2][c] *= w;
       });
       if (e.routed && need_w) dw.data<T>()[slot] = static_cast<T>(dot);
     }
