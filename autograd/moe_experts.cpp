@@ -302,6 +302,8 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   // Under bf16 the products read dy's rows rounded, copied from dy rounded once (see expert_operand_rows).
   const bool gather_dy = !d.bf16 || autograd::is_anomaly_enabled();
   const Tensor gathered_dy = gather_dy ? Tensor::empty({d.routed_rows, D}, dtype) : Tensor();
+  // dh' = dy Wd, the gradient of h before the gate weight scales it: what anomaly mode checks as the
+  // down projection's input gradient (the gate weights themselves are checked in the forward).
   const Tensor dhidden = Tensor::empty({d.activation_size}, dtype);
   // bf16: dy's rows, w h, dg and du rounded, the products' operands; the float32 values of the last
   // three are then never stored (write_rounded), except dg and du for anomaly mode's checks.
