@@ -162,37 +162,50 @@ T* values(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
-// Elementwise results that products read: fill(chunks, begin, m) writes elements [begin, begin + m) of
-// each of n-element results through chunks[j]. Result j is kept in float32 where outputs[j].values is
-// given and rounded into outputs[j].rounded where that is given; a result kept only rounded never goes
-// through memory in float32 (each chunk, in L1, is rounded as soon as it is written).
+// Elementwise results that products read, in rows of `row` elements: fill(chunks, begin, m) writes
+// elements [begin, begin + m) (whole rows) of each of n-element results through chunks[j]. Result j is
+// kept in float32 where outputs[j].values is given and rounded into outputs[j].rounded where that is
+// given; a result kept only rounded never goes through memory in float32 (each chunk, in L1, is rounded
+// as soon as it is written). Chunks hold as many rows as fit kChunk elements: rounding per row (128
+// elements in the `small` model) cost a call per row and output, 140,000 calls per bf16 step.
 template <class T>
 struct Output {
   T* values;
   bfloat16* rounded;
 };
 template <class T, size_t N, class Fill>
-void write_rounded(int64_t n, const std::array<Output<T>, N>& outputs, Fill&& fill) {
-  constexpr int64_t kChunk = 256;
-  T buffers[N][kChunk];
-  for (int64_t begin = 0; begin < n; begin += kChunk) {
-    const int64_t m = std::min(kChunk, n - begin);
+void write_rounded(int64_t n, int64_t row, const std::array<Output<T>, N>& outputs, Fill&& fill) {
+  constexpr int64_t kChunk = 2048;  // N = 3 float32 chunks: 24 KB, within L1
+  row = std::max<int64_t>(row, 1);
+  const int64_t chunk = row > kChunk ? row : kChunk / row * row;
+  std::vector<T> spill;  // a row longer than kChunk: the buffers go to the heap
+  T stack_buffers[N][kChunk];
+  if (row > kChunk) spill.resize(static_cast<size_t>(N * row));
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t m = std::min(chunk, n - begin);
     std::array<T*, N> chunks;
-    for (size_t j = 0; j < N; ++j) chunks[j] = outputs[j].values ? outputs[j].values + begin : buffers[j];
+    for (size_t j = 0; j < N; ++j)
+      chunks[j] = outputs[j].values ? outputs[j].values + begin : spill.empty() ? stack_buffers[j] : spill.data() + j * row;
     fill(chunks, begin, m);
     for (size_t j = 0; j < N; ++j)
       round_into(chunks[j], 1, m, m, outputs[j].rounded ? outputs[j].rounded + begin : nullptr);
   }
 }
 
-// Under bf16, x (or dy) rounded once, [N, D], before the experts run: into the shared expert's rows of
-// `rows` (the op's [rows(), D] bf16 operand rows) when there is one, else into `own`. A token's row is
-// read by K routed experts and the shared one; each copies it rounded rather than rounding it again.
-const bfloat16* round_tokens(const ExpertDispatch& d, const float* x, const Tensor& rows, Tensor& own, int64_t D) {
-  bfloat16* out = d.shared ? rows.data<bfloat16>() + d.routed_rows * D
-                           : (own = Tensor::empty({d.tokens, D}, kBFloat16)).data<bfloat16>();
-  float_to_bfloat16(x, out, d.tokens * D);
-  return out;
+// Under bf16, x (or dy), [N, D] contiguous, rounded once before the experts run: into the shared
+// expert's rows of `rows` (the op's [rows(), D] bf16 operand rows) when there is one, else into `own`.
+// A token's row is read by K routed experts and the shared one; each copies it rounded rather than
+// rounding it again. x's producer may have rounded it already (a norm: core/gemm.hpp, rounded_copy).
+const bfloat16* round_tokens(const ExpertDispatch& d, const Tensor& x, const Tensor& rows, Tensor& own, int64_t D) {
+  const Tensor ready = rounded_view(x);
+  if (!d.shared && ready.defined()) return (own = ready).data<bfloat16>();
+  if (!d.shared) own = Tensor::empty({d.tokens, D}, kBFloat16);
+  const Tensor out = d.shared ? rows.as_strided({d.tokens, D}, {D, 1}, d.routed_rows * D) : own;
+  if (ready.defined())
+    copy_into(out, ready);
+  else
+    float_to_bfloat16(x.data<float>(), out.data<bfloat16>(), d.tokens * D);
+  return out.data<bfloat16>();
 }
 
 // The expert's input rows as expert_rows gives them, and under bf16 their rounded copy in `rounded`,
@@ -262,7 +275,7 @@ Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
   Tensor x_rounded;
   const bfloat16* pxt = nullptr;
   if constexpr (std::is_same_v<T, float>)
-    if (d.bf16) pxt = round_tokens(d, px, saved.rows_bf16, x_rounded, D);
+    if (d.bf16) pxt = round_tokens(d, saved.x, saved.rows_bf16, x_rounded, D);
   parallel_tasks(static_cast<int64_t>(d.experts.size()), d.work(D), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     T *g = pg + e.activations, *u = pu + e.activations, *h = ph ? ph + e.activations : nullptr;
@@ -273,7 +286,7 @@ Tensor experts_forward(const ExpertDispatch& d, ExpertsSaved& saved) {
     const Operand<T> x_rows{xe, xb, D};
     product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.gate.data<T>(), rounded(e.gate_bf16), D}, T(0), g, e.width);
     product<T>(false, true, e.rows, e.width, D, T(1), x_rows, {e.up.data<T>(), rounded(e.up_bf16), D}, T(0), u, e.width);
-    write_rounded<T, 1>(e.rows * e.width, {{{h, hb}}}, [&](const std::array<T*, 1>& out, int64_t begin, int64_t m) {
+    write_rounded<T, 1>(e.rows * e.width, 1, {{{h, hb}}}, [&](const std::array<T*, 1>& out, int64_t begin, int64_t m) {
       swiglu_forward(g + begin, u + begin, out[0], m);
     });
     product<T>(false, true, e.rows, D, e.width, T(1), {h, hb, e.width}, {e.down.data<T>(), rounded(e.down_bf16), e.width},
@@ -333,7 +346,7 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
   Tensor dy_rounded;
   const bfloat16* pdyt = nullptr;
   if constexpr (std::is_same_v<T, float>)
-    if (d.bf16) pdyt = round_tokens(d, pdy, dy_bf16, dy_rounded, D);
+    if (d.bf16) pdyt = round_tokens(d, dy, dy_bf16, dy_rounded, D);
   parallel_tasks(static_cast<int64_t>(d.experts.size()), 2 * d.work(D), [&](int64_t i) {
     const ExpertDispatch::Expert& e = d.experts[static_cast<size_t>(i)];
     const int64_t n = e.rows, I = e.width, at = e.activations;
@@ -348,23 +361,23 @@ std::vector<Tensor> experts_backward(const ExpertDispatch& d, const ExpertsSaved
     product<T>(false, false, n, I, D, T(1), dy_rows, {e.down.data<T>(), rounded(e.down_bf16), I}, T(0), dh, I);
     // Row by row, while its g, u and dh' are in L1: (dg, du) from dh = w dh', h again from the same
     // sigmoid, dw_r = dh'.h and w h.
-    auto at_row = [I](auto* p, int64_t r) { return p ? p + r * I : nullptr; };
-    for (int64_t r = 0; r < n; ++r) {
-      const int64_t slot = e.routed ? d.slot[static_cast<size_t>(e.first + r)] : -1;
-      const T w = e.routed ? pw[slot] : T(1);
-      const T *gr = g + r * I, *ur = u + r * I, *dhr = dh + r * I;
-      double dot = 0;
-      const std::array<Output<T>, 3> outputs = {
-          {{at_row(dg, r), at_row(dgb, r)}, {at_row(du, r), at_row(dub, r)}, {at_row(hw, r), at_row(hwb, r)}}};
-      write_rounded<T, 3>(I, outputs, [&](const std::array<T*, 3>& out, int64_t begin, int64_t m) {
-        swiglu_backward(gr + begin, ur + begin, dhr + begin, w, out[0], out[1], out[2], m);
-        if (!e.routed) return;  // the shared expert: w = 1, and no gate weight to differentiate
-        if (need_w)
-          for (int64_t c = 0; c < m; ++c) dot += static_cast<double>(dhr[begin + c]) * out[2][c];
-        for (int64_t c = 0; c < m; ++c) out[2][c] *= w;
-      });
-      if (e.routed && need_w) dw.data<T>()[slot] = static_cast<T>(dot);
-    }
+    const std::array<Output<T>, 3> outputs = {{{dg, dgb}, {du, dub}, {hw, hwb}}};
+    write_rounded<T, 3>(n * I, I, outputs, [&](const std::array<T*, 3>& out, int64_t begin, int64_t m) {
+      for (int64_t r = begin / I, c0 = 0; c0 < m; ++r, c0 += I) {
+        const int64_t slot = e.routed ? d.slot[static_cast<size_t>(e.first + r)] : -1;
+        const T w = e.routed ? pw[slot] : T(1);
+        const T *gr = g + r * I, *ur = u + r * I, *dhr = dh + r * I;
+        T *dgr = out[0] + c0, *dur = out[1] + c0, *hwr = out[2] + c0;
+        swiglu_backward(gr, ur, dhr, w, dgr, dur, hwr, I);
+        if (!e.routed) continue;  // the shared expert: w = 1, and no gate weight to differentiate
+        if (need_w) {
+          double dot = 0;
+          for (int64_t c = 0; c < I; ++c) dot += static_cast<double>(dhr[c]) * hwr[c];
+          dw.data<T>()[slot] = static_cast<T>(dot);
+        }
+        for (int64_t c = 0; c < I; ++c) hwr[c] *= w;
+      }
+    });
     const Tensor* expert_grads = grads.data() + 2 + 3 * i;
     if (expert_grads[2].defined())
       product<T>(true, false, D, I, n, T(1), dy_rows, {hw, hwb, I}, T(0), expert_grads[2].data<T>(), I);

@@ -5,10 +5,12 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <memory>
 
 #include "gemm_bf16.hpp"
 #include "matmul_precision.hpp"
 #include "parallel.hpp"
+#include "storage.hpp"
 #include "strided.hpp"
 
 namespace latent {
@@ -163,9 +165,30 @@ void gemm_bf16_blocks(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
                });
 }
 
+bfloat16* rounded_copy(const Tensor& t) {
+  const size_t elements = t.storage()->nbytes() / sizeof(float);
+  if (elements == 0 || t.dtype() != kFloat32 || t.offset() != 0 || t.numel() != static_cast<int64_t>(elements) || !fills_its_span(t))
+    return nullptr;
+  auto copy = std::make_shared<Storage>(elements * sizeof(bfloat16));
+  t.storage()->attach_rounded(copy);
+  return static_cast<bfloat16*>(copy->data());
+}
+
+Tensor rounded_view(const Tensor& t) {
+  if (t.dtype() != kFloat32) return Tensor();
+  std::shared_ptr<Storage> copy = t.storage()->rounded();
+  if (!copy) return Tensor();
+  auto view = std::make_shared<TensorImpl>();
+  view->storage = std::move(copy);
+  view->shape = t.shape(), view->strides = t.strides(), view->offset = t.offset();
+  view->dtype = kBFloat16;
+  return Tensor(std::move(view));
+}
+
 Tensor to_bf16_operand(const Tensor& t) {
   if (t.dtype() == kBFloat16) return t;
   if (t.dtype() != kFloat32) fail("to_bf16_operand: expected a float32 tensor, got {}", dtype_name(t.dtype()));
+  if (Tensor view = rounded_view(t); view.defined()) return view;
   if (!fills_its_span(t)) return cast_copy(t, kBFloat16);
   const Tensor flat = Tensor::empty({t.numel()}, kBFloat16);
   float_to_bfloat16(t.data<float>(), flat.data<bfloat16>(), t.numel());

@@ -38,8 +38,19 @@ void round_to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, bfl
 
 // t rounded to bfloat16, in t's own layout when t fills its memory exactly (contiguous, or a
 // transpose or permutation of a contiguous tensor: rounded as one flat array), else as a contiguous
-// copy. A bfloat16 t is returned as it is.
+// copy. A bfloat16 t is returned as it is, a t with a current rounded copy (below) as a view of it.
 Tensor to_bf16_operand(const Tensor& t);
+
+// For an op about to write a new float32 tensor t that GEMMs will read at bfloat16 (a norm's output,
+// read by linear layers): where to write t's elements rounded (the bits of Tensor::to(kBFloat16)), one
+// for each element of t's storage, in the same pass that writes t, while each value is in cache. The
+// caller must write them all before t is read: to_bf16_operand then returns them instead of reading t
+// again, until an in-place write bumps t's version. Null (round nothing) unless t is float32 and spans
+// its storage.
+bfloat16* rounded_copy(const Tensor& t);
+
+// t's rounded copy, as a bfloat16 view with t's shape, strides and offset; undefined if it has none.
+Tensor rounded_view(const Tensor& t);
 
 // C[M,N] = alpha op(A) op(B) + beta C with bfloat16 A and B and float32 C, cut across the pool into
 // the blocks gemm uses (gemm_bf16 in gemm_bf16.hpp runs the same product on the calling thread).

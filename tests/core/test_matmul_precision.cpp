@@ -247,6 +247,28 @@ TEST_CASE("a bf16 matmul operand given already rounded, transposed or not, gives
   require_bf16_product(matmul_kernel(rounded_at, b), reference_of_bf16(a, b), 90);
 }
 
+TEST_CASE("under bf16 a norm rounds its output as it writes it, and the copy goes stale with an in-place write",
+          "[matmul_precision]") {
+  const Tensor x = randn32({6, 40}, 41), w = randn32({40}, 42);
+  CHECK_FALSE(rounded_view(rms_norm(x, w, 1e-6)).defined());  // kHighest: nothing is rounded
+  if (!bf16_available()) return;
+  MatmulPrecisionGuard guard(MatmulPrecision::kBFloat16);
+  Tensor y = rms_norm(x, w, 1e-6);
+  const Tensor copy = rounded_view(y);
+  REQUIRE(copy.defined());
+  CHECK(copy.to_vector<float>() == y.to(kBFloat16).to_vector<float>());  // the bits of rounding y
+  CHECK(to_bf16_operand(y).storage() == copy.storage());  // what a linear layer reads: not rounded again
+  const Tensor columns = narrow(y.t(), 0, 3, 2);  // any view of y reads the copy in its own layout
+  CHECK(rounded_view(columns).to_vector<float>() == columns.to(kBFloat16).to_vector<float>());
+  CHECK(linear(y, x, Tensor()).to_vector<float>() == linear(y.to(kFloat64).to(kFloat32), x, Tensor()).to_vector<float>());
+  y.fill_(0.5);  // an in-place write bumps the version: the copy is stale, y is rounded afresh
+  CHECK_FALSE(rounded_view(y).defined());
+  CHECK(to_bf16_operand(y).to_vector<float>() == std::vector<float>(240, 0.5f));
+  // Nothing to attach to: float64, or a view that does not span its storage.
+  CHECK(rounded_copy(randn64({4, 4}, 43)) == nullptr);
+  CHECK(rounded_copy(narrow(randn32({4, 4}, 44), 0, 1, 2)) == nullptr);
+}
+
 // oneDNN runs on its own OpenMP runtime; each pool thread sets its team to one (core/gemm_bf16.cpp).
 // Were it not, every bf16 GEMM called from a pool task would start an OpenMP team of one thread per
 // core: new threads beside the pool, two pools fighting for the cores.
