@@ -157,9 +157,11 @@ void exp_shifted(T* x, int64_t n, T shift) {
 // query position (decoding), all the query heads of a kv group as rows, so that a shared kv head
 // (grouped-query attention, MLA's absorbed cache) is read once per group instead of once per head.
 // q, k, v are float32/float64, or under kBFloat16 their rounded copies; out and lse are float32/float64.
+// out_rounded, when given, is out's rounded copy (core/gemm.hpp, rounded_copy): each task rounds its
+// rows when they are final, for the output projection that reads them.
 template <class T>
 void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                       const Tensor& lse) {
+                       const Tensor& lse, bfloat16* out_rounded) {
   const Heads<T> O = heads_of<T>(out);
   T* lse_data = lse.data<T>();
   const bool bf16 = q.dtype() == kBFloat16;
@@ -207,6 +209,8 @@ void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, cons
       for (T *o = o_rows + r * o_ld, *end = o + g.Dv; o != end; ++o) *o *= inverse;
       lse_data[(b * g.H + h) * g.T + r] = row_max[r] + std::log(row_sum[r]);
     }
+    if constexpr (std::is_same_v<T, float>)
+      if (out_rounded) float_to_bfloat16_rows_here(o_rows, rows, g.Dv, o_ld, out_rounded + (o_rows - O.data), o_ld);
   });
 }
 
@@ -348,8 +352,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const Tensor qc = operand(q), kc = operand(k), vc = operand(v);
   const Tensor out = empty_heads(g.B, g.H, g.T, g.Dv, is_sequence_major(qc), q.dtype());
   const Tensor lse = Tensor::empty({g.B, g.H, g.T}, q.dtype());
+  bfloat16* out_rounded = bf16 ? rounded_copy(out) : nullptr;
   dispatch_floating(q.dtype(), "scaled_dot_product_attention",
-                    [&]<class T>() { attention_forward<T>(g, qc, kc, vc, out, lse); });
+                    [&]<class T>() { attention_forward<T>(g, qc, kc, vc, out, lse, out_rounded); });
 
   const bool need_dq = q.requires_grad(), need_dk = k.requires_grad(), need_dv = v.requires_grad();
   return autograd::record(

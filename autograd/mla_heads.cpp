@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "../core/gemm.hpp"
+#include "../core/matmul_precision.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "node.hpp"
@@ -39,6 +41,23 @@ void check_inputs(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const T
            dtype_name(q.dtype()), rope / 2, q.size(1), dtype_name(table->dtype()), shape_str(table->shape()));
 }
 
+// Under kBFloat16 the heads' readers are GEMMs (attention's products; backward, the q and kv
+// projections' weight and input gradients): where to write t's elements rounded as they are written,
+// a chunk of positions at a time while it is in cache (core/gemm.hpp, rounded_copy). Null otherwise.
+template <class T>
+bfloat16* rounded_for_gemms(const Tensor& t) {
+  if constexpr (std::is_same_v<T, float>)
+    if (get_matmul_precision() == MatmulPrecision::kBFloat16) return rounded_copy(t);
+  return nullptr;
+}
+
+// Rounds elements [begin, end) of `values` into `rounded`, when given.
+template <class T>
+void round_range(const T* values, bfloat16* rounded, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>)
+    if (rounded) float_to_bfloat16_here(values + begin, rounded + begin, end - begin);
+}
+
 }  // namespace
 
 // One pass each way. Backward: dq = [dquery_nope, rope^-1(dquery_pe)], dkv = [dkey_nope, dvalue] and
@@ -57,6 +76,7 @@ MlaHeads mla_heads(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const 
     Tensor query = Tensor::empty({B, L, H, D}, dtype), key = Tensor::empty({B, L, H, D}, dtype);
     const T *pq = qc.data<T>(), *pkv = kvc.data<T>(), *ppe = pe.data<T>(), *pc = cos.data<T>(), *ps = sin.data<T>();
     T *pquery = query.data<T>(), *pkey = key.data<T>();
+    bfloat16 *query_rounded = rounded_for_gemms<T>(query), *key_rounded = rounded_for_gemms<T>(key);
     parallel_for(B * L, 64, [&](int64_t begin, int64_t end) {
       std::vector<T> rotated(static_cast<size_t>(2 * half));  // the shared k_pe, rotated once per position
       T* k_rot = rotated.data();
@@ -73,6 +93,8 @@ MlaHeads mla_heads(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const 
           std::copy_n(k_rot, 2 * half, key_h + nope);
         }
       }
+      round_range(pquery, query_rounded, begin * H * D, end * H * D);
+      round_range(pkey, key_rounded, begin * H * D, end * H * D);
     });
     const Tensor value = kvc.as_strided({B, L, H, V}, {L * H * (nope + V), H * (nope + V), nope + V, 1}, nope);
     std::vector<Tensor> outs = autograd::record_multi(
@@ -89,6 +111,7 @@ MlaHeads mla_heads(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const 
           const T* pdkey = dkey.defined() ? dkey.data<T>() : nullptr;
           const T* pdvalue = dvalue.defined() ? dvalue.data<T>() : nullptr;
           T *pdq = dq.data<T>(), *pdkv = dkv.data<T>(), *pdpe = dpe.data<T>();
+          bfloat16 *dq_rounded = rounded_for_gemms<T>(dq), *dkv_rounded = rounded_for_gemms<T>(dkv);
           parallel_for(B * L, 64, [&](int64_t begin, int64_t end) {
             std::vector<T> pe_sum(static_cast<size_t>(2 * half));
             for (int64_t bt = begin; bt < end; ++bt) {
@@ -117,6 +140,8 @@ MlaHeads mla_heads(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const 
               }
               rotate_pairs(pe_sum.data(), pdpe + bt * 2 * half, c, s, half, true);
             }
+            round_range(pdq, dq_rounded, begin * H * D, end * H * D);
+            round_range(pdkv, dkv_rounded, begin * H * (nope + V), end * H * (nope + V));
           });
           return {dq, dkv, dpe};
         });

@@ -41,6 +41,11 @@ LATENT_AVX512_BF16_TARGET void narrow_avx512(const float* src, bfloat16* dst, in
   }
 }
 
+LATENT_AVX512_BF16_TARGET void narrow_rows_avx512(const float* src, int64_t rows, int64_t cols, int64_t ld,
+                                                  bfloat16* dst, int64_t dst_ld) {
+  for (int64_t r = 0; r < rows; ++r) narrow_avx512(src + r * ld, dst + r * dst_ld, cols);
+}
+
 bool detect_avx512_bf16() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
@@ -76,6 +81,14 @@ bool float_to_bfloat16_avx512(const float* src, bfloat16* dst, int64_t n) {
 
 void float_to_bfloat16_here(const float* src, bfloat16* dst, int64_t n) {
   if (!float_to_bfloat16_avx512(src, dst, n)) float_to_bfloat16_portable(src, dst, n);
+}
+
+void float_to_bfloat16_rows_here(const float* src, int64_t rows, int64_t cols, int64_t ld, bfloat16* dst,
+                                 int64_t dst_ld) {
+#ifdef LATENT_HAVE_AVX512_BF16_KERNEL
+  if (cpu_has_avx512_bf16()) return narrow_rows_avx512(src, rows, cols, ld, dst, dst_ld);
+#endif
+  for (int64_t r = 0; r < rows; ++r) float_to_bfloat16_portable(src + r * ld, dst + r * dst_ld, cols);
 }
 
 void float_to_bfloat16(const float* src, bfloat16* dst, int64_t n) {

@@ -32,6 +32,10 @@ void bfloat16_to_float(const bfloat16* src, float* dst, int64_t n);
 // Narrowing on the calling thread, by the fastest of the two paths below the CPU allows: for code
 // that is already split across the pool (a GEMM operand's rows, a strided copy's rows).
 void float_to_bfloat16_here(const float* src, bfloat16* dst, int64_t n);
+// The same for `rows` rows of `cols` elements, ld apart in src and dst_ld apart in dst: one call for
+// many short rows (an attention head's 32 or 48 values), where a call per row cost more than its rounding.
+void float_to_bfloat16_rows_here(const float* src, int64_t rows, int64_t cols, int64_t ld, bfloat16* dst,
+                                 int64_t dst_ld);
 
 // The two narrowing paths on the calling thread, for tests that compare them: the vectorised one
 // returns false (and writes nothing) when the CPU or the build lacks AVX-512 BF16.

@@ -136,6 +136,29 @@ bool fills_its_span(const Tensor& t) {
   return true;
 }
 
+// Whether t is rows of `cols` contiguous elements whose starts are ld >= cols apart in some order of
+// its other dims (attention's v: a [B, H, T, V] view of [B, T, H, nope + V] values), as rows x cols
+// at row r * ld; and its strides for the same layout with the gaps closed (ld -> cols).
+bool rows_with_gaps(const Tensor& t, int64_t& rows, int64_t& cols, int64_t& ld, Shape& packed_strides) {
+  if (t.dim() < 2 || t.stride(-1) != 1 || t.numel() == 0) return false;
+  cols = t.size(-1), rows = t.numel() / cols, ld = 0;
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the other dims that count
+  for (int64_t d = 0; d + 1 < t.dim(); ++d)
+    if (t.size(d) > 1) dims.emplace_back(t.stride(d), t.size(d));
+  if (dims.empty()) return false;
+  std::sort(dims.begin(), dims.end());
+  ld = dims.front().first;
+  if (ld < cols) return false;
+  int64_t expected = ld;
+  for (const auto& [stride, size] : dims) {
+    if (stride != expected) return false;
+    expected *= size;
+  }
+  packed_strides = t.strides();
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) packed_strides[static_cast<size_t>(d)] = t.stride(d) / ld * cols;
+  return true;
+}
+
 // float32 GEMM at bfloat16 precision; `on_pool` splits the conversion and the product across the pool.
 void gemm_at_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, bool on_pool) {
@@ -153,7 +176,7 @@ void gemm_at_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 
 void round_to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, bfloat16* dst) {
   if (ld == cols && rows > 0) cols *= rows, rows = 1;  // packed already: one flat array
-  for (int64_t r = 0; r < rows; ++r) float_to_bfloat16_here(src + r * ld, dst + r * cols, cols);
+  float_to_bfloat16_rows_here(src, rows, cols, ld, dst, cols);
 }
 
 void gemm_bf16_blocks(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A, int64_t lda,
@@ -189,6 +212,17 @@ Tensor to_bf16_operand(const Tensor& t) {
   if (t.dtype() == kBFloat16) return t;
   if (t.dtype() != kFloat32) fail("to_bf16_operand: expected a float32 tensor, got {}", dtype_name(t.dtype()));
   if (Tensor view = rounded_view(t); view.defined()) return view;
+  int64_t rows = 0, cols = 0, ld = 0;
+  Shape packed_strides;
+  if (!fills_its_span(t) && rows_with_gaps(t, rows, cols, ld, packed_strides)) {
+    const Tensor packed = Tensor::empty({rows * cols}, kBFloat16);
+    const float* src = t.data<float>();
+    bfloat16* dst = packed.data<bfloat16>();
+    parallel_for(rows, std::max<int64_t>(1, (1 << 16) / cols), [&](int64_t b, int64_t e) {
+      float_to_bfloat16_rows_here(src + b * ld, e - b, cols, ld, dst + b * cols, cols);
+    });
+    return packed.as_strided(t.shape(), packed_strides, 0);
+  }
   if (!fills_its_span(t)) return cast_copy(t, kBFloat16);
   const Tensor flat = Tensor::empty({t.numel()}, kBFloat16);
   float_to_bfloat16(t.data<float>(), flat.data<bfloat16>(), t.numel());

@@ -37,8 +37,9 @@ void matmul_into(const Tensor& a, const Tensor& b, const Tensor& out);
 void round_to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, bfloat16* dst);
 
 // t rounded to bfloat16, in t's own layout when t fills its memory exactly (contiguous, or a
-// transpose or permutation of a contiguous tensor: rounded as one flat array), else as a contiguous
-// copy. A bfloat16 t is returned as it is, a t with a current rounded copy (below) as a view of it.
+// transpose or permutation of a contiguous tensor: rounded as one flat array) or is rows with gaps
+// between them (a slice of each row: the same layout, gaps closed), else as a contiguous copy. A
+// bfloat16 t is returned as it is, a t with a current rounded copy (below) as a view of it.
 Tensor to_bf16_operand(const Tensor& t);
 
 // For an op about to write a new float32 tensor t that GEMMs will read at bfloat16 (a norm's output,

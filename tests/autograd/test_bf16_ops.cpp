@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "../helpers.hpp"
+#include "core/gemm.hpp"
 
 using namespace latent;
 using latent::testing::bf16_available;
@@ -194,4 +195,41 @@ TEST_CASE("fused attention at bf16: output and the q, k, v gradients move by a b
     CHECK(fp32_to_f64 < 1e-5);
     CHECK(bitwise_equal(f64_bf16[i], f64[i]));
   }
+}
+
+// Ops whose float32 outputs bf16 GEMMs read round them as they write them (core/gemm.hpp,
+// rounded_copy): the copy must hold the bits of rounding the output, or every product after them
+// would read other operands than at float32 precision rounded.
+TEST_CASE("under bf16, mla_heads' heads and gradients and attention's output come with their rounded copies",
+          "[bf16][attention]") {
+  const auto holds_its_rounding = [](const Tensor& t) {
+    const Tensor copy = rounded_view(t);
+    return copy.defined() && bitwise_equal(copy, t.to(kBFloat16));
+  };
+  const int64_t B = 2, L = 70, H = 3, nope = 8, rope = 4, V = 6;
+  std::vector<float> c, s;
+  for (int64_t p = 0; p < L; ++p)
+    for (int64_t i = 0; i < rope / 2; ++i) c.push_back(std::cos(0.3f * p * (i + 1))), s.push_back(std::sin(0.3f * p * (i + 1)));
+  const Tensor cos = from_vector(c, {L, rope / 2}), sin = from_vector(s, {L, rope / 2});
+  const Tensor q = randn32({B, L, H, nope + rope}, 51), kv = randn32({B, L, H, nope + V}, 52), k_pe = randn32({B, L, rope}, 53);
+  const MlaHeads fp32 = mla_heads(q, kv, k_pe, cos, sin, nope);
+  CHECK_FALSE(rounded_view(fp32.query).defined());  // kHighest: nothing is rounded
+  if (!bf16_available()) return;
+  MatmulPrecisionGuard at(MatmulPrecision::kBFloat16);
+  const MlaHeads heads = mla_heads(q, kv, k_pe, cos, sin, nope);
+  CHECK(holds_its_rounding(heads.query));
+  CHECK(holds_its_rounding(heads.key));
+  // v is a slice of each row of kv: rounded with the gaps closed, in its own order of dims.
+  const Tensor v_heads = permute(heads.value, {0, 2, 1, 3}), v_rounded = to_bf16_operand(v_heads);
+  CHECK(v_rounded.storage()->nbytes() == static_cast<size_t>(v_heads.numel()) * sizeof(bfloat16));
+  CHECK(bitwise_equal(v_rounded, v_heads.to(kBFloat16)));
+  const Tensor out = scaled_dot_product_attention(permute(heads.query, {0, 2, 1, 3}), permute(heads.key, {0, 2, 1, 3}),
+                                                  v_heads, true, 0.0);
+  CHECK(holds_its_rounding(out));
+  // Backward: the gradients of q and kv are what the q and kv projections' backward products read.
+  mla_heads(q, kv, k_pe, cos, sin, nope).query.backward(randn32({B, L, H, nope + rope}, 54).detach());
+  CHECK(holds_its_rounding(q.grad()));
+  kv.set_grad(Tensor());
+  mla_heads(q, kv, k_pe, cos, sin, nope).value.backward(randn32({B, L, H, V}, 55).detach());
+  CHECK(holds_its_rounding(kv.grad()));
 }

@@ -114,6 +114,21 @@ TEST_CASE("the vectorised conversion gives the portable path's bits", "[bfloat16
   }
 }
 
+TEST_CASE("rows rounded in one call: the bits of rounding each row, nothing written between rows", "[bfloat16]") {
+  std::mt19937 rng(7);
+  const int64_t rows = 9, cols = 37, ld = 45, dst_ld = 40;
+  std::vector<float> src(static_cast<size_t>(rows * ld));
+  for (float& v : src) v = std::bit_cast<float>(static_cast<uint32_t>(rng()) & 0xBFFFFFFFu);  // finite and NaN-free mostly
+  std::vector<bfloat16> out(static_cast<size_t>(rows * dst_ld), bfloat16{0xABCD});
+  float_to_bfloat16_rows_here(src.data(), rows, cols, ld, out.data(), dst_ld);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < dst_ld; ++c) {
+      INFO("row " << r << ", column " << c);
+      const size_t at = static_cast<size_t>(r * dst_ld + c);
+      REQUIRE(out[at].bits == (c < cols ? to_bfloat16(src[static_cast<size_t>(r * ld + c)]).bits : 0xABCD));
+    }
+}
+
 TEST_CASE("bfloat16 tensors: to(), from float64, printing, factories, to_vector", "[bfloat16]") {
   const Tensor x = from_vector<float>({1.0f, 1.0f + 0x1p-8f, -3.5f, 1e-3f}, {2, 2});
   const Tensor b = x.to(kBFloat16);
