@@ -107,6 +107,27 @@ TEST_CASE("a leaf used several times gets the summed gradient", "[engine]") {
   require_close(w.grad(), {96, -192});
 }
 
+// The engine sums a node input's gradients into the first one's memory when nothing else sees it
+// (autograd/engine.cpp, accumulate): a gradient that a backward also keeps, or returns for two inputs,
+// must come through the sum unchanged.
+TEST_CASE("summing gradients never writes into a gradient someone else holds", "[engine]") {
+  const Tensor x = from_vector<double>({1, 2, 3}).requires_grad_();
+  const Tensor held = from_vector<double>({10, 20, 30});
+  const Tensor other = x * 4.0;
+  // kept(x) = x, whose backward returns `held` (kept by the test) whatever the incoming gradient. Made
+  // after `other`, its node runs first (newest first): `held` is the first gradient x's sum sees.
+  const Tensor kept = autograd::record("kept", x.detach().clone(), {x}, [held](const Tensor&) -> std::vector<Tensor> {
+    return {held};
+  });
+  sum(kept * 2.0 + kept * 3.0 + other).backward();
+  require_close(held, {10, 20, 30});
+  require_close(x.grad(), {14, 24, 34});  // held + 4
+  // add's backward hands one gradient to both of its inputs: here the same tensor, twice.
+  const Tensor y = from_vector<double>({1, -1}).requires_grad_();
+  sum((y + y) * 5.0 + y).backward();
+  require_close(y.grad(), {11, 11});
+}
+
 TEST_CASE("NoGradGuard nests and restores the previous mode", "[engine]") {
   const Tensor x = from_vector<double>({1, 2}).requires_grad_();
   CHECK(GradMode::is_enabled());
