@@ -4,7 +4,6 @@
 #include <unordered_map>
 
 #include "../core/factory.hpp"
-#include "../core/parallel.hpp"
 #include "anomaly.hpp"
 #include "grad_mode.hpp"
 #include "node.hpp"
@@ -37,34 +36,20 @@ std::unordered_map<Node*, int> count_dependencies(const std::vector<Node*>& root
   return dependencies;
 }
 
-// slot[i] += g[i] for same-shaped contiguous float tensors: the bits of add(slot, g).
-void add_into(const Tensor& slot, const Tensor& g) {
-  dispatch_floating(slot.dtype(), "backward", [&]<class T>() {
-    T* out = slot.data<T>();
-    const T* in = g.data<T>();
-    parallel_for(slot.numel(), 1 << 15, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) out[i] += in[i];
-    });
-  });
-}
-
-// A node input's gradient, summed over the nodes that use it. The sum goes into the first gradient's
-// memory when nothing else sees that memory (one handle, no other tensor over its storage: a gradient
-// fresh from one node's backward, not one a node returned for two inputs or keeps): the gradient of
-// a residual stream, a sum of several per layer, then takes no new tensor per sum.
+// A node input's gradient, summed over the nodes that use it: into the first gradient's memory when
+// nothing else sees it, so that a residual stream's gradient, a sum of several per layer, takes no new
+// tensor per sum.
 void accumulate(Tensor& slot, Tensor g) {
   if (!slot.defined()) {
     slot = std::move(g);
     return;
   }
   const bool floating = slot.dtype() == kFloat32 || slot.dtype() == kFloat64;
-  if (floating && slot.use_count() == 1 && slot.storage().use_count() == 1 && slot.dtype() == g.dtype() &&
-      slot.shape() == g.shape() && slot.is_contiguous() && g.is_contiguous() && !slot.shares_storage(g)) {
-    add_into(slot, g);
-    slot.bump_version();  // a rounded copy attached to the storage (core/gemm.hpp) is stale now
-    return;
-  }
-  slot = add(slot, g);
+  if (floating && owns_its_memory(slot) && slot.dtype() == g.dtype() && slot.shape() == g.shape() &&
+      !slot.shares_storage(g))
+    add_in_place(slot, g);
+  else
+    slot = add(slot, g);
 }
 
 }  // namespace

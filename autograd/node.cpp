@@ -117,6 +117,22 @@ void LambdaNode::release_saved() {
   release_iteratively(std::move(fn));
 }
 
+bool owns_its_memory(const Tensor& t) {
+  return t.impl_ptr().use_count() == 1 && t.storage().use_count() == 1 && t.is_contiguous();
+}
+
+void add_in_place(const Tensor& dst, const Tensor& src) {
+  const Tensor sc = contiguous_copy(src);
+  dispatch_floating(dst.dtype(), "add_in_place", [&]<class T>() {
+    T* out = dst.data<T>();
+    const T* in = sc.data<T>();
+    parallel_for(dst.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) out[i] += in[i];
+    });
+  });
+  dst.bump_version();
+}
+
 std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
   Tensor g = std::move(grad_outputs.at(0));
   if (!g.defined()) return {};
@@ -128,18 +144,10 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
   if (!existing.defined()) {
     // The leaf must own its gradient: a gradient shared with another tensor or a view could be
     // changed behind its back by in-place updates (zero_grad, clipping).
-    const bool exclusive = g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && g.is_contiguous();
-    variable.set_grad(exclusive ? g : cast_copy(g, g.dtype()));
+    variable.set_grad(owns_its_memory(g) ? g : cast_copy(g, g.dtype()));
   } else if (existing.is_contiguous() && existing.dtype() == g.dtype()) {
     // In place: accumulating over micro-batches allocates nothing beyond a contiguous copy of g.
-    const Tensor gc = contiguous_copy(g);
-    dispatch_floating(g.dtype(), "AccumulateGrad", [&]<class T>() {
-      T* dst = existing.data<T>();
-      const T* src = gc.data<T>();
-      parallel_for(existing.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) dst[i] += src[i];
-      });
-    });
+    add_in_place(existing, contiguous_copy(g));
   } else {
     existing.copy_(add(existing, g));
   }

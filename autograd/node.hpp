@@ -112,6 +112,14 @@ void release_iteratively(std::vector<Tensor>&& tensors);
 // A readable C++ type name ("ScaledTanh", not "10ScaledTanh"), for node names in error messages.
 std::string type_name(const std::type_info& type);
 
+// Whether a gradient's memory is seen through t alone (one handle on it, no other tensor over its
+// storage) and contiguous: a gradient fresh from one node's backward, not one a node returned for two
+// inputs or keeps. Such a gradient can become a leaf's own, or take a sum in place.
+bool owns_its_memory(const Tensor& t);
+// dst[i] += src[i] for tensors of one shape and float dtype, dst contiguous: the bits of add(dst, src).
+// An in-place write, so dst's version is bumped (a rounded copy attached to it, core/gemm.hpp, goes stale).
+void add_in_place(const Tensor& dst, const Tensor& src);
+
 // The edge a gradient for `t` must flow into (null node when t needs no gradient).
 Edge gradient_edge(const Tensor& t);
 // True when grad mode is on and any of `inputs` requires grad.

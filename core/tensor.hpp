@@ -49,7 +49,6 @@ class Tensor {
   int64_t stride(int64_t d) const;
   bool is_contiguous() const;
   bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
-  long use_count() const { return impl_.use_count(); }  // handles on this tensor (its views are others)
   bool shares_storage(const Tensor& other) const;
 
   // Typed access to the first element (storage + offset). T must match dtype().

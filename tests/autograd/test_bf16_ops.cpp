@@ -229,6 +229,11 @@ TEST_CASE("under bf16, mla_heads' heads and gradients and attention's output com
   // Backward: the gradients of q and kv are what the q and kv projections' backward products read.
   mla_heads(q, kv, k_pe, cos, sin, nope).query.backward(randn32({B, L, H, nope + rope}, 54).detach());
   CHECK(holds_its_rounding(q.grad()));
+  // A second backward sums into q's gradient in place (autograd/node.cpp, add_in_place): the copy goes
+  // stale, and a product then rounds the sum, not the first gradient.
+  mla_heads(q, kv, k_pe, cos, sin, nope).query.backward(randn32({B, L, H, nope + rope}, 56).detach());
+  CHECK_FALSE(rounded_view(q.grad()).defined());
+  CHECK(bitwise_equal(to_bf16_operand(q.grad()), q.grad().to(kBFloat16)));
   kv.set_grad(Tensor());
   mla_heads(q, kv, k_pe, cos, sin, nope).value.backward(randn32({B, L, H, V}, 55).detach());
   CHECK(holds_its_rounding(kv.grad()));
