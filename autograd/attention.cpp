@@ -352,7 +352,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const Tensor qc = operand(q), kc = operand(k), vc = operand(v);
   const Tensor out = empty_heads(g.B, g.H, g.T, g.Dv, is_sequence_major(qc), q.dtype());
   const Tensor lse = Tensor::empty({g.B, g.H, g.T}, q.dtype());
-  bfloat16* out_rounded = bf16 ? rounded_copy(out) : nullptr;
+  bfloat16* out_rounded = rounded_copy(out);
   dispatch_floating(q.dtype(), "scaled_dot_product_attention",
                     [&]<class T>() { attention_forward<T>(g, qc, kc, vc, out, lse, out_rounded); });
 

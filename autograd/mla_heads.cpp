@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "../core/gemm.hpp"
-#include "../core/matmul_precision.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "node.hpp"
@@ -41,17 +40,10 @@ void check_inputs(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const T
            dtype_name(q.dtype()), rope / 2, q.size(1), dtype_name(table->dtype()), shape_str(table->shape()));
 }
 
-// Under kBFloat16 the heads' readers are GEMMs (attention's products; backward, the q and kv
-// projections' weight and input gradients): where to write t's elements rounded as they are written,
-// a chunk of positions at a time while it is in cache (core/gemm.hpp, rounded_copy). Null otherwise.
-template <class T>
-bfloat16* rounded_for_gemms(const Tensor& t) {
-  if constexpr (std::is_same_v<T, float>)
-    if (get_matmul_precision() == MatmulPrecision::kBFloat16) return rounded_copy(t);
-  return nullptr;
-}
-
-// Rounds elements [begin, end) of `values` into `rounded`, when given.
+// The heads' readers are GEMMs (attention's products; backward, the q and kv projections' weight and
+// input gradients): under kBFloat16 each is rounded as it is written, a chunk of positions at a time
+// while it is in cache (core/gemm.hpp, rounded_copy). Rounds elements [begin, end) of `values` into
+// `rounded`, when given.
 template <class T>
 void round_range(const T* values, bfloat16* rounded, int64_t begin, int64_t end) {
   if constexpr (std::is_same_v<T, float>)
@@ -76,7 +68,7 @@ MlaHeads mla_heads(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const 
     Tensor query = Tensor::empty({B, L, H, D}, dtype), key = Tensor::empty({B, L, H, D}, dtype);
     const T *pq = qc.data<T>(), *pkv = kvc.data<T>(), *ppe = pe.data<T>(), *pc = cos.data<T>(), *ps = sin.data<T>();
     T *pquery = query.data<T>(), *pkey = key.data<T>();
-    bfloat16 *query_rounded = rounded_for_gemms<T>(query), *key_rounded = rounded_for_gemms<T>(key);
+    bfloat16 *query_rounded = rounded_copy(query), *key_rounded = rounded_copy(key);
     parallel_for(B * L, 64, [&](int64_t begin, int64_t end) {
       std::vector<T> rotated(static_cast<size_t>(2 * half));  // the shared k_pe, rotated once per position
       T* k_rot = rotated.data();
@@ -111,7 +103,7 @@ MlaHeads mla_heads(const Tensor& q, const Tensor& kv, const Tensor& k_pe, const 
           const T* pdkey = dkey.defined() ? dkey.data<T>() : nullptr;
           const T* pdvalue = dvalue.defined() ? dvalue.data<T>() : nullptr;
           T *pdq = dq.data<T>(), *pdkv = dkv.data<T>(), *pdpe = dpe.data<T>();
-          bfloat16 *dq_rounded = rounded_for_gemms<T>(dq), *dkv_rounded = rounded_for_gemms<T>(dkv);
+          bfloat16 *dq_rounded = rounded_copy(dq), *dkv_rounded = rounded_copy(dkv);
           parallel_for(B * L, 64, [&](int64_t begin, int64_t end) {
             std::vector<T> pe_sum(static_cast<size_t>(2 * half));
             for (int64_t bt = begin; bt < end; ++bt) {

@@ -12,7 +12,6 @@
 #include "../core/elementwise.hpp"
 #include "../core/factory.hpp"
 #include "../core/gemm.hpp"
-#include "../core/matmul_precision.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "elementwise.hpp"
@@ -205,9 +204,7 @@ Tensor normalize_last_dim(const char* op, const Tensor& x, const Tensor& weight,
   Tensor rstd = recording ? Tensor::empty({rows.count}, x.dtype()) : Tensor();
   // Under kBFloat16 the output's readers are GEMMs (the linear layers after a norm): each row is
   // rounded as it is written, rather than each reader reading all of y again to round it.
-  bfloat16* rounded = nullptr;
-  if constexpr (std::is_same_v<T, float>)
-    if (get_matmul_precision() == MatmulPrecision::kBFloat16) rounded = rounded_copy(y);
+  bfloat16* const rounded = rounded_copy(y);
   {
     const T *px = xc.data<T>(), *pw = wc.data<T>();
     const T* pb = bc.defined() ? bc.data<T>() : nullptr;

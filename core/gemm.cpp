@@ -190,7 +190,7 @@ void gemm_bf16_blocks(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
 
 bfloat16* rounded_copy(const Tensor& t) {
   const size_t elements = t.storage()->nbytes() / sizeof(float);
-  if (elements == 0 || t.dtype() != kFloat32 || t.offset() != 0 || t.numel() != static_cast<int64_t>(elements) || !fills_its_span(t))
+  if (!bf16_precision() || elements == 0 || t.dtype() != kFloat32 || t.offset() != 0 || t.numel() != static_cast<int64_t>(elements) || !fills_its_span(t))
     return nullptr;
   auto copy = std::make_shared<Storage>(elements * sizeof(bfloat16));
   t.storage()->attach_rounded(copy);

@@ -42,12 +42,12 @@ void round_to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, bfl
 // bfloat16 t is returned as it is, a t with a current rounded copy (below) as a view of it.
 Tensor to_bf16_operand(const Tensor& t);
 
-// For an op about to write a new float32 tensor t that GEMMs will read at bfloat16 (a norm's output,
-// read by linear layers): where to write t's elements rounded (the bits of Tensor::to(kBFloat16)), one
-// for each element of t's storage, in the same pass that writes t, while each value is in cache. The
-// caller must write them all before t is read: to_bf16_operand then returns them instead of reading t
-// again, until an in-place write bumps t's version. Null (round nothing) unless t is float32 and spans
-// its storage.
+// For an op about to write a new float32 tensor t that GEMMs will read (a norm's output, read by
+// linear layers): under kBFloat16, where to write t's elements rounded (the bits of
+// Tensor::to(kBFloat16)), one for each element of t's storage, in the same pass that writes t, while
+// each value is in cache. The caller must write them all before t is read: to_bf16_operand then
+// returns them instead of reading t again, until an in-place write bumps t's version. Null (round
+// nothing) at another precision, or unless t is float32 and spans its storage.
 bfloat16* rounded_copy(const Tensor& t);
 
 // t's rounded copy, as a bfloat16 view with t's shape, strides and offset; undefined if it has none.

@@ -267,6 +267,8 @@ TEST_CASE("under bf16 a norm rounds its output as it writes it, and the copy goe
   // Nothing to attach to: float64, or a view that does not span its storage.
   CHECK(rounded_copy(randn64({4, 4}, 43)) == nullptr);
   CHECK(rounded_copy(narrow(randn32({4, 4}, 44), 0, 1, 2)) == nullptr);
+  MatmulPrecisionGuard highest(MatmulPrecision::kHighest);  // nor at another precision
+  CHECK(rounded_copy(randn32({4, 4}, 45)) == nullptr);
 }
 
 // oneDNN runs on its own OpenMP runtime; each pool thread sets its team to one (core/gemm_bf16.cpp).
