@@ -119,22 +119,24 @@ Bf16Matrix to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, boo
   return m;
 }
 
-// Whether t's elements occupy [offset, offset + numel) exactly once: a contiguous tensor, or a
-// transpose or permutation of one.
-bool fills_its_span(const Tensor& t) {
-  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the dims that count
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    if (t.size(d) == 0) return false;
-    if (t.size(d) > 1) dims.emplace_back(t.stride(d), t.size(d));
-  }
-  std::sort(dims.begin(), dims.end());
-  int64_t expected = 1;
-  for (const auto& [stride, size] : dims) {
+// Whether the dims [0, dims) of t of size > 1, in order of stride, step through memory as one
+// progression starting at `first`: each dim's stride is the previous one's times its size.
+bool strides_progress(const Tensor& t, int64_t dims, int64_t first) {
+  std::vector<std::pair<int64_t, int64_t>> counted;  // (stride, size)
+  for (int64_t d = 0; d < dims; ++d)
+    if (t.size(d) > 1) counted.emplace_back(t.stride(d), t.size(d));
+  std::sort(counted.begin(), counted.end());
+  int64_t expected = first;
+  for (const auto& [stride, size] : counted) {
     if (stride != expected) return false;
     expected *= size;
   }
   return true;
 }
+
+// Whether t's elements occupy [offset, offset + numel) exactly once: a contiguous tensor, or a
+// transpose or permutation of one.
+bool fills_its_span(const Tensor& t) { return t.numel() > 0 && strides_progress(t, t.dim(), 1); }
 
 // Whether t is rows of `cols` contiguous elements whose starts are ld >= cols apart in some order of
 // its other dims (attention's v: a [B, H, T, V] view of [B, T, H, nope + V] values), as rows x cols
@@ -142,18 +144,9 @@ bool fills_its_span(const Tensor& t) {
 bool rows_with_gaps(const Tensor& t, int64_t& rows, int64_t& cols, int64_t& ld, Shape& packed_strides) {
   if (t.dim() < 2 || t.stride(-1) != 1 || t.numel() == 0) return false;
   cols = t.size(-1), rows = t.numel() / cols, ld = 0;
-  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the other dims that count
-  for (int64_t d = 0; d + 1 < t.dim(); ++d)
-    if (t.size(d) > 1) dims.emplace_back(t.stride(d), t.size(d));
-  if (dims.empty()) return false;
-  std::sort(dims.begin(), dims.end());
-  ld = dims.front().first;
-  if (ld < cols) return false;
-  int64_t expected = ld;
-  for (const auto& [stride, size] : dims) {
-    if (stride != expected) return false;
-    expected *= size;
-  }
+  for (int64_t d = 0; d + 1 < t.dim(); ++d)  // the smallest stride among the other dims that count
+    if (t.size(d) > 1 && (ld == 0 || t.stride(d) < ld)) ld = t.stride(d);
+  if (ld < cols || !strides_progress(t, t.dim() - 1, ld)) return false;
   packed_strides = t.strides();
   for (int64_t d = 0; d + 1 < t.dim(); ++d) packed_strides[static_cast<size_t>(d)] = t.stride(d) / ld * cols;
   return true;
@@ -190,7 +183,8 @@ void gemm_bf16_blocks(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
 
 bfloat16* rounded_copy(const Tensor& t) {
   const size_t elements = t.storage()->nbytes() / sizeof(float);
-  if (!bf16_precision() || elements == 0 || t.dtype() != kFloat32 || t.offset() != 0 || t.numel() != static_cast<int64_t>(elements) || !fills_its_span(t))
+  if (!bf16_precision() || t.dtype() != kFloat32 || t.offset() != 0 ||
+      t.numel() != static_cast<int64_t>(elements) || !fills_its_span(t))
     return nullptr;
   auto copy = std::make_shared<Storage>(elements * sizeof(bfloat16));
   t.storage()->attach_rounded(copy);
@@ -212,9 +206,10 @@ Tensor to_bf16_operand(const Tensor& t) {
   if (t.dtype() == kBFloat16) return t;
   if (t.dtype() != kFloat32) fail("to_bf16_operand: expected a float32 tensor, got {}", dtype_name(t.dtype()));
   if (Tensor view = rounded_view(t); view.defined()) return view;
-  int64_t rows = 0, cols = 0, ld = 0;
-  Shape packed_strides;
-  if (!fills_its_span(t) && rows_with_gaps(t, rows, cols, ld, packed_strides)) {
+  if (!fills_its_span(t)) {
+    int64_t rows = 0, cols = 0, ld = 0;
+    Shape packed_strides;
+    if (!rows_with_gaps(t, rows, cols, ld, packed_strides)) return cast_copy(t, kBFloat16);
     const Tensor packed = Tensor::empty({rows * cols}, kBFloat16);
     const float* src = t.data<float>();
     bfloat16* dst = packed.data<bfloat16>();
@@ -223,7 +218,6 @@ Tensor to_bf16_operand(const Tensor& t) {
     });
     return packed.as_strided(t.shape(), packed_strides, 0);
   }
-  if (!fills_its_span(t)) return cast_copy(t, kBFloat16);
   const Tensor flat = Tensor::empty({t.numel()}, kBFloat16);
   float_to_bfloat16(t.data<float>(), flat.data<bfloat16>(), t.numel());
   return flat.as_strided(t.shape(), t.strides(), 0);
