@@ -147,7 +147,7 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
     variable.set_grad(owns_its_memory(g) ? g : cast_copy(g, g.dtype()));
   } else if (existing.is_contiguous() && existing.dtype() == g.dtype()) {
     // In place: accumulating over micro-batches allocates nothing beyond a contiguous copy of g.
-    add_in_place(existing, contiguous_copy(g));
+    add_in_place(existing, g);
   } else {
     existing.copy_(add(existing, g));
   }
