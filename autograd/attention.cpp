@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../core/gemm.hpp"
+#include "../core/gemm_bf16_small.hpp"
 #include "../core/matmul_precision.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
@@ -132,7 +133,7 @@ void block_product(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, c
                    T beta, T* C, int64_t ldc) {
   if constexpr (std::is_same_v<T, float>)
     if (A.rounded)
-      return gemm_bf16_blocks(ta, tb, M, N, K, alpha, A.rounded, A.rounded_ld, B.rounded, B.rounded_ld, beta, C, ldc);
+      return gemm_bf16_small(ta, tb, M, N, K, alpha, A.rounded, A.rounded_ld, B.rounded, B.rounded_ld, beta, C, ldc);
   gemm<T>(ta, tb, M, N, K, alpha, A.data, A.ld, B.data, B.ld, beta, C, ldc);
 }
 

@@ -1,0 +1,171 @@
+// vdpbf16ps multiplies two bfloat16 pairs per float32 lane and adds both products to the lane, so the
+// kernel wants, for each k pair, B's pairs of 16 consecutive columns in one vector, and A's pair of one
+// row broadcast to all lanes. B is copied into that layout first ("pair words": the two bfloat16 of
+// k = 2i and 2i + 1 side by side, as one 32-bit word); A is read in place when its rows are contiguous
+// in k (not transposed), else copied the same way. A register tile holds MR rows by NR vectors of 16
+// columns: MR * NR accumulators plus NR vectors of B stay within the 32 vector registers.
+#include "gemm_bf16_small.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "error.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+namespace latent {
+namespace {
+
+// Target attributes, as in bfloat16.cpp: built whatever the build machine, called after the run-time check.
+#define LATENT_AVX512_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+constexpr int64_t kColumns = 16;  // float32 lanes per vector
+constexpr int kMaxVectors = 4;    // NR: columns per panel, 64
+
+// An operand read as pair words: the word of row r (of C's rows, or of B's k pairs) and pair i is at
+// base + r * row_step + i * pair_step bytes. `half_last`: K is odd and the last pair's second bfloat16
+// lies past the row (A read in place), so only its first is read, widened with zero.
+struct PairWords {
+  const char* base;
+  int64_t row_step, pair_step;
+  bool half_last;
+};
+
+// B (or a transposed A) copied into pair words, [ceil(K/2)][cols_padded], zero past K and past cols.
+// From rows: the k of a pair are two rows of src ([K, cols], ld apart).
+void pack_row_pairs(int64_t K, int64_t cols, int64_t cols_padded, const bfloat16* src, int64_t ld, uint32_t* dst) {
+  for (int64_t i = 0; 2 * i < K; ++i) {
+    uint32_t* out = dst + i * cols_padded;
+    const bfloat16 *even = src + 2 * i * ld, *odd = even + ld;
+    if (2 * i + 1 < K)  // two loops, so that each vectorises
+      for (int64_t c = 0; c < cols; ++c) out[c] = even[c].bits | static_cast<uint32_t>(odd[c].bits) << 16;
+    else
+      for (int64_t c = 0; c < cols; ++c) out[c] = even[c].bits;
+    std::fill(out + cols, out + cols_padded, 0u);
+  }
+}
+
+// From columns: src is [cols, K] (B given transposed), so a pair is already a word of a row; each row
+// is read in order and its words are spread over the pairs.
+void pack_column_pairs(int64_t K, int64_t cols, int64_t cols_padded, const bfloat16* src, int64_t ld, uint32_t* dst) {
+  const int64_t whole = K / 2;
+  for (int64_t c = 0; c < cols; ++c) {
+    const bfloat16* row = src + c * ld;
+    for (int64_t i = 0; i < whole; ++i) std::memcpy(dst + i * cols_padded + c, row + 2 * i, sizeof(uint32_t));
+    if (K % 2) dst[whole * cols_padded + c] = row[K - 1].bits;
+  }
+  for (int64_t i = 0; 2 * i < K; ++i) std::fill(dst + i * cols_padded + cols, dst + (i + 1) * cols_padded, 0u);
+}
+
+// A's word at `at` in every lane; with `Half`, only its first bfloat16 (the second lies past the row).
+template <bool Half>
+LATENT_AVX512_BF16_TARGET inline __m512bh broadcast_pair(const char* at) {
+  uint32_t word = 0;
+  std::memcpy(&word, at, Half ? sizeof(uint16_t) : sizeof(uint32_t));
+  return (__m512bh)_mm512_set1_epi32(static_cast<int>(word));
+}
+
+// acc += A's pair i of rows [0, MR) times B's pair i.
+template <int MR, int NR, bool Half>
+LATENT_AVX512_BF16_TARGET inline void add_pair(__m512 (&acc)[MR][NR], int64_t i, const PairWords& a, const uint32_t* b,
+                                               int64_t b_ld) {
+  __m512bh bv[NR];
+#pragma GCC unroll 4
+  for (int j = 0; j < NR; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + i * b_ld + j * kColumns);
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r) {
+    const __m512bh av = broadcast_pair<Half>(a.base + r * a.row_step + i * a.pair_step);
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], av, bv[j]);
+  }
+}
+
+// C rows [0, MR) by NR vectors of columns: alpha * A B + beta * C, the last vector masked to `last`.
+template <int MR, int NR>
+LATENT_AVX512_BF16_TARGET void tile(int64_t pairs, const PairWords& a, const uint32_t* b, int64_t b_ld, float alpha,
+                                    float beta, float* C, int64_t ldc, __mmask16 last) {
+  __m512 acc[MR][NR];
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) acc[r][j] = _mm512_setzero_ps();
+  const int64_t whole = a.half_last ? pairs - 1 : pairs;
+  for (int64_t i = 0; i < whole; ++i) add_pair<MR, NR, false>(acc, i, a, b, b_ld);
+  if (whole < pairs) add_pair<MR, NR, true>(acc, whole, a, b, b_ld);
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) {
+      float* c = C + r * ldc + j * kColumns;
+      const __mmask16 mask = j == NR - 1 ? last : __mmask16(0xFFFF);
+      __m512 v = _mm512_mul_ps(acc[r][j], va);
+      if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, c), v);
+      _mm512_mask_storeu_ps(c, mask, v);
+    }
+}
+
+// All M rows against one panel of NR vectors of columns.
+template <int NR>
+LATENT_AVX512_BF16_TARGET void panel(int64_t M, int64_t pairs, PairWords a, const uint32_t* b, int64_t b_ld,
+                                     float alpha, float beta, float* C, int64_t ldc, __mmask16 last) {
+  constexpr int MR = NR == 4 ? 6 : NR == 3 ? 8 : NR == 2 ? 12 : 24;
+  int64_t m = 0;
+  for (; m + MR <= M; m += MR, a.base += MR * a.row_step)
+    tile<MR, NR>(pairs, a, b, b_ld, alpha, beta, C + m * ldc, ldc, last);
+  for (; m < M; ++m, a.base += a.row_step) tile<1, NR>(pairs, a, b, b_ld, alpha, beta, C + m * ldc, ldc, last);
+}
+
+struct Buffers {
+  std::vector<uint32_t> a, b;
+};
+
+}  // namespace
+
+void gemm_bf16_small(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A, int64_t lda,
+                     const bfloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (!cpu_has_avx512_bf16()) fail("gemm_bf16_small: this CPU lacks AVX-512 BF16");
+  if (M <= 0 || N <= 0) return;
+  thread_local Buffers buffers;
+  const int64_t pairs = (K + 1) / 2, n_padded = (N + kColumns - 1) / kColumns * kColumns;
+  buffers.b.resize(static_cast<size_t>(std::max<int64_t>(pairs, 1) * n_padded));
+  if (tb)
+    pack_column_pairs(K, N, n_padded, B, ldb, buffers.b.data());
+  else
+    pack_row_pairs(K, N, n_padded, B, ldb, buffers.b.data());
+  PairWords a{reinterpret_cast<const char*>(A), lda * 2, 4, K % 2 == 1};
+  if (ta) {  // A is stored [K, M]: its pairs lie in two rows
+    buffers.a.resize(static_cast<size_t>(std::max<int64_t>(pairs, 1) * M));
+    pack_row_pairs(K, M, M, A, lda, buffers.a.data());
+    a = {reinterpret_cast<const char*>(buffers.a.data()), 4, 4 * M, false};
+  }
+  // K = 0 leaves every accumulator at zero: C = beta * C.
+  for (int64_t n0 = 0; n0 < N; n0 += kMaxVectors * kColumns) {
+    const int64_t cols = std::min(N - n0, kMaxVectors * kColumns), vectors = (cols + kColumns - 1) / kColumns;
+    const int64_t tail = cols - (vectors - 1) * kColumns;
+    const __mmask16 last = tail == kColumns ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << tail) - 1);
+    const uint32_t* b = buffers.b.data() + n0;
+    float* c = C + n0;
+    switch (vectors) {
+      case 4: panel<4>(M, pairs, a, b, n_padded, alpha, beta, c, ldc, last); break;
+      case 3: panel<3>(M, pairs, a, b, n_padded, alpha, beta, c, ldc, last); break;
+      case 2: panel<2>(M, pairs, a, b, n_padded, alpha, beta, c, ldc, last); break;
+      default: panel<1>(M, pairs, a, b, n_padded, alpha, beta, c, ldc, last); break;
+    }
+  }
+}
+
+}  // namespace latent
+
+#else  // not x86-64: no AVX-512
+
+namespace latent {
+void gemm_bf16_small(bool, bool, int64_t, int64_t, int64_t, float, const bfloat16*, int64_t, const bfloat16*, int64_t,
+                     float, float*, int64_t) {
+  fail("gemm_bf16_small: needs AVX-512 BF16, an x86-64 extension");
+}
+}  // namespace latent
+
+#endif
