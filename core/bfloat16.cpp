@@ -1,10 +1,9 @@
 // float32 <-> bfloat16 array conversion: a portable loop and an AVX-512 BF16 kernel chosen at run time.
 #include "bfloat16.hpp"
 
-#include <immintrin.h>
-
 #include <algorithm>
 
+#include "avx512_bf16.hpp"
 #include "parallel.hpp"
 
 namespace latent {
@@ -12,14 +11,7 @@ namespace {
 
 constexpr int64_t kConvertGrain = 1 << 16;  // elements per task: below this a thread costs more than it saves
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define LATENT_HAVE_AVX512_BF16_KERNEL 1
-
-// Target attributes rather than -march: the kernel is built whatever the build machine (-Dnative=false
-// included), and only called after the run-time check. Lambdas would not inherit the attribute, so the
-// helper is a function of its own with the same target.
-#define LATENT_AVX512_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-
+#ifdef LATENT_HAVE_AVX512_BF16_KERNEL
 // Lanes of v holding a subnormal (exponent bits zero, mantissa bits not).
 LATENT_AVX512_BF16_TARGET inline __mmask16 subnormal_lanes(__m512 v) {
   const __m512i b = _mm512_castps_si512(v);

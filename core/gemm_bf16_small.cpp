@@ -10,16 +10,13 @@
 #include <cstring>
 #include <vector>
 
+#include "avx512_bf16.hpp"
 #include "error.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#ifdef LATENT_HAVE_AVX512_BF16_KERNEL
 
 namespace latent {
 namespace {
-
-// Target attributes, as in bfloat16.cpp: built whatever the build machine, called after the run-time check.
-#define LATENT_AVX512_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 constexpr int64_t kColumns = 16;  // float32 lanes per vector
 constexpr int kMaxVectors = 4;    // NR: columns per panel, 64
