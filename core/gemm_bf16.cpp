@@ -1,12 +1,14 @@
-// bfloat16 GEMMs on oneDNN's matmul primitive. Debian's oneDNN runs on OpenMP while latent's pool is
-// oneTBB: every thread that calls in first sets its own OpenMP team to one thread, so a GEMM runs on
-// the TBB task that called it and the pool never oversubscribes the cores.
+// bfloat16 GEMMs on oneDNN's matmul primitive, and one-row products on latent's own kernel
+// (core/gemv_bf16.hpp). Debian's oneDNN runs on OpenMP while latent's pool is oneTBB: every thread that
+// calls in first sets its own OpenMP team to one thread, so a GEMM runs on the TBB task that called it
+// and the pool never oversubscribes the cores.
 #include "gemm_bf16.hpp"
 
 #include <fmt/format.h>
 
 #include "bfloat16.hpp"
 #include "error.hpp"
+#include "gemv_bf16.hpp"
 
 #ifdef LATENT_WITH_ONEDNN
 #include <dlfcn.h>
@@ -136,6 +138,8 @@ ThreadState& thread_state() {
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A, int64_t lda,
                const bfloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  // One row (a decoding step): oneDNN's set-up per call cost more than the product (core/gemv_bf16.hpp).
+  if (M == 1) return gemv_bf16(tb, N, K, alpha, A, ta ? lda : 1, B, ldb, beta, C);
   ThreadState& state = thread_state();
   const dnnl::matmul& prim = state.primitive({ta, tb, alpha, beta});
   const bool keep = M * N * K <= kMaxCachedWork;
@@ -164,8 +168,8 @@ std::string bf16_gemm_description() {
   } catch (const dnnl::error& e) {
     kernel = std::string("unavailable: ") + e.what();
   }
-  return fmt::format("oneDNN {}.{}.{} matmul, kernel {}, one OpenMP thread per pool thread", v->major, v->minor,
-                     v->patch, kernel);
+  return fmt::format("oneDNN {}.{}.{} matmul, kernel {}, one OpenMP thread per pool thread; one-row products on "
+                     "latent's AVX-512 BF16 kernel", v->major, v->minor, v->patch, kernel);
 }
 
 #else  // built without oneDNN

@@ -1,4 +1,5 @@
-// bfloat16 x bfloat16 -> float32 GEMMs on oneDNN's matmul primitive, run on the calling thread.
+// bfloat16 x bfloat16 -> float32 GEMMs on oneDNN's matmul primitive (one-row products on
+// core/gemv_bf16.hpp's kernel), run on the calling thread.
 // Internal to core: gemm.cpp converts the float32 operands and calls this per block.
 #pragma once
 #include <cstdint>
