@@ -5,9 +5,13 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "../core/bf16_weights.hpp"
 #include "../core/gemm.hpp"
+#include "../core/gemm_bf16.hpp"
+#include "../core/matmul_precision.hpp"
 #include "../core/parallel.hpp"
 #include "../core/strided.hpp"
 #include "attention.hpp"
@@ -69,18 +73,42 @@ Tensor composed(const Geometry& g, const Tensor& q_nope, const Tensor& q_pe, con
 //   s = query C^T                                        [H, S], one product for all heads
 //   p = exp(s - rowmax),  o_lat = (p C[:, :rank]) / rowsum(p)   [H, rank]
 //   out_h = W_UV_h o_lat_h                               [v]
-// C (the cache) and W are read in place; the two products over the cache are [H, S] panels.
+// C (the cache) and W are read in place; the two products over the cache are [H, S] panels. Under
+// kBFloat16 (`rounded` given) the products read the rounded C and W (the cache's copy is kept current
+// as rows are appended: models/mla.hpp, LatentCache) and round their small left operands.
+struct Rounded {
+  const bfloat16* cache;
+  int64_t cache_batch_stride, cache_ld;
+  const bfloat16* w;
+  int64_t w_ld;
+};
+
 template <class T>
 void decode_step(const Geometry& g, const Tensor& q_nope, const Tensor& q_pe, const Tensor& cache, const Tensor& w,
-                 const Tensor& out, T scale) {
+                 const Tensor& out, T scale, const Rounded* rounded) {
   const int64_t D = g.key_dim(), ldw = w.stride(0), ldc = cache.stride(1);
   const T *pn = q_nope.data<T>(), *pp = q_pe.data<T>(), *pc = cache.data<T>(), *pw = w.data<T>();
   T* po = out.data<T>();
   const int64_t work = g.B * g.H * (g.nope * g.rank + 2 * g.S * D + g.v * g.rank);
+  // C = op(A) op(B) (B stored transposed when tb) for A [M, K] with leading dimension K; B is the cache
+  // or W in place, `b16` its rounded copy at the same offsets.
+  auto product = [&](bool tb, int64_t M, int64_t N, int64_t K, const T* a, const T* b, int64_t ldb,
+                     const bfloat16* b16, int64_t ldb16, T* c, int64_t ldc_out) {
+    if constexpr (std::is_same_v<T, float>)
+      if (rounded) {
+        thread_local std::vector<bfloat16> a16;
+        a16.resize(static_cast<size_t>(M * K));
+        round_to_bf16(a, M, K, K, a16.data());
+        return gemm_bf16(false, tb, M, N, K, 1.0f, a16.data(), K, b16, ldb16, 0.0f, c, ldc_out);
+      }
+    gemm_serial<T>(false, tb, M, N, K, T(1), a, K, b, ldb, T(0), c, ldc_out);
+  };
   parallel_tasks(g.B, work, [&](int64_t b) {
     std::vector<T> query(static_cast<size_t>(g.H * D), T(0)), scores(static_cast<size_t>(g.H * g.S)),
         latent(static_cast<size_t>(g.H * g.rank));
     const T* c = pc + b * cache.stride(0);
+    const bfloat16* c16 = rounded ? rounded->cache + b * rounded->cache_batch_stride : nullptr;
+    const int64_t ldc16 = rounded ? rounded->cache_ld : 0;
     for (int64_t h = 0; h < g.H; ++h) {
       T* qh = query.data() + h * D;
       const T* nope_h = pn + b * q_nope.stride(0) + h * q_nope.stride(2);
@@ -92,7 +120,7 @@ void decode_step(const Geometry& g, const Tensor& q_nope, const Tensor& q_pe, co
       const T* pe_h = pp + b * q_pe.stride(0) + h * q_pe.stride(2);
       for (int64_t d = 0; d < g.rope; ++d) qh[g.rank + d] = scale * pe_h[d * q_pe.stride(3)];
     }
-    gemm_serial<T>(false, true, g.H, g.S, D, T(1), query.data(), D, c, ldc, T(0), scores.data(), g.S);
+    product(true, g.H, g.S, D, query.data(), c, ldc, c16, ldc16, scores.data(), g.S);
     std::vector<T> inverse_sum(static_cast<size_t>(g.H));
     for (int64_t h = 0; h < g.H; ++h) {
       T* s = scores.data() + h * g.S;
@@ -101,13 +129,14 @@ void decode_step(const Geometry& g, const Tensor& q_nope, const Tensor& q_pe, co
       // >= 1: the maximum contributes exp(0)
       inverse_sum[static_cast<size_t>(h)] = T(1) / fast_math::lane_sum(s, g.S);
     }
-    gemm_serial<T>(false, false, g.H, g.rank, g.S, T(1), scores.data(), g.S, c, ldc, T(0), latent.data(), g.rank);
+    product(false, g.H, g.rank, g.S, scores.data(), c, ldc, c16, ldc16, latent.data(), g.rank);
     for (int64_t h = 0; h < g.H; ++h) {
       T* lat = latent.data() + h * g.rank;
       for (int64_t r = 0; r < g.rank; ++r) lat[r] *= inverse_sum[static_cast<size_t>(h)];
       // out_h = W_UV_h lat: one row of W_UV_h per value dim.
-      gemm_serial<T>(false, true, 1, g.v, g.rank, T(1), lat, g.rank, pw + (h * (g.nope + g.v) + g.nope) * ldw, ldw,
-                     T(0), po + (b * g.H + h) * g.v, g.v);
+      const int64_t uv = h * (g.nope + g.v) + g.nope;  // its first row
+      product(true, 1, g.v, g.rank, lat, pw + uv * ldw, ldw, rounded ? rounded->w + uv * rounded->w_ld : nullptr,
+              rounded ? rounded->w_ld : 0, po + (b * g.H + h) * g.v, g.v);
     }
   });
 }
@@ -123,8 +152,18 @@ Tensor mla_absorbed_attention(const Tensor& q_nope, const Tensor& q_pe, const Te
   const Tensor c = cache.stride(2) == 1 ? cache : contiguous_copy(cache);
   const Tensor w = kv_b_weight.stride(1) == 1 ? kv_b_weight : contiguous_copy(kv_b_weight);
   Tensor out = Tensor::empty({g.B, 1, g.H * g.v}, q_nope.dtype());
-  dispatch_floating(q_nope.dtype(), "mla_absorbed_attention",
-                    [&]<class T>() { decode_step<T>(g, q_nope, q_pe, c, w, out, static_cast<T>(scale)); });
+  // Rounded once per call at most: the cache's copy is usually current already, W's is cached per version.
+  const bool bf16 = q_nope.dtype() == kFloat32 && get_matmul_precision() == MatmulPrecision::kBFloat16;
+  const Tensor c16 = bf16 ? to_bf16_operand(c) : Tensor();
+  const Tensor w16 = !bf16 ? Tensor() : w.storage() == kv_b_weight.storage() ? bf16_weight(w) : to_bf16_operand(w);
+  // A copy made here may close the gaps between C's rows: its own strides say where each row is (a
+  // single row's stride is arbitrary; a GEMM wants at least its length).
+  const Rounded rounded = !bf16 ? Rounded{}
+                                : Rounded{c16.data<bfloat16>(), c16.stride(0), g.S > 1 ? c16.stride(1) : g.key_dim(),
+                                          w16.data<bfloat16>(), w16.stride(0)};
+  dispatch_floating(q_nope.dtype(), "mla_absorbed_attention", [&]<class T>() {
+    decode_step<T>(g, q_nope, q_pe, c, w, out, static_cast<T>(scale), bf16 ? &rounded : nullptr);
+  });
   return out;
 }
 

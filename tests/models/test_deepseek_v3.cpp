@@ -230,3 +230,36 @@ TEST_CASE("training steps are bitwise identical at 1 and 2 threads", "[dsv3][det
   if (finals.size() == 2)  // the bf16 run really ran at another precision
     CHECK(max(abs(finals[0].at("model.embed_tokens.weight") - finals[1].at("model.embed_tokens.weight"))).item() > 0);
 }
+
+TEST_CASE("at bf16, absorbed decoding keeps each cache's rounded copy equal to its rows rounded", "[dsv3][cache][bf16]") {
+  std::string why;
+  if (!bf16_matmul_supported(&why)) {
+    WARN("bf16 matmul unavailable here, not tested: " << why);
+    return;
+  }
+  auto model = models::DeepSeekV3::from_pretrained(latent::testing::test_data("dsv3-tiny"));
+  const Tensor ids = narrow(io::load_safetensors(latent::testing::test_data("dsv3-tiny/inputs.safetensors")).at("input_ids"), 1, 0, 20);
+  NoGradGuard no_grad;
+  // A prefill of 7, then one token at a time; tokens 8 to 10 at fp32, whose rows the copy then lacks
+  // until bf16 resumes and rounds them.
+  auto caches = model->make_caches(2, 20);
+  for (int64_t at = 0; at < 20; at += at == 0 ? 7 : 1) {
+    const int64_t n = at == 0 ? 7 : 1;
+    const bool fp32 = at >= 8 && at <= 10;
+    MatmulPrecisionGuard precision(fp32 ? MatmulPrecision::kHighest : MatmulPrecision::kBFloat16);
+    model->forward_absorbed(narrow(ids, 1, at, n), caches);
+    for (const models::LatentCache& cache : caches) {
+      INFO("after position " << at + n - 1);
+      if (fp32) {  // the copy stops before the rows written at fp32 and is not attached to their version
+        CHECK(cache.rounded_length == 8);
+        CHECK(cache.rows.storage()->rounded() == nullptr);
+        continue;
+      }
+      REQUIRE(cache.rounded_length == at + n);
+      CHECK(cache.rows.storage()->rounded() == cache.rounded.storage());
+      const Tensor expected = narrow(cache.rows, 1, 0, at + n).to(kBFloat16).contiguous();
+      const Tensor kept = narrow(cache.rounded, 1, 0, at + n).contiguous();
+      CHECK(std::memcmp(kept.raw_data(), expected.raw_data(), static_cast<size_t>(kept.numel()) * 2) == 0);
+    }
+  }
+}
