@@ -90,8 +90,8 @@ void decode_step(const Geometry& g, const Tensor& q_nope, const Tensor& q_pe, co
   const T *pn = q_nope.data<T>(), *pp = q_pe.data<T>(), *pc = cache.data<T>(), *pw = w.data<T>();
   T* po = out.data<T>();
   const int64_t work = g.B * g.H * (g.nope * g.rank + 2 * g.S * D + g.v * g.rank);
-  // C = op(A) op(B) (B stored transposed when tb) for A [M, K] with leading dimension K; B is the cache
-  // or W in place, `b16` its rounded copy at the same offsets.
+  // C = A op(B) (B stored transposed when tb) for A [M, K] with leading dimension K; B is the cache or W
+  // in place (rows ldb apart), `b16` its rounded copy (rows ldb16 apart), read under kBFloat16.
   auto product = [&](bool tb, int64_t M, int64_t N, int64_t K, const T* a, const T* b, int64_t ldb,
                      const bfloat16* b16, int64_t ldb16, T* c, int64_t ldc_out) {
     if constexpr (std::is_same_v<T, float>)
