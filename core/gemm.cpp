@@ -202,6 +202,22 @@ Tensor rounded_view(const Tensor& t) {
   return Tensor(std::move(view));
 }
 
+int64_t keep_rounded_rows(const Tensor& rows, int64_t start, int64_t length, Tensor& copy, int64_t rounded) {
+  const int64_t from = std::min(rounded, start);
+  if (!rows.defined() || !bf16_precision() || rows.dtype() != kFloat32) return from;
+  if (!rows.is_contiguous() || rows.offset() != 0 || rows.dim() < 2 || length > rows.size(1))
+    fail("keep_rounded_rows: expected a contiguous [B, capacity, ...] buffer holding {} positions, got {}", length,
+         shape_str(rows.shape()));
+  if (!copy.defined() || copy.shape() != rows.shape() || copy.dtype() != kBFloat16)
+    copy = Tensor::empty(rows.shape(), kBFloat16);
+  const int64_t batch = rows.size(0), per_position = rows.stride(1), per_entry = rows.stride(0);
+  for (int64_t b = 0; b < batch; ++b)
+    float_to_bfloat16(rows.data<float>() + b * per_entry + from * per_position,
+                      copy.data<bfloat16>() + b * per_entry + from * per_position, (length - from) * per_position);
+  rows.storage()->attach_rounded(copy.storage());
+  return length;
+}
+
 Tensor to_bf16_operand(const Tensor& t) {
   if (t.dtype() == kBFloat16) return t;
   if (t.dtype() != kFloat32) fail("to_bf16_operand: expected a float32 tensor, got {}", dtype_name(t.dtype()));

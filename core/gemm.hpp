@@ -53,6 +53,15 @@ bfloat16* rounded_copy(const Tensor& t);
 // t's rounded copy, as a bfloat16 view with t's shape, strides and offset; undefined if it has none.
 Tensor rounded_view(const Tensor& t);
 
+// For a float32 buffer that grows by appending along dim 1 (a KV cache: [B, capacity, ...], contiguous),
+// after positions [start, length) were written: under kBFloat16, rounds into `copy` (made on first use)
+// the positions it lacks, from min(rounded, start) to length, and attaches it as rows' rounded copy,
+// so that attention over rows[:, :length] reads it instead of rounding the whole cache for every new
+// token. `rounded` counts the leading positions of copy that are current; returns the new count (at
+// another precision the copy just stops at start and is not attached). Positions past length are never
+// read, so the copy leaves them as they are.
+int64_t keep_rounded_rows(const Tensor& rows, int64_t start, int64_t length, Tensor& copy, int64_t rounded);
+
 // C[M,N] = alpha op(A) op(B) + beta C with bfloat16 A and B and float32 C, cut across the pool into
 // the blocks gemm uses (gemm_bf16 in gemm_bf16.hpp runs the same product on the calling thread).
 void gemm_bf16_blocks(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A,

@@ -1,15 +1,12 @@
 // MLA: training form and absorbed decoding form.
 #include "mla.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "../autograd/ops.hpp"
-#include "../core/bfloat16.hpp"
 #include "../core/factory.hpp"
-#include "../core/matmul_precision.hpp"
-#include "../core/storage.hpp"
+#include "../core/gemm.hpp"
 #include "../nn/init.hpp"
 
 namespace latent::models {
@@ -25,29 +22,6 @@ std::shared_ptr<nn::Linear> projection(int64_t in, int64_t out, double std) {
 
 LatentCache::LatentCache(int64_t batch, int64_t capacity, const DeepSeekV3Config& c, DType dtype)
     : rows(zeros({batch, capacity, c.kv_lora_rank + c.qk_rope_head_dim}, dtype)) {}
-
-namespace {
-
-// After rows from `start` on were written: under kBFloat16, rounds the rows the copy lacks (the new
-// ones, or all after a spell at another precision) and attaches the copy again, since the writes
-// bumped the storage's version. At another precision the copy just stops at `start`.
-void keep_rounded(LatentCache& cache, int64_t start) {
-  const bool bf16 = get_matmul_precision() == MatmulPrecision::kBFloat16 && cache.rows.dtype() == kFloat32;
-  const int64_t from = std::min(cache.rounded_length, start);
-  if (!bf16) {
-    cache.rounded_length = from;
-    return;
-  }
-  if (!cache.rounded.defined()) cache.rounded = zeros(cache.rows.shape(), kBFloat16);  // rows start as zeros too
-  const int64_t batch = cache.rows.size(0), width = cache.rows.size(2), per_entry = cache.capacity() * width;
-  for (int64_t b = 0; b < batch; ++b)
-    float_to_bfloat16(cache.rows.data<float>() + b * per_entry + from * width,
-                      cache.rounded.data<bfloat16>() + b * per_entry + from * width, (cache.length - from) * width);
-  cache.rounded_length = cache.length;
-  cache.rows.storage()->attach_rounded(cache.rounded.storage());
-}
-
-}  // namespace
 
 MultiHeadLatentAttention::MultiHeadLatentAttention(const DeepSeekV3Config& c, std::shared_ptr<const nn::RotaryEmbedding> rope)
     : heads_(c.num_attention_heads),
@@ -111,7 +85,7 @@ Tensor MultiHeadLatentAttention::forward_absorbed(const Tensor& x, LatentCache& 
   const Tensor k_pe = rope_->apply(reshape(narrow(compressed, 2, kv_rank_, rope_dim_), {B, T, 1, rope_dim_}), start);
   narrow(new_rows, 2, kv_rank_, rope_dim_).copy_(reshape(k_pe, {B, T, rope_dim_}));
   cache.length = start + T;
-  keep_rounded(cache, start);
+  cache.rounded_length = keep_rounded_rows(cache.rows, start, cache.length, cache.rounded, cache.rounded_length);
 
   const Tensor out = mla_absorbed_attention(q_nope, q_pe, narrow(cache.rows, 1, 0, cache.length), kv_b_proj->weight,
                                            v_dim_, scale_);  // [B, T, H * v]

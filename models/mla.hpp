@@ -18,9 +18,9 @@ namespace latent::models {
 struct LatentCache {
   Tensor rows;  // [B, capacity, kv_lora_rank + qk_rope_head_dim]
   int64_t length = 0;
-  // Under MatmulPrecision::kBFloat16, rows rounded to bfloat16 (the first `rounded_length` of each
-  // batch entry current), attached to rows' storage as its rounded copy (core/storage.hpp): the
-  // attention products read it instead of rounding the whole cache again for every new token.
+  // Under MatmulPrecision::kBFloat16, rows rounded to bfloat16 (the first `rounded_length` positions
+  // current), attached to rows' storage as its rounded copy: the attention products read it instead of
+  // rounding the whole cache again for every new token (keep_rounded_rows, core/gemm.hpp).
   Tensor rounded;
   int64_t rounded_length = 0;
   LatentCache(int64_t batch, int64_t capacity, const DeepSeekV3Config& config, DType dtype = kFloat32);

@@ -8,6 +8,7 @@
 #include "../autograd/grad_mode.hpp"
 #include "../autograd/node.hpp"
 #include "../autograd/shape_ops.hpp"
+#include "../core/gemm.hpp"
 
 namespace latent::nn {
 
@@ -34,7 +35,10 @@ void KVCache::append(const Tensor& k, const Tensor& v) {
     fail("KVCache: cannot append {} positions after {} in a cache of capacity {}", T, length_, capacity_);
   narrow(keys_, 1, length_, T).copy_(k.detach());
   narrow(values_, 1, length_, T).copy_(v.detach());
+  const int64_t start = length_;
   length_ += T;
+  keep_rounded_rows(values_, start, length_, values_rounded_, rounded_length_);
+  rounded_length_ = keep_rounded_rows(keys_, start, length_, keys_rounded_, rounded_length_);
 }
 
 Tensor KVCache::keys() const { return keys_.defined() ? narrow(keys_, 1, 0, length_) : Tensor(); }

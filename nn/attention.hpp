@@ -25,6 +25,10 @@ class KVCache {
  private:
   int64_t capacity_, length_ = 0;
   Tensor keys_, values_;  // [B, capacity, Hkv, D]
+  // Under MatmulPrecision::kBFloat16 their bfloat16 copies, kept current as positions are appended
+  // (the first rounded_length_), which attention reads instead of rounding the whole cache per token.
+  Tensor keys_rounded_, values_rounded_;
+  int64_t rounded_length_ = 0;
 };
 
 struct CausalSelfAttentionOptions {

@@ -1,6 +1,9 @@
 // nn::CausalSelfAttention: agreement with attention composed from primitive ops (GQA, YaRN, biases),
 // f64 gradchecks of input and parameters, KV-cached decoding against the full forward, and errors.
+#include <cstring>
+
 #include "../helpers.hpp"
+#include "core/gemm.hpp"
 
 using namespace latent;
 using latent::testing::randn64;
@@ -107,6 +110,51 @@ TEST_CASE("attention layer: cached decoding equals the full forward for every pr
     CHECK_THROWS_WITH(layer(narrow(x, 1, 0, 1), &cache),
                       Catch::Contains("cannot append 1 positions after 11") && Catch::Contains("capacity 11"));
   }
+}
+
+TEST_CASE("at bf16 the KV cache keeps its keys' and values' rounded copies current, and decoding reads them",
+          "[attention_layer][bf16]") {
+  if (!latent::testing::bf16_available()) return;
+  nn::CausalSelfAttention layer(16, 4, 2, yarn_options(false));
+  const Tensor x = randn64({2, 12, 16}, 5).detach().to(kFloat32);
+  NoGradGuard no_grad;
+  Tensor full;
+  {
+    MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
+    full = layer(x);
+  }
+  // Both copies equal to the cache rounded, over the positions it holds; attached while current.
+  auto check_copies = [](const nn::KVCache& cache) {
+    for (const Tensor& t : {cache.keys(), cache.values()}) {
+      const Tensor view = rounded_view(t);
+      REQUIRE(view.defined());
+      const Tensor kept = view.contiguous(), expected = t.to(kBFloat16).contiguous();
+      CHECK(std::memcmp(kept.raw_data(), expected.raw_data(), static_cast<size_t>(kept.numel()) * 2) == 0);
+    }
+  };
+  nn::KVCache cache(12);
+  int64_t at = 0;
+  // A prompt of 4, two tokens at fp32 (the copies then lack them and are not attached), the rest at
+  // bf16; then a reset that reuses the buffers for a prompt of 5.
+  for (const int64_t chunk : {4, 1, 1, 1, 2, 3}) {
+    const bool fp32 = at == 4 || at == 5;
+    MatmulPrecisionGuard precision(fp32 ? MatmulPrecision::kHighest : MatmulPrecision::kBFloat16);
+    const Tensor y = layer(narrow(x, 1, at, chunk), &cache);
+    at += chunk;
+    INFO("after position " << at - 1);
+    if (fp32) {
+      CHECK_FALSE(rounded_view(cache.keys()).defined());
+      CHECK_FALSE(rounded_view(cache.values()).defined());
+      continue;
+    }
+    check_copies(cache);
+    // The same operands as the full forward's at bf16, summed in another order: bf16-close.
+    require_close(y, narrow(full, 1, at - chunk, chunk), 2e-2);
+  }
+  cache.reset();
+  MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
+  layer(narrow(x, 1, 0, 5), &cache);
+  check_copies(cache);
 }
 
 TEST_CASE("attention layer errors", "[attention_layer]") {
