@@ -83,13 +83,14 @@ TEST_CASE("gemm_bf16_small: all layouts and ragged shapes against the float64 pr
     return;
   }
   // N covers one to four vectors of 16 columns, a partial last vector and more than one panel of 64;
-  // M covers whole register tiles and leftover rows; K odd (a half pair at the end) and even, with
-  // one, two and three blocks of 16 pairs (B given transposed is packed 16 x 16 words at a time).
+  // M covers whole register tiles and the rows left after them (23 leaves tiles of 16, 8, 4, 2 and 1
+  // rows across the panel widths); K odd (a half pair at the end) and even, with one, two and three
+  // blocks of 16 pairs (B given transposed is packed 16 x 16 words at a time).
   for (bool ta : {false, true})
     for (bool tb : {false, true})
       for (int64_t N : {1, 16, 33, 48, 64, 70, 130})
         for (int64_t K : {1, 7, 48, 64, 67})
-          for (int64_t M : {1, 13, 25}) check_product(gemm_bf16_small, ta, tb, M, N, K, 0.5f, N % 2 ? 1.0f : 0.0f);
+          for (int64_t M : {1, 13, 23, 25}) check_product(gemm_bf16_small, ta, tb, M, N, K, 0.5f, N % 2 ? 1.0f : 0.0f);
   check_product(gemm_bf16_small, false, true, 256, 64, 48, 0.125f, 0.0f);  // attention's shapes: scores q k^T,
   check_product(gemm_bf16_small, true, false, 64, 32, 255, 1.0f, 0.0f);    // dv = p^T do with an odd number of rows,
   check_product(gemm_bf16_small, false, false, 200, 48, 64, 0.25f, 1.0f);  // dq += ds k
