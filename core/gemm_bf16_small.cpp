@@ -146,11 +146,12 @@ LATENT_AVX512_BF16_TARGET void tile(int64_t pairs, const PairWords& a, const uin
 // one row at a time leaves NR accumulator chains, too few to hide vdpbf16ps's latency, and ran at a
 // third of a whole tile's rate; attention's products often leave 4 to 11 such rows (M = 64, 128, ...).
 template <int R, int MR, int NR>
-LATENT_AVX512_BF16_TARGET void rest(int64_t& m, int64_t M, int64_t pairs, PairWords& a, const uint32_t* b, int64_t b_ld,
-                                    float alpha, float beta, float* C, int64_t ldc, __mmask16 last) {
+LATENT_AVX512_BF16_TARGET void leftover_rows(int64_t& m, int64_t M, int64_t pairs, PairWords& a, const uint32_t* b,
+                                             int64_t b_ld, float alpha, float beta, float* C, int64_t ldc,
+                                             __mmask16 last) {
   if constexpr (R < MR)
     for (; m + R <= M; m += R, a.base += R * a.row_step) tile<R, NR>(pairs, a, b, b_ld, alpha, beta, C + m * ldc, ldc, last);
-  if constexpr (R > 1) rest<R / 2, MR, NR>(m, M, pairs, a, b, b_ld, alpha, beta, C, ldc, last);
+  if constexpr (R > 1) leftover_rows<R / 2, MR, NR>(m, M, pairs, a, b, b_ld, alpha, beta, C, ldc, last);
 }
 
 // All M rows against one panel of NR vectors of columns.
@@ -161,7 +162,7 @@ LATENT_AVX512_BF16_TARGET void panel(int64_t M, int64_t pairs, PairWords a, cons
   int64_t m = 0;
   for (; m + MR <= M; m += MR, a.base += MR * a.row_step)
     tile<MR, NR>(pairs, a, b, b_ld, alpha, beta, C + m * ldc, ldc, last);
-  rest<16, MR, NR>(m, M, pairs, a, b, b_ld, alpha, beta, C, ldc, last);
+  leftover_rows<16, MR, NR>(m, M, pairs, a, b, b_ld, alpha, beta, C, ldc, last);
 }
 
 struct Buffers {
