@@ -29,11 +29,7 @@ struct Product {
 // Row-major operands as the kernels read them: A [M, K] or (ta) [K, M], B [K, N] or (tb) [N, K].
 void time_product(const Product& s, int repeats) {
   Generator gen(1);
-  auto operand = [&](int64_t n) {
-    std::vector<bfloat16> out;
-    for (float v : randn({n}, kFloat32, &gen).to_vector<float>()) out.push_back(to_bfloat16(v));
-    return out;
-  };
+  auto operand = [&](int64_t n) { return randn({n}, kFloat32, &gen).to(kBFloat16).to_vector<bfloat16>(); };
   const std::vector<bfloat16> a = operand(s.M * s.K), b = operand(s.K * s.N);
   std::vector<float> c(static_cast<size_t>(s.M * s.N), 0.0f);
   const int64_t lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;

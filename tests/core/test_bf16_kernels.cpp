@@ -16,10 +16,7 @@ namespace {
 
 std::vector<bfloat16> random_bf16(int64_t n, uint64_t seed) {
   Generator gen(seed);
-  const std::vector<float> values = randn({n}, kFloat32, &gen).to_vector<float>();
-  std::vector<bfloat16> out;
-  for (float v : values) out.push_back(to_bfloat16(v));
-  return out;
+  return randn({n}, kFloat32, &gen).to(kBFloat16).to_vector<bfloat16>();
 }
 
 using Kernel = std::function<void(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A,
