@@ -1,6 +1,6 @@
-// latent's own bfloat16 product kernels on one thread: gemm_bf16_small at attention's block-product
-// shapes in the `small` model's training step (autograd/attention.cpp), and gemv_bf16 at a decoding
-// step's one-row products. Prints the best and the median of many calls (the best is the steadier
+// latent's own bfloat16 kernels on one thread: gemm_bf16_small at attention's block-product shapes in
+// the `small` model's training step (autograd/attention.cpp), gemv_bf16 at a decoding step's one-row
+// products, and the float32 -> bfloat16 rounding of the products' operands (core/gemm.hpp). Prints the best and the median of many calls (the best is the steadier
 // figure on a shared machine); see bench/README.md.
 #include <fmt/format.h>
 
@@ -10,8 +10,10 @@
 #include <functional>
 #include <latent/latent.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "core/gemm.hpp"
 #include "core/gemm_bf16_small.hpp"
 #include "core/gemv_bf16.hpp"
 
@@ -26,6 +28,18 @@ struct Product {
   float alpha, beta;
 };
 
+// The best and the median wall time of `repeats` calls, after ten warm-up calls.
+std::pair<double, double> best_and_median(const std::function<void()>& call, int repeats) {
+  std::vector<double> seconds;
+  for (int i = 0; i < repeats + 10; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    call();
+    if (i >= 10) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(seconds.begin(), seconds.end());
+  return {seconds.front(), seconds[seconds.size() / 2]};
+}
+
 // Row-major operands as the kernels read them: A [M, K] or (ta) [K, M], B [K, N] or (tb) [N, K].
 void time_product(const Product& s, int repeats) {
   Generator gen(1);
@@ -39,16 +53,22 @@ void time_product(const Product& s, int repeats) {
     else
       gemm_bf16_small(s.ta, s.tb, s.M, s.N, s.K, s.alpha, a.data(), lda, b.data(), ldb, s.beta, c.data(), s.N);
   };
-  std::vector<double> seconds;
-  for (int i = 0; i < repeats + 10; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    call();
-    if (i >= 10) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(seconds.begin(), seconds.end());
-  const double best = seconds.front(), median = seconds[seconds.size() / 2];
+  const auto [best, median] = best_and_median(call, repeats);
   fmt::print("{:<26} {:>12} {:>9.2f} {:>9.2f} {:>9.1f}\n", s.name, fmt::format("{}x{}x{}", s.M, s.N, s.K), best * 1e6,
              median * 1e6, 2.0 * static_cast<double>(s.M * s.N * s.K) / best * 1e-9);
+}
+
+
+// round_to_bf16 over `rows` rows of `cols` floats, rows `ld` apart, into a packed copy.
+void time_rounding(const std::string& name, int64_t rows, int64_t cols, int64_t ld, int repeats) {
+  Generator gen(1);
+  const std::vector<float> src = randn({rows * ld}, kFloat32, &gen).to_vector<float>();
+  std::vector<bfloat16> dst(static_cast<size_t>(rows * cols));
+  const auto [best, median] =
+      best_and_median([&] { round_to_bf16(src.data(), rows, cols, ld, dst.data()); }, repeats);
+  const double elements = static_cast<double>(rows * cols);
+  fmt::print("{:<26} {:>12} {:>9.2f} {:>9.2f} {:>9.3f}\n", name, fmt::format("{}x{}", rows, cols), best * 1e6,
+             median * 1e6, best / elements * 1e9);
 }
 
 }  // namespace
@@ -79,5 +99,11 @@ int main(int argc, char** argv) {
   fmt::print("latent bench/bf16_kernels: one thread, best and median of {} calls\n", repeats);
   fmt::print("{:<26} {:>12} {:>9} {:>9} {:>9}\n", "product", "MxNxK", "best us", "median us", "GFLOP/s");
   for (const Product& p : products) time_product(p, repeats);
+  // Rounding: a block of attention scores (packed: one flat run), and attention's output rows (32
+  // values of each head, 256 apart in a position's row of all heads).
+  fmt::print("{:<26} {:>12} {:>9} {:>9} {:>9}\n", "rounding to bfloat16", "rows x cols", "best us", "median us",
+             "ns/value");
+  time_rounding("scores, 256 rows", 256, 64, 64, repeats);
+  time_rounding("output rows of one head", 256, 32, 256, repeats);
   return 0;
 }
