@@ -141,6 +141,26 @@ TEST_CASE("routing: group limits, bias only for selection, idle experts cost not
   for (size_t e = 1; e < loads.size(); ++e) CHECK(b[e] == Approx(loads[e] > 4.5 ? -0.01 : 0.01));
 }
 
+TEST_CASE("routing ties go to the lower index, among groups and among experts", "[dsv3][moe]") {
+  DeepSeekV3Config c = small_tiny();  // 8 experts in 4 groups of 2, 2 groups kept, top-2
+  manual_seed(9);
+  models::DeepSeekMoE moe(c);
+  {
+    NoGradGuard no_grad;
+    moe.gate->weight.zero_();  // every score is sigmoid(0) = 0.5: only the bias tells experts apart
+  }
+  const Tensor x = randn({2, 3, c.hidden_size});
+  auto ids_of = [&](const std::vector<float>& bias) {
+    moe.gate->e_score_correction_bias.copy_(from_vector<float>(bias));
+    return moe.gate->route(reshape(x, {6, c.hidden_size})).expert_ids.to_vector<int64_t>();
+  };
+  // All tied: groups 0 and 1 are kept, and their experts 0 and 1 chosen.
+  CHECK(ids_of({0, 0, 0, 0, 0, 0, 0, 0}) == std::vector<int64_t>{0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1});
+  // Group scores (sum of the two best biased scores) 2, 2, 3, 1: group 2, then group 0 over its tie
+  // with group 1. Experts 1, 4 and 5 tie at 1.5 among the kept ones: 1 and 4 are chosen.
+  CHECK(ids_of({0, 1, 0, 1, 1, 1, 0, 0}) == std::vector<int64_t>{1, 4, 1, 4, 1, 4, 1, 4, 1, 4, 1, 4});
+}
+
 TEST_CASE("save_pretrained writes HF names with the MTP copies; from_pretrained restores bitwise", "[dsv3][checkpoint]") {
   const auto dir = std::filesystem::temp_directory_path() / "latent_dsv3_roundtrip";
   std::filesystem::remove_all(dir);
