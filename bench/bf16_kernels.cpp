@@ -1,7 +1,8 @@
 // latent's own bfloat16 kernels on one thread: gemm_bf16_small at attention's block-product shapes in
 // the `small` model's training step (autograd/attention.cpp), gemv_bf16 at a decoding step's one-row
-// products, and the float32 -> bfloat16 rounding of the products' operands (core/gemm.hpp). Prints the best and the median of many calls (the best is the steadier
-// figure on a shared machine); see bench/README.md.
+// products, and the float32 -> bfloat16 rounding of the products' operands (core/gemm.hpp). Prints the
+// best and the median of many calls (the best is the steadier figure on a shared machine); see
+// bench/README.md.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -57,7 +58,6 @@ void time_product(const Product& s, int repeats) {
   fmt::print("{:<26} {:>12} {:>9.2f} {:>9.2f} {:>9.1f}\n", s.name, fmt::format("{}x{}x{}", s.M, s.N, s.K), best * 1e6,
              median * 1e6, 2.0 * static_cast<double>(s.M * s.N * s.K) / best * 1e-9);
 }
-
 
 // round_to_bf16 over `rows` rows of `cols` floats, rows `ld` apart, into a packed copy.
 void time_rounding(const std::string& name, int64_t rows, int64_t cols, int64_t ld, int repeats) {

@@ -22,7 +22,8 @@ LATENT_AVX512_BF16_TARGET inline __mmask16 subnormal_lanes(__m512 v) {
 // zero, which is not subnormal). The instruction flushes subnormal inputs to zero; those (rare) lanes
 // are redone exactly.
 LATENT_AVX512_BF16_TARGET inline void narrow_group(const float* src, bfloat16* dst, __mmask32 lanes, int64_t count) {
-  const __m512 lo = _mm512_maskz_loadu_ps(__mmask16(lanes), src), hi = _mm512_maskz_loadu_ps(__mmask16(lanes >> 16), src + 16);
+  const __m512 lo = _mm512_maskz_loadu_ps(__mmask16(lanes), src);
+  const __m512 hi = _mm512_maskz_loadu_ps(__mmask16(lanes >> 16), src + 16);
   _mm512_mask_storeu_epi16(dst, lanes, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
   if (subnormal_lanes(lo) | subnormal_lanes(hi)) [[unlikely]]
     for (int64_t j = 0; j < count; ++j) dst[j] = to_bfloat16(src[j]);
