@@ -151,16 +151,7 @@ CausalLM::DecodeStep DeepSeekV3::start_decoding(int64_t capacity) {
 }
 
 std::shared_ptr<DeepSeekV3> DeepSeekV3::from_pretrained(const std::string& dir) {
-  if (!fs::is_directory(dir)) fail("from_pretrained: '{}' is not a directory", dir);
-  const DeepSeekV3Config config = DeepSeekV3Config::from_json_file((fs::path(dir) / "config.json").string());
-  const io::Fp8BlockSize* fp8_block = config.quantization_config ? &config.quantization_config->weight_block_size : nullptr;
-  const ModelDirectoryTensors files(dir, "from_pretrained", fp8_block);  // every header checked before the model exists
-  const auto model = [&] {
-    const nn::init::SkipInitGuard skip;  // load_checkpoint sets every parameter: no draws to discard
-    return std::make_shared<DeepSeekV3>(config);
-  }();
-  load_checkpoint(*model, files, model->checkpoint_layout(), "from_pretrained");
-  return model;
+  return load_pretrained<DeepSeekV3, DeepSeekV3Config>(dir, "from_pretrained");
 }
 
 // Published checkpoints store each MTP module's embedding and head (MODEL.md), which are the main

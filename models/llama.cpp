@@ -192,17 +192,7 @@ void Llama::load_hf_state_dict(const std::map<std::string, Tensor>& hf_state) {
 }
 
 std::shared_ptr<Llama> Llama::from_pretrained(const std::string& dir) {
-  if (!fs::is_directory(dir)) fail("Llama::from_pretrained: '{}' is not a directory", dir);
-  const LlamaConfig config = LlamaConfig::from_json_file((fs::path(dir) / "config.json").string());
-  const auto& quantization = config.quantization_config;
-  const io::Fp8BlockSize* fp8_block = quantization ? &quantization->weight_block_size : nullptr;
-  const ModelDirectoryTensors files(dir, "Llama::from_pretrained", fp8_block);  // every header checked first
-  const auto model = [&] {
-    const nn::init::SkipInitGuard skip;  // load_checkpoint sets every parameter: no draws to discard
-    return std::make_shared<Llama>(config);
-  }();
-  load_checkpoint(*model, files, model->checkpoint_layout(), "Llama::from_pretrained");
-  return model;
+  return load_pretrained<Llama, LlamaConfig>(dir, "Llama::from_pretrained");
 }
 
 // The checkpoint's differences from state_dict(): q/k rows in rotate_half order, written into the

@@ -3,14 +3,18 @@
 // tensor after every check on the headers (docs/checkpoints.md).
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "../core/error.hpp"
 #include "../core/tensor.hpp"
 #include "../io/fp8_blocks.hpp"
 #include "../io/sharded_safetensors.hpp"
+#include "../nn/init.hpp"
 #include "../nn/module.hpp"
 
 namespace latent::models {
@@ -105,6 +109,23 @@ struct CheckpointLayout {
 // "Memory while loading").
 void load_checkpoint(nn::Module& model, const CheckpointTensors& checkpoint, const CheckpointLayout& layout,
                      const std::string& who);
+
+// A Model (built from a Config) made from a model directory: config.json, then every weight file's
+// header checked before the model exists, then each parameter streamed in (load_checkpoint) through
+// the model's checkpoint_layout(). The model skips its random initialisation: every parameter is set.
+template <class Model, class Config>
+std::shared_ptr<Model> load_pretrained(const std::string& dir, const std::string& who) {
+  if (!std::filesystem::is_directory(dir)) fail("{}: '{}' is not a directory", who, dir);
+  const Config config = Config::from_json_file((std::filesystem::path(dir) / "config.json").string());
+  const auto& quantization = config.quantization_config;
+  const ModelDirectoryTensors files(dir, who, quantization ? &quantization->weight_block_size : nullptr);
+  const auto model = [&] {
+    const nn::init::SkipInitGuard skip;
+    return std::make_shared<Model>(config);
+  }();
+  load_checkpoint(*model, files, model->checkpoint_layout(), who);
+  return model;
+}
 
 // All tensors of dir's weight files (as ModelDirectoryTensors gives them) in one map. `who` names
 // the caller in errors. Holds the whole checkpoint: load_checkpoint streams instead.
