@@ -1,7 +1,8 @@
 // train_step: times one full DeepSeek-V3 training step (the step of train::Trainer, train/trainer.cpp)
 // and reports tokens/s, model FLOPs utilisation against a GEMM peak measured on the spot (at the step's
 // matmul precision, fp32 or bf16), peak RSS and OS allocations per step; bench/torch_twin.py is its
-// PyTorch counterpart.
+// PyTorch counterpart. With --paired, fp32 and bf16 steps alternate on one model and the ratio of
+// their times is taken pair by pair, so that both see the same moments of a shared machine.
 #include <sys/resource.h>
 #include <time.h>
 
@@ -27,6 +28,7 @@ struct Options {
   int64_t batch = 8, seq = 256, steps = 10, warmup = 2, routed_experts = 0;
   int threads = 0;
   uint64_t seed = 0;
+  bool paired = false;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -99,8 +101,10 @@ int run(const Options& o) {
   if (o.warmup < 0) fail("--warmup must be >= 0, got {}", o.warmup);
   if (o.threads < 0) fail("--threads must be positive, got {}", o.threads);
   if (o.threads > 0) set_num_threads(o.threads);
-  const MatmulPrecision precision = parse_matmul_precision(o.precision);
-  set_matmul_precision(precision);
+  // The precisions whose steps are timed: one, or with --paired fp32 and bf16 in alternation.
+  std::vector<MatmulPrecision> precisions{parse_matmul_precision(o.precision)};
+  if (o.paired) precisions = {MatmulPrecision::kHighest, MatmulPrecision::kBFloat16};
+  for (MatmulPrecision p : precisions) set_matmul_precision(p);  // refuses bf16 where it cannot run
 
   models::DeepSeekV3Config config = models::DeepSeekV3Config::preset(o.preset);
   config.aux_loss_alpha = kAuxLossAlpha;
@@ -114,7 +118,8 @@ int run(const Options& o) {
   int64_t trained = 0;
   for (const Tensor& p : model.parameters()) trained += p.numel();
   fmt::print("threads: {} (one TBB pool, BLAS single-threaded)\n", get_num_threads());
-  fmt::print("precision: {}; {}\n", matmul_precision_name(precision), describe_gemm_paths());
+  fmt::print("precision: {}; {}\n", o.paired ? "fp32 and bf16, alternating (--paired)" : matmul_precision_name(precisions[0]),
+             describe_gemm_paths());
   fmt::print("model: preset {}, {} routed experts (top-{}), {} parameters in the main model, {} trained (MTP included)\n",
              o.preset, config.n_routed_experts, config.num_experts_per_tok, config.num_parameters(), trained);
   fmt::print("model_flops_per_token: {:.0f} ({:.1f} MFLOP at T={})\n", flops_per_token, flops_per_token / 1e6, o.seq);
@@ -128,7 +133,8 @@ int run(const Options& o) {
   struct Timing {
     double total, forward, backward, update, cpu, loss;
   };
-  auto step = [&] {
+  auto step = [&](MatmulPrecision precision) {
+    const MatmulPrecisionGuard at(precision);
     for (int64_t& id : ids) id = byte(data);
     const Tensor batch = from_vector(ids, {o.batch, o.seq + 1});
     const auto start = Clock::now();
@@ -146,36 +152,59 @@ int run(const Options& o) {
     return Timing{total, forward, backward, total - forward - backward, process_cpu_seconds() - cpu_start, loss};
   };
 
-  for (int64_t i = 0; i < o.warmup; ++i) {
-    const Timing t = step();
-    fmt::print("warmup {}/{}: {:.3f} s, loss {:.6f}\n", i + 1, o.warmup, t.total, t.loss);
-  }
+  auto name = [](MatmulPrecision p) { return std::string(matmul_precision_name(p)); };
+  for (int64_t i = 0; i < o.warmup; ++i)
+    for (MatmulPrecision p : precisions) {
+      const Timing t = step(p);
+      fmt::print("warmup {}/{}{}: {:.3f} s, loss {:.6f}\n", i + 1, o.warmup, o.paired ? " " + name(p) : "", t.total, t.loss);
+    }
   const int64_t os_before = allocator::stats().os_allocations;
-  std::vector<double> total, forward, backward, update, cpu;
-  for (int64_t i = 0; i < o.steps; ++i) {
-    const Timing t = step();
-    total.push_back(t.total), forward.push_back(t.forward), backward.push_back(t.backward), update.push_back(t.update);
-    cpu.push_back(t.cpu);
-    fmt::print("step {}/{}: {:.3f} s (forward+loss {:.3f}, backward {:.3f}, clip+AdamW+bias {:.3f}), loss {:.6f}\n", i + 1,
-               o.steps, t.total, t.forward, t.backward, t.update, t.loss);
-  }
-  const double os_per_step =
-      static_cast<double>(allocator::stats().os_allocations - os_before) / static_cast<double>(o.steps);
+  struct Series {
+    std::vector<double> total, forward, backward, update, cpu;
+  };
+  std::vector<Series> series(precisions.size());
+  for (int64_t i = 0; i < o.steps; ++i)
+    for (size_t j = 0; j < precisions.size(); ++j) {
+      const size_t k = i % 2 ? precisions.size() - 1 - j : j;  // pairs alternate which precision runs first
+      const Timing t = step(precisions[k]);
+      Series& s = series[k];
+      s.total.push_back(t.total), s.forward.push_back(t.forward), s.backward.push_back(t.backward);
+      s.update.push_back(t.update), s.cpu.push_back(t.cpu);
+      fmt::print("step {}/{}{}: {:.3f} s (forward+loss {:.3f}, backward {:.3f}, clip+AdamW+bias {:.3f}), loss {:.6f}\n",
+                 i + 1, o.steps, o.paired ? " " + name(precisions[k]) : "", t.total, t.forward, t.backward, t.update,
+                 t.loss);
+    }
+  const double os_per_step = static_cast<double>(allocator::stats().os_allocations - os_before) /
+                             static_cast<double>(o.steps * static_cast<int64_t>(precisions.size()));
 
-  const double step_time = median(total), tokens_per_s = static_cast<double>(o.batch * o.seq) / step_time;
   const double fp32_peak = gemm_peak_flops(MatmulPrecision::kHighest);
   fmt::print("sgemm_peak_gflops: {:.2f} (latent::matmul 2048x256x768 f32, best of 20)\n", fp32_peak / 1e9);
-  double peak = fp32_peak;
-  if (precision == MatmulPrecision::kBFloat16) {
-    peak = gemm_peak_flops(MatmulPrecision::kBFloat16);
-    fmt::print("bf16_gemm_peak_gflops: {:.2f} (the same product at bf16 precision, best of 20)\n", peak / 1e9);
+  double bf16_peak = 0;
+  if (precisions.back() == MatmulPrecision::kBFloat16) {
+    bf16_peak = gemm_peak_flops(MatmulPrecision::kBFloat16);
+    fmt::print("bf16_gemm_peak_gflops: {:.2f} (the same product at bf16 precision, best of 20)\n", bf16_peak / 1e9);
   }
-  fmt::print("phase_medians_s: forward+loss {:.4f}, backward {:.4f}, clip+AdamW+bias {:.4f}\n", median(forward),
-             median(backward), median(update));
-  fmt::print("step_cpu_median_s: {:.4f} (CPU time of all threads)\n", median(cpu));
-  fmt::print("step_time_median_s: {:.4f}\n", step_time);
-  fmt::print("tokens_per_s: {:.1f}\n", tokens_per_s);
-  fmt::print("model_flops_utilization: {:.4f} (of the {} peak)\n", flops_per_token * tokens_per_s / peak, o.precision);
+  for (size_t k = 0; k < precisions.size(); ++k) {
+    const Series& s = series[k];
+    // Paired, each line names its precision: "tokens_per_s: fp32 4700.0".
+    const std::string label = o.paired ? name(precisions[k]) + " " : "";
+    const double step_time = median(s.total), tokens_per_s = static_cast<double>(o.batch * o.seq) / step_time;
+    const double peak = precisions[k] == MatmulPrecision::kBFloat16 ? bf16_peak : fp32_peak;
+    fmt::print("phase_medians_s: {}forward+loss {:.4f}, backward {:.4f}, clip+AdamW+bias {:.4f}\n", label,
+               median(s.forward), median(s.backward), median(s.update));
+    fmt::print("step_cpu_median_s: {}{:.4f} (CPU time of all threads)\n", label, median(s.cpu));
+    fmt::print("step_time_median_s: {}{:.4f}\n", label, step_time);
+    fmt::print("tokens_per_s: {}{:.1f}\n", label, tokens_per_s);
+    fmt::print("model_flops_utilization: {}{:.4f} (of the {} peak)\n", label, flops_per_token * tokens_per_s / peak,
+               name(precisions[k]));
+  }
+  if (o.paired) {
+    std::vector<double> ratios;  // fp32 time / bf16 time, step i of each
+    for (int64_t i = 0; i < o.steps; ++i) ratios.push_back(series[0].total[i] / series[1].total[i]);
+    const auto [low, high] = std::minmax_element(ratios.begin(), ratios.end());
+    fmt::print("bf16_speedup: {:.3f} (median of {} pairs, range {:.3f}-{:.3f}); ratio of the medians {:.3f}\n",
+               median(ratios), o.steps, *low, *high, median(series[0].total) / median(series[1].total));
+  }
   fmt::print("peak_rss_mb: {:.1f}\n", peak_rss_mb());
   // Of which tensors: their peak, and what the caching allocator holds (in use and cached) at the end.
   const AllocatorStats memory = allocator::stats();
@@ -200,6 +229,9 @@ int main(int argc, char** argv) {
   app.add_option("--precision", o.precision, "matmul precision: fp32, or bf16 (bfloat16 operands, float32 accumulation)")
       ->capture_default_str();
   app.add_option("--seed", o.seed, "seed of initialisation and token draws")->capture_default_str();
+  app.add_flag("--paired", o.paired,
+               "alternate fp32 and bf16 steps on one model (each --steps times) and report both and their ratio, "
+               "pair by pair");
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);
