@@ -118,8 +118,8 @@ int run(const Options& o) {
   int64_t trained = 0;
   for (const Tensor& p : model.parameters()) trained += p.numel();
   fmt::print("threads: {} (one TBB pool, BLAS single-threaded)\n", get_num_threads());
-  fmt::print("precision: {}; {}\n", o.paired ? "fp32 and bf16, alternating (--paired)" : matmul_precision_name(precisions[0]),
-             describe_gemm_paths());
+  const std::string timed = o.paired ? "fp32 and bf16, alternating (--paired)" : matmul_precision_name(precisions[0]);
+  fmt::print("precision: {}; {}\n", timed, describe_gemm_paths());
   fmt::print("model: preset {}, {} routed experts (top-{}), {} parameters in the main model, {} trained (MTP included)\n",
              o.preset, config.n_routed_experts, config.num_experts_per_tok, config.num_parameters(), trained);
   fmt::print("model_flops_per_token: {:.0f} ({:.1f} MFLOP at T={})\n", flops_per_token, flops_per_token / 1e6, o.seq);
@@ -156,7 +156,8 @@ int run(const Options& o) {
   for (int64_t i = 0; i < o.warmup; ++i)
     for (MatmulPrecision p : precisions) {
       const Timing t = step(p);
-      fmt::print("warmup {}/{}{}: {:.3f} s, loss {:.6f}\n", i + 1, o.warmup, o.paired ? " " + name(p) : "", t.total, t.loss);
+      fmt::print("warmup {}/{}{}: {:.3f} s, loss {:.6f}\n", i + 1, o.warmup, o.paired ? " " + name(p) : "", t.total,
+                 t.loss);
     }
   const int64_t os_before = allocator::stats().os_allocations;
   struct Series {
@@ -226,12 +227,14 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup, "untimed steps first")->capture_default_str();
   app.add_option("--threads", o.threads, "worker threads (default: LATENT_NUM_THREADS or all cores)");
   app.add_option("--routed-experts", o.routed_experts, "override n_routed_experts (top-k unchanged; 0: the preset's)");
-  app.add_option("--precision", o.precision, "matmul precision: fp32, or bf16 (bfloat16 operands, float32 accumulation)")
-      ->capture_default_str();
+  CLI::Option* precision = app.add_option("--precision", o.precision,
+                                          "matmul precision: fp32, or bf16 (bfloat16 operands, float32 accumulation)")
+                               ->capture_default_str();
   app.add_option("--seed", o.seed, "seed of initialisation and token draws")->capture_default_str();
   app.add_flag("--paired", o.paired,
                "alternate fp32 and bf16 steps on one model (each --steps times) and report both and their ratio, "
-               "pair by pair");
+               "pair by pair")
+      ->excludes(precision);
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);
