@@ -30,6 +30,10 @@ constexpr int64_t kKeyBlock = 64;
 // longer blocks for short panels (decoding, short chunks after a long cache), so that their two
 // products per block stay large enough for BLAS to run well.
 constexpr int64_t kScoresPerBlock = kKeyBlock * kKeyBlock;
+// The forward holds the scores of several blocks of keys at once (a span), up to this many per task
+// (256 KB of float32, within L2), so that each row's softmax pass (max, exp, sum, rescaling its
+// output) runs once per span rather than once per block: at T = 256 a span is every key.
+constexpr int64_t kScoresPerSpan = 1 << 16;
 
 struct Geometry {
   int64_t B, H, Hkv, T, S, Dqk, Dv;
@@ -115,14 +119,16 @@ Operand<T> head_operand(const Tensor& t, int64_t b, int64_t h, bool heads_as_row
   return {t.data<T>() + offset, ld};
 }
 
-// A task's packed [rows, cols] block of scores; under bf16 also rounded into `copy` (resized to fit).
+// A task's [rows, cols] block of scores, rows ld apart; under bf16 also rounded into `copy` (resized
+// to fit, packed).
 template <class T>
-Operand<T> block_operand(const T* data, int64_t rows, int64_t cols, bool bf16, std::vector<bfloat16>& copy) {
-  Operand<T> m{data, cols};
+Operand<T> block_operand(const T* data, int64_t rows, int64_t cols, int64_t ld, bool bf16,
+                         std::vector<bfloat16>& copy) {
+  Operand<T> m{data, ld};
   if constexpr (std::is_same_v<T, float>)
     if (bf16) {
       copy.resize(static_cast<size_t>(rows * cols));
-      round_to_bf16(data, rows, cols, cols, copy.data());
+      round_to_bf16(data, rows, cols, ld, copy.data());
       m.rounded = copy.data(), m.rounded_ld = cols;
     }
   return m;
@@ -150,7 +156,8 @@ void exp_shifted(T* x, int64_t n, T shift) {
 // tiles: fewer BLAS calls and better kernel efficiency at the same arithmetic.
 
 // ---- forward ---------------------------------------------------------------------------------
-// For each key block, with s = q k^T * scale over the rows that see it (online softmax per row):
+// For each span of keys (whole blocks, as many as kScoresPerSpan holds), with s = q k^T * scale over
+// the rows that see it, computed block by block (online softmax per row, one pass per span):
 //   m' = max(m, rowmax(s)),  p = exp(s - m'),  l' = l exp(m - m') + rowsum(p),  o' = o exp(m - m') + p v
 // and at the end o /= l and lse = m + log(l), the logsumexp the backward recomputes p from.
 //
@@ -176,33 +183,43 @@ void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, cons
     // its logsumexp goes to lse[b, h, 0] + r.
     auto position = [&](int64_t r) { return heads_as_rows ? 0 : r; };
     const int64_t key_block = std::max(kKeyBlock, kScoresPerBlock / std::max<int64_t>(rows, 1));
-    std::vector<T> scores(static_cast<size_t>(rows * key_block));
+    const int64_t span = std::max<int64_t>(1, kScoresPerSpan / (std::max<int64_t>(rows, 1) * key_block)) * key_block;
+    std::vector<T> scores(static_cast<size_t>(rows * std::min(span, g.S)));
     std::vector<bfloat16> score_copy;
     const Operand<T> q_m = head_operand<T>(q, b, h, heads_as_rows), k_m = head_operand<T>(k, b, kv_head),
                      v_m = head_operand<T>(v, b, kv_head);
     std::vector<T> row_max(static_cast<size_t>(rows), -std::numeric_limits<T>::infinity()),
         row_sum(static_cast<size_t>(rows), T(0));
+    // The first row that sees key j (all rows, heads as rows).
+    auto first_row = [&](int64_t j) { return heads_as_rows ? 0 : g.first_row_seeing(j); };
     for (int64_t r = 0; r < rows; ++r) std::fill_n(o_rows + r * o_ld, g.Dv, T(0));
-    for (int64_t j0 = 0; j0 < g.S; j0 += key_block) {
-      const int64_t nk = std::min(key_block, g.S - j0), r0 = heads_as_rows ? 0 : g.first_row_seeing(j0);
-      const int64_t seeing = rows - r0;
-      if (seeing <= 0) break;
-      block_product<T>(false, true, seeing, nk, g.Dqk, T(g.scale), q_m.from_row(r0), k_m.from_row(j0), T(0),
-                       scores.data(), nk);
-      for (int64_t r = r0; r < rows; ++r) {
-        const int64_t n = g.visible(position(r), j0, nk);  // n >= 1: row r0 on sees key j0
-        T* s = scores.data() + (r - r0) * nk;
-        std::fill(s + n, s + nk, T(0));  // masked keys get weight 0
+    for (int64_t s0 = 0; s0 < g.S && first_row(s0) < rows; s0 += span) {
+      const int64_t ns = std::min(span, g.S - s0);  // row r's scores: scores[r * ns, (r + 1) * ns)
+      // Each block of the span against the rows that see any of it.
+      for (int64_t j0 = s0; j0 < s0 + ns && first_row(j0) < rows; j0 += key_block) {
+        const int64_t nk = std::min(key_block, s0 + ns - j0), r0 = first_row(j0);
+        block_product<T>(false, true, rows - r0, nk, g.Dqk, T(g.scale), q_m.from_row(r0), k_m.from_row(j0), T(0),
+                         scores.data() + r0 * ns + (j0 - s0), ns);
+      }
+      for (int64_t r = first_row(s0); r < rows; ++r) {
+        const int64_t n = g.visible(position(r), s0, ns);  // n >= 1: the row sees key s0
+        T* s = scores.data() + r * ns;
+        // Masked keys get weight 0 up to the end of the row's last block (later blocks skip the row).
+        std::fill(s + n, s + std::min(ns, (n + key_block - 1) / key_block * key_block), T(0));
         const T m = std::max(row_max[r], lane_max(s, n));
-        const T correction = std::exp(row_max[r] - m);  // 0 on the row's first block, where row_max is -inf
+        const T correction = std::exp(row_max[r] - m);  // 0 on the row's first span, where row_max is -inf
         exp_shifted(s, n, m);
         row_sum[r] = row_sum[r] * correction + lane_sum(s, n);
         row_max[r] = m;
         if (correction != T(1))
           for (T *o = o_rows + r * o_ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
       }
-      const Operand<T> p_m = block_operand(scores.data(), seeing, nk, bf16, score_copy);
-      block_product<T>(false, false, seeing, g.Dv, nk, T(1), p_m, v_m.from_row(j0), T(1), o_rows + r0 * o_ld, o_ld);
+      for (int64_t j0 = s0; j0 < s0 + ns && first_row(j0) < rows; j0 += key_block) {
+        const int64_t nk = std::min(key_block, s0 + ns - j0), r0 = first_row(j0);
+        const Operand<T> p_m = block_operand(scores.data() + r0 * ns + (j0 - s0), rows - r0, nk, ns, bf16, score_copy);
+        block_product<T>(false, false, rows - r0, g.Dv, nk, T(1), p_m, v_m.from_row(j0), T(1), o_rows + r0 * o_ld,
+                         o_ld);
+      }
     }
     // Every row sees key 0 (S >= T when causal), so row_sum >= 1.
     for (int64_t r = 0; r < rows; ++r) {
@@ -269,7 +286,7 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
         std::fill(s + n, s + nk, T(0));
       }
       if (need_dv)
-        block_product<T>(true, false, nk, g.Dv, rows, T(1), block_operand(p.data(), rows, nk, bf16, p_copy),
+        block_product<T>(true, false, nk, g.Dv, rows, T(1), block_operand(p.data(), rows, nk, nk, bf16, p_copy),
                          do_m.from_row(i0), T(0), dv_h + j0 * dV.ld, dV.ld);
       if (!need_dq && !need_dk) continue;
       block_product<T>(false, true, rows, nk, g.Dv, T(1), do_m.from_row(i0), v_m.from_row(j0), T(0), ds.data(), nk);
@@ -278,7 +295,7 @@ void attention_backward(const Geometry& g, const Tensor& q, const Tensor& k, con
         T *dsr = ds.data() + r * nk, *pr = p.data() + r * nk;
         for (int64_t c = 0; c < nk; ++c) dsr[c] = pr[c] * (dsr[c] - d);
       }
-      const Operand<T> ds_m = block_operand(ds.data(), rows, nk, bf16, ds_copy);
+      const Operand<T> ds_m = block_operand(ds.data(), rows, nk, nk, bf16, ds_copy);
       if (need_dq)  // the first block (i0 = 0) initialises every row of dq
         block_product<T>(false, false, rows, g.Dqk, nk, scale, ds_m, k_m.from_row(j0), T(j0 == 0 ? 0 : 1),
                          dq_h + i0 * dQ.ld, dQ.ld);

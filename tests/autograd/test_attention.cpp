@@ -1,6 +1,6 @@
 // scaled_dot_product_attention: values and gradients against attention composed from primitive ops
-// (MHA, GQA, MQA, Dv != Dqk, KV-cache offsets, non-causal, several tiles), gradchecks, strided inputs,
-// thread-count determinism and errors.
+// (MHA, GQA, MQA, Dv != Dqk, KV-cache offsets, non-causal, several tiles and spans), gradchecks,
+// strided inputs, thread-count determinism and errors.
 #include "../helpers.hpp"
 
 using namespace latent;
@@ -91,6 +91,10 @@ const std::vector<Case> kCases = {
     {"KV cache across a tile edge", 1, 1, 1, 70, 100, 4, 4, true, 0.0},
     {"non-causal, S != T", 1, 2, 1, 9, 130, 4, 3, false, 0.0},
     {"full tiles", 1, 1, 1, 128, 128, 4, 4, true, 0.0},
+    // The forward holds 65,536 scores per task: 300 rows take keys in spans of three tiles (the last
+    // span partial), 600 rows one tile per span; softmax state carries from span to span.
+    {"spans of three tiles after a cache", 1, 2, 1, 300, 400, 4, 3, true, 0.0},
+    {"a span per tile", 1, 1, 1, 600, 600, 3, 3, true, 0.0},
 };
 
 }  // namespace
