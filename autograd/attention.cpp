@@ -192,15 +192,18 @@ void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, cons
         row_sum(static_cast<size_t>(rows), T(0));
     // The first row that sees key j (all rows, heads as rows).
     auto first_row = [&](int64_t j) { return heads_as_rows ? 0 : g.first_row_seeing(j); };
+    // fn(j0, nk, r0) for each block [j0, j0 + nk) of the span [s0, s0 + ns) that a row sees, r0 the first.
+    auto for_each_block = [&](int64_t s0, int64_t ns, auto&& fn) {
+      for (int64_t j0 = s0; j0 < s0 + ns && first_row(j0) < rows; j0 += key_block)
+        fn(j0, std::min(key_block, s0 + ns - j0), first_row(j0));
+    };
     for (int64_t r = 0; r < rows; ++r) std::fill_n(o_rows + r * o_ld, g.Dv, T(0));
     for (int64_t s0 = 0; s0 < g.S && first_row(s0) < rows; s0 += span) {
       const int64_t ns = std::min(span, g.S - s0);  // row r's scores: scores[r * ns, (r + 1) * ns)
-      // Each block of the span against the rows that see any of it.
-      for (int64_t j0 = s0; j0 < s0 + ns && first_row(j0) < rows; j0 += key_block) {
-        const int64_t nk = std::min(key_block, s0 + ns - j0), r0 = first_row(j0);
+      for_each_block(s0, ns, [&](int64_t j0, int64_t nk, int64_t r0) {
         block_product<T>(false, true, rows - r0, nk, g.Dqk, T(g.scale), q_m.from_row(r0), k_m.from_row(j0), T(0),
                          scores.data() + r0 * ns + (j0 - s0), ns);
-      }
+      });
       for (int64_t r = first_row(s0); r < rows; ++r) {
         const int64_t n = g.visible(position(r), s0, ns);  // n >= 1: the row sees key s0
         T* s = scores.data() + r * ns;
@@ -214,12 +217,11 @@ void attention_forward(const Geometry& g, const Tensor& q, const Tensor& k, cons
         if (correction != T(1))
           for (T *o = o_rows + r * o_ld, *end = o + g.Dv; o != end; ++o) *o *= correction;
       }
-      for (int64_t j0 = s0; j0 < s0 + ns && first_row(j0) < rows; j0 += key_block) {
-        const int64_t nk = std::min(key_block, s0 + ns - j0), r0 = first_row(j0);
+      for_each_block(s0, ns, [&](int64_t j0, int64_t nk, int64_t r0) {
         const Operand<T> p_m = block_operand(scores.data() + r0 * ns + (j0 - s0), rows - r0, nk, ns, bf16, score_copy);
         block_product<T>(false, false, rows - r0, g.Dv, nk, T(1), p_m, v_m.from_row(j0), T(1), o_rows + r0 * o_ld,
                          o_ld);
-      }
+      });
     }
     // Every row sees key 0 (S >= T when causal), so row_sum >= 1.
     for (int64_t r = 0; r < rows; ++r) {
