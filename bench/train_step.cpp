@@ -57,7 +57,8 @@ int64_t linear_weights_per_token(const models::DeepSeekV3Config& c) {
   const int64_t attention = q + d * (c.kv_lora_rank + c.qk_rope_head_dim) +
                             c.kv_lora_rank * H * (c.qk_nope_head_dim + c.v_head_dim) + H * c.v_head_dim * d;
   const int64_t dense = 3 * d * c.intermediate_size;
-  const int64_t moe = d * c.n_routed_experts + 3 * d * c.moe_intermediate_size * (c.num_experts_per_tok + c.n_shared_experts);
+  const int64_t moe =
+      d * c.n_routed_experts + 3 * d * c.moe_intermediate_size * (c.num_experts_per_tok + c.n_shared_experts);
   const int64_t head = d * c.vocab_size;
   int64_t total = head;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) total += attention + (c.is_moe_layer(l) ? moe : dense);
@@ -120,7 +121,8 @@ int run(const Options& o) {
   fmt::print("threads: {} (one TBB pool, BLAS single-threaded)\n", get_num_threads());
   const std::string timed = o.paired ? "fp32 and bf16, alternating (--paired)" : matmul_precision_name(precisions[0]);
   fmt::print("precision: {}; {}\n", timed, describe_gemm_paths());
-  fmt::print("model: preset {}, {} routed experts (top-{}), {} parameters in the main model, {} trained (MTP included)\n",
+  fmt::print("model: preset {}, {} routed experts (top-{}), {} parameters in the main model, {} trained "
+             "(MTP included)\n",
              o.preset, config.n_routed_experts, config.num_experts_per_tok, config.num_parameters(), trained);
   fmt::print("model_flops_per_token: {:.0f} ({:.1f} MFLOP at T={})\n", flops_per_token, flops_per_token / 1e6, o.seq);
 
